@@ -1,0 +1,109 @@
+"""Parse one model reply (a JSON object, see engine.llm.grammar) into a ToolCall.
+
+Errors are `ReplyParseError` with a message written for the model: it says what was wrong and
+what a correct reply looks like, so the agent loop can hand it back verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from engine.types import ToolCall
+
+__all__ = ["ReplyParseError", "parse_reply", "EXPECTED_FORMAT"]
+
+EXPECTED_FORMAT = (
+    '{"thought": "...", "tool": "<tool name>", "arguments": {...}, "request_heartbeat": false}'
+)
+_KNOWN_KEYS = ("thought", "tool", "arguments", "request_heartbeat")
+_FENCE_RE = re.compile(r"\A```[ \t]*(?:json|JSON)?[ \t]*\r?\n(?P<body>.*?)\r?\n?```\Z", re.DOTALL)
+
+
+class ReplyParseError(ValueError):
+    """The reply is not one well-formed tool call; the message tells the model how to fix it."""
+
+
+def _fail(problem: str) -> ReplyParseError:
+    return ReplyParseError(f"{problem} Reply with exactly one JSON object: {EXPECTED_FORMAT}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    text = text.strip()
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def parse_reply(text: str) -> ToolCall:
+    """The ToolCall in `text`, one JSON object (surrounding whitespace and one ```json fence are
+    tolerated; anything else around the object is not). Missing request_heartbeat means False,
+    missing thought means None, missing or null arguments mean {}. Raises ReplyParseError."""
+    if not isinstance(text, str):
+        raise _fail(f"The reply must be text, got {type(text).__name__}.")
+    body = text.strip()
+    fence = _FENCE_RE.match(body)
+    if fence:
+        body = fence.group("body").strip()
+    if not body:
+        raise _fail("The reply was empty.")
+
+    decoder = json.JSONDecoder(strict=False, parse_constant=_reject_constant)
+    try:
+        value, end = decoder.raw_decode(body)
+    except json.JSONDecodeError as exc:
+        raise _fail(
+            f"The reply is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
+        ) from None
+    except ValueError as exc:  # NaN / Infinity
+        raise _fail(f"The reply is not valid JSON ({exc}).") from None
+    trailing = body[end:].strip()
+    if trailing:
+        raise _fail(
+            f"Unexpected text after the JSON object: {_excerpt(trailing)}. "
+            "Send one tool call per reply."
+        )
+    if not isinstance(value, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(value), "a number"
+        )
+        raise _fail(f"The reply must be a JSON object, got {kind}.")
+
+    unknown = [k for k in value if k not in _KNOWN_KEYS]
+    if unknown:
+        listed = ", ".join(json.dumps(k) for k in unknown)
+        raise _fail(
+            f'Unexpected key(s) {listed} at the top level; tool arguments go inside "arguments".'
+        )
+
+    if "tool" not in value:
+        raise _fail('The reply has no "tool" key naming the tool to call.')
+    tool = value["tool"]
+    if not isinstance(tool, str) or not tool.strip():
+        raise _fail(f'"tool" must be a non-empty string (a tool name), got {json.dumps(tool)}.')
+
+    arguments = value.get("arguments")
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise _fail(
+            f'"arguments" must be a JSON object of the tool\'s arguments, got '
+            f"{_excerpt(json.dumps(arguments, ensure_ascii=False))}."
+        )
+
+    heartbeat = value.get("request_heartbeat", False)
+    if heartbeat is None:
+        heartbeat = False
+    if not isinstance(heartbeat, bool):
+        raise _fail(f'"request_heartbeat" must be true or false, got {json.dumps(heartbeat)}.')
+
+    thought = value.get("thought")
+    if thought is not None and not isinstance(thought, str):
+        raise _fail(f'"thought" must be a string, got {_excerpt(json.dumps(thought))}.')
+
+    return ToolCall(
+        name=tool.strip(), arguments=arguments, request_heartbeat=heartbeat, thought=thought
+    )

@@ -1,0 +1,236 @@
+"""Sentence embeddings from a BERT GGUF (all-MiniLM-L6-v2 by default) through llama-cpp-python."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from engine.errors import InvalidInput, ModelLoadError
+
+log = logging.getLogger(__name__)
+native_log = logging.getLogger("llama_cpp.native")
+
+_FETCH_HINT = "run `make models` (or `python -m models fetch embed`)"
+
+# ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continues the previous line)
+_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # the rest (load chatter) goes to DEBUG
+# Tokens packed into one llama_encode call. Sequences in one batch attend over the whole batch
+# (masked), so big packs cost more than they save: 64-128 measured fastest on CPU.
+_PACK_TOKENS = 128
+# Warnings llama.cpp prints for every healthy BERT GGUF: demoted to DEBUG.
+_BENIGN = ("special_eos_id is not in special_eog_ids",)
+
+
+class _NativeLogRouter:
+    """Joins llama.cpp/ggml log fragments into lines and hands them to `logging`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parts: list[str] = []
+        self._level = logging.DEBUG
+        self.callback = llama_cpp.llama_log_callback(self._on_log)  # keep a reference
+
+    def _on_log(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        with self._lock:
+            if level != 5:
+                self._level = _LEVELS.get(level, logging.DEBUG)
+            self._parts.append(text.decode("utf-8", errors="replace"))
+            if not self._parts[-1].endswith("\n"):
+                return
+            line, self._parts = "".join(self._parts).rstrip(), []
+        benign = any(b in line for b in _BENIGN)
+        native_log.log(logging.DEBUG if benign else self._level, "%s", line)
+
+
+_router: _NativeLogRouter | None = None
+
+
+def route_llama_logs_to_logging() -> None:
+    """Send all llama.cpp/ggml native logging to the `llama_cpp.native` logger (idempotent).
+
+    The callback is process-wide; nothing is ever written straight to stderr afterwards.
+    """
+    global _router
+    if _router is None:
+        _router = _NativeLogRouter()
+        llama_cpp.llama_log_set(_router.callback, ctypes.c_void_p(0))
+
+
+class Embedder:
+    """A BERT-style GGUF embedding model: texts -> L2-normalised float32 vectors.
+
+    Mean pooling over the model's 512-token window; longer texts are truncated (by tokens,
+    keeping the trailing [SEP]). One instance is safe to share between threads (calls serialise).
+    """
+
+    name: str
+    dim: int
+
+    def __init__(
+        self, path: str | Path, name: str | None = None, n_threads: int | None = None
+    ) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._batch = None
+        self._llm = _load(self.path, n_threads or _default_threads())
+        meta = self._llm.metadata
+        self.name = name or meta.get("general.name") or self.path.stem
+        self.dim = self._llm.n_embd()
+        self._window = min(self._llm.n_ctx(), self._llm.n_batch)
+        self._n_seq_max = max(1, int(self._llm.context_params.n_seq_max))
+        vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        self._keeps_last = bool(
+            llama_cpp.llama_vocab_get_add_eos(vocab) or llama_cpp.llama_vocab_get_add_sep(vocab)
+        )
+        self._batch = llama_cpp.llama_batch_init(self._window, 0, self._n_seq_max)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed `texts`: float32 array of shape (len(texts), dim), each row of unit length."""
+        if isinstance(texts, str):
+            raise InvalidInput("embed() takes a list of strings; use embed_one() for one string")
+        token_lists = [self.tokenize(t) for t in texts]
+        out = np.zeros((len(token_lists), self.dim), dtype=np.float32)
+        with self._lock:
+            self._require_open()
+            for start, stop in self._packs(token_lists):
+                out[start:stop] = self._encode(token_lists[start:stop])
+        return _normalise(out)
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """Embed one text: float32 vector of shape (dim,) and unit length."""
+        return self.embed([text])[0]
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids fed to the model ([CLS] ... [SEP]), truncated to the model's window."""
+        if not isinstance(text, str):
+            raise InvalidInput(f"cannot embed {type(text).__name__}: expected str")
+        data = text.encode("utf-8", errors="replace")  # lone surrogates must not crash
+        with self._lock:
+            self._require_open()
+            tokens = self._llm.tokenize(data, add_bos=True, special=False)
+        if len(tokens) <= self._window:
+            return tokens
+        if self._keeps_last:
+            return tokens[: self._window - 1] + tokens[-1:]
+        return tokens[: self._window]
+
+    def close(self) -> None:
+        """Free the model (the instance is unusable afterwards)."""
+        with self._lock:
+            if self._batch is not None:
+                llama_cpp.llama_batch_free(self._batch)
+                self._batch = None
+                self._llm.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # half-built instance, or interpreter shutdown
+            self.close()
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_open(self) -> None:
+        if self._batch is None:
+            raise ModelLoadError(f"embedder for {self.path} is closed")
+
+    def _packs(self, token_lists: list[list[int]]) -> list[tuple[int, int]]:
+        """Consecutive [start, stop) ranges of texts encoded together (a long text goes alone)."""
+        packs: list[tuple[int, int]] = []
+        start, used = 0, 0
+        for i, tokens in enumerate(token_lists):
+            if i > start and (used + len(tokens) > _PACK_TOKENS or i - start >= self._n_seq_max):
+                packs.append((start, i))
+                start, used = i, 0
+            used += len(tokens)
+        if start < len(token_lists):
+            packs.append((start, len(token_lists)))
+        return packs
+
+    def _encode(self, token_lists: list[list[int]]) -> np.ndarray:
+        """Run one batch (one sequence per text) and return the pooled rows."""
+        batch = self._batch
+        batch.n_tokens = 0
+        for seq, tokens in enumerate(token_lists):
+            for pos, token in enumerate(tokens):
+                j = batch.n_tokens
+                batch.token[j], batch.pos[j] = token, pos
+                batch.n_seq_id[j], batch.seq_id[j][0], batch.logits[j] = 1, seq, True
+                batch.n_tokens += 1
+        rc = llama_cpp.llama_encode(self._llm.ctx, batch)
+        if rc != 0:
+            raise ModelLoadError(f"llama_encode failed ({rc}) with embedding model {self.path}")
+        rows = np.empty((len(token_lists), self.dim), dtype=np.float32)
+        for seq in range(len(token_lists)):
+            ptr = llama_cpp.llama_get_embeddings_seq(self._llm.ctx, seq)
+            rows[seq] = np.ctypeslib.as_array(ptr, shape=(self.dim,))
+        return rows
+
+
+def _default_threads() -> int:
+    """Half the usable cores, at most 4: ggml's spinning threads collapse when oversubscribed
+    (e.g. next to a chat model generating), and a 6-layer MiniLM gains little beyond that."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, (cores or 2) // 2))
+
+
+def _normalise(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return (rows / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def _load(path: Path, n_threads: int) -> llama_cpp.Llama:
+    """Open `path` as a mean-pooled embedding model, with llama.cpp's chatter sent to logging."""
+    if not path.is_file():
+        raise ModelLoadError(f"embedding model file {path} does not exist: {_FETCH_HINT}")
+    route_llama_logs_to_logging()
+    printed = io.StringIO()  # Llama(verbose=True) print()s metadata to sys.stderr
+    try:
+        with contextlib.redirect_stderr(printed):
+            llm = llama_cpp.Llama(
+                model_path=str(path),
+                embedding=True,
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                n_ctx=512,
+                n_batch=512,
+                n_ubatch=512,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                verbose=True,  # verbose=False would dup2() the whole process's stdout/stderr
+            )
+    except (ValueError, RuntimeError, OSError) as e:
+        raise ModelLoadError(
+            f"cannot load embedding model {path} ({e}); the file may be corrupt: "
+            f"delete it and {_FETCH_HINT}"
+        ) from e
+    finally:
+        log.debug("llama-cpp-python: %s", printed.getvalue().strip())
+    _check_encoder(llm, path)
+    return llm
+
+
+def _check_encoder(llm: llama_cpp.Llama, path: Path) -> None:
+    arch = llm.metadata.get("general.architecture", "?")
+    if llm.metadata.get(f"{arch}.attention.causal") != "false":
+        llm.close()
+        raise ModelLoadError(
+            f"{path} is a {arch} model, not a (non-causal) embedding model: {_FETCH_HINT}"
+        )
+
+
+def default_embedder() -> Embedder:
+    """The default embedder (all-MiniLM-L6-v2), assembled from its package on first use."""
+    from models.fetch import model_path
+
+    return Embedder(model_path("embed"), name="all-MiniLM-L6-v2")

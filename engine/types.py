@@ -1,0 +1,134 @@
+"""Typed values that cross the engine's stage boundaries: persona, messages, tool calls, responses."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Persona:
+    """Who the agent is; rendered into the persona core-memory block on first creation."""
+
+    name: str
+    description: str
+    traits: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        text = f"I am {self.name}. {self.description.strip()}"
+        if self.traits:
+            text += "\nTraits: " + ", ".join(self.traits) + "."
+        return text
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message as the model sees it: a role and its text (what the chat template renders)."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """One stored message of recall memory."""
+
+    id: int
+    agent_id: int
+    session_id: int
+    role: Role
+    content: str
+    created_at: dt.datetime
+    token_count: int
+    in_context: bool
+    tool_call: dict[str, Any] | None = None
+    tool_result: dict[str, Any] | None = None
+
+    def as_chat(self) -> ChatMessage:
+        return ChatMessage(self.role, self.content)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model asked for, parsed from its reply (arguments not yet validated)."""
+
+    name: str
+    arguments: dict[str, Any]
+    request_heartbeat: bool = False
+    thought: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.thought:
+            data["thought"] = self.thought
+        data["tool"] = self.name
+        data["arguments"] = self.arguments
+        data["request_heartbeat"] = self.request_heartbeat
+        return data
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool returned to the model; ok=False is a tool error the model can correct."""
+
+    name: str
+    ok: bool
+    content: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"tool": self.name, "status": "OK" if self.ok else "Failed", "message": self.content}
+
+
+@dataclass(frozen=True)
+class MemoryOperation:
+    """A change or read of memory made during a step, for the user to see."""
+
+    tool: str
+    summary: str
+    ok: bool = True
+
+
+@dataclass(frozen=True)
+class ContextUsage:
+    """Size of the prompt last sent to the model, in the model's own tokens."""
+
+    prompt_tokens: int
+    context_window: int
+    sections: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return self.prompt_tokens / self.context_window if self.context_window else 0.0
+
+
+@dataclass(frozen=True)
+class AgentResponse:
+    """The result of one `agent.step()`: the reply to the user and what happened on the way."""
+
+    message: str | None
+    tool_calls: list[ToolCall]
+    memory_operations: list[MemoryOperation]
+    context_usage: ContextUsage
+    steps: int = 1
+    stopped_by_step_limit: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """What the model reads about a tool: its name, description and JSON schema of arguments.
+
+    `parameters` is a JSON-schema object (type=object, properties, required); it never includes
+    `request_heartbeat`, which is a top-level field of every reply (see engine.llm.grammar).
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]

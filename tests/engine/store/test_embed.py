@@ -1,0 +1,185 @@
+"""engine.store.embed: the GGUF embedder against a NumPy forward pass of all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import InvalidInput, ModelLoadError, ModelNotMaterialised
+from engine.store.embed import Embedder, default_embedder
+from models import fetch, manifest
+from tests.engine.store.minilm_reference import MiniLMReference
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    'Wait... what?! (Really) -- "quoted", [bracketed] & {braced}; done: 100%!',
+    "Café naïve résumé: Zürich, São Paulo, Ångström, straße.",
+    "東京タワーは333メートルです。Привет, мир! Γειά σου κόσμε.",
+    "Order #12345 shipped 2024-03-15 09:41; total $1,299.99 (incl. 8.25% tax) +1-800-555-0199.",
+    "def add(a, b):\n\treturn a + b  # TODO: handle overflow",
+    "I ❤️ pizza 🍕 and ☕ in the morning",
+    " ".join(
+        [
+            "Memex keeps every conversation in one SQLite file and recalls what matters.",
+            "It summarises old turns, stores facts about the user, searches its archive",
+            "by meaning, and never sends anything over the network; the models run locally.",
+        ]
+        * 6
+    ),
+]
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.fixture(scope="session")
+def embed_path() -> Path:
+    try:
+        return fetch.model_path("embed")
+    except ModelNotMaterialised as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def embedder(embed_path: Path) -> Embedder:
+    e = Embedder(embed_path)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="session")
+def reference() -> MiniLMReference:
+    try:
+        archive = fetch.locate_source(manifest.EMBED.sources[0])
+    except ModelNotMaterialised as e:
+        pytest.skip(str(e))
+    with zipfile.ZipFile(archive) as z:
+        return MiniLMReference.from_bytes(
+            z.read("model.safetensors"), z.read("config.json"), z.read("tokenizer.json")
+        )
+
+
+def test_attributes(embedder: Embedder) -> None:
+    assert embedder.name == "all-MiniLM-L6-v2"
+    assert embedder.dim == 384
+
+
+def test_sentences_are_not_trivial(reference: MiniLMReference) -> None:
+    lengths = [len(reference.token_ids(s)) for s in SENTENCES]
+    assert max(lengths) > 250  # the long one
+    assert 100 in reference.token_ids(SENTENCES[6])  # emoji -> [UNK]
+
+
+@pytest.mark.parametrize("text", SENTENCES, ids=range(len(SENTENCES)))
+def test_tokenisation_matches_hf_tokenizer(
+    embedder: Embedder, reference: MiniLMReference, text: str
+) -> None:
+    assert embedder.tokenize(text) == reference.token_ids(text)
+
+
+@pytest.mark.parametrize("text", SENTENCES, ids=range(len(SENTENCES)))
+def test_matches_numpy_reference(embedder: Embedder, reference: MiniLMReference, text: str) -> None:
+    assert _cos(embedder.embed_one(text), reference.embed(text)) >= 0.999
+
+
+def test_batch_shape_dtype_and_norm(embedder: Embedder) -> None:
+    vectors = embedder.embed(SENTENCES)
+    assert vectors.shape == (len(SENTENCES), 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_batch_equals_one_by_one(embedder: Embedder) -> None:
+    texts = [*SENTENCES, *(f"note number {i}" for i in range(40)), ""]
+    batched = embedder.embed(texts)
+    for text, row in zip(texts, batched, strict=True):
+        assert _cos(row, embedder.embed_one(text)) >= 0.9999
+
+
+def test_empty_inputs(embedder: Embedder, reference: MiniLMReference) -> None:
+    vector = embedder.embed_one("")
+    assert vector.shape == (384,)
+    assert np.isfinite(vector).all()
+    assert _cos(vector, reference.embed("")) >= 0.999
+    assert embedder.embed([]).shape == (0, 384)
+
+
+def test_long_input_is_truncated_to_the_window(
+    embedder: Embedder, reference: MiniLMReference
+) -> None:
+    text = "recall " * 700 + "the end"
+    tokens = embedder.tokenize(text)
+    assert len(tokens) == 512
+    assert tokens[0] == 101 and tokens[-1] == 102  # [CLS] ... [SEP] survive truncation
+    hf = reference.token_ids(text)
+    expected = reference.embed_ids(hf[:511] + hf[-1:])
+    assert _cos(embedder.embed_one(text), expected) >= 0.999
+
+
+def test_meaning(embedder: Embedder) -> None:
+    cat, kitten, tax = embedder.embed(
+        ["The cat sleeps on the sofa.", "A kitten is napping on the couch.", "File taxes by April."]
+    )
+    assert _cos(cat, kitten) > _cos(cat, tax) + 0.3
+
+
+def test_not_text_is_refused(embedder: Embedder) -> None:
+    with pytest.raises(InvalidInput):
+        embedder.embed("a bare string")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        embedder.embed([b"bytes"])  # type: ignore[list-item]
+
+
+def test_lone_surrogate_does_not_crash(embedder: Embedder) -> None:
+    assert embedder.embed_one("broken \ud800 text").shape == (384,)
+
+
+def test_loading_is_quiet(embed_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    with Embedder(embed_path) as e:
+        e.embed(["quiet please"])
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+
+
+def test_default_embedder(embed_path: Path) -> None:
+    with default_embedder() as e:
+        assert e.path == embed_path
+        assert e.name == "all-MiniLM-L6-v2"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="python -m models fetch embed"):
+        Embedder(tmp_path / "nope.gguf")
+
+
+def test_corrupt_file(tmp_path: Path, embed_path: Path) -> None:
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"not a gguf at all" * 100)
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        Embedder(garbage)
+    truncated = tmp_path / "truncated.gguf"
+    with open(embed_path, "rb") as f:
+        truncated.write_bytes(f.read(5_000_000))
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        Embedder(truncated)
+
+
+def test_chat_model_is_not_an_embedder() -> None:
+    try:
+        small = fetch.model_path("small")
+    except ModelNotMaterialised as e:
+        pytest.skip(str(e))
+    with pytest.raises(ModelLoadError, match="not a \\(non-causal\\) embedding model"):
+        Embedder(small)
+
+
+def test_closed_embedder_refuses(embed_path: Path) -> None:
+    e = Embedder(embed_path)
+    e.close()
+    e.close()  # idempotent
+    with pytest.raises(ModelLoadError, match="closed"):
+        e.embed_one("too late")

