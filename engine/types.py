@@ -50,6 +50,7 @@ class Message:
     in_context: bool
     tool_call: dict[str, Any] | None = None
     tool_result: dict[str, Any] | None = None
+    search_text: str = ""
 
     def as_chat(self) -> ChatMessage:
         return ChatMessage(self.role, self.content)

@@ -1,0 +1,26 @@
+"""Memex engine: MemGPT-style memory (core, recall, archival) on one SQLite file, local models."""
+
+from engine.agent import MemGPTAgent, ModelCall, StepResult
+from engine.errors import MemexError
+from engine.llm.factory import default_llm_client
+from engine.memory.core import CoreMemory
+from engine.store.db import Store, open_store
+from engine.tools.memory_tools import MemoryTool
+from engine.types import AgentResponse, Message, Persona, ToolCall, ToolResult
+
+__all__ = [
+    "AgentResponse",
+    "CoreMemory",
+    "MemGPTAgent",
+    "MemexError",
+    "MemoryTool",
+    "Message",
+    "ModelCall",
+    "Persona",
+    "StepResult",
+    "Store",
+    "ToolCall",
+    "ToolResult",
+    "default_llm_client",
+    "open_store",
+]

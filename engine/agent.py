@@ -1,0 +1,301 @@
+"""MemGPTAgent: the one loop. User text -> context -> model -> parse -> dispatch -> store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from engine.context import ContextBuilder
+from engine.errors import InvalidInput
+from engine.llm.base import LLMClient
+from engine.llm.grammar import reply_schema
+from engine.llm.parse import ReplyParseError, parse_reply
+from engine.memory.archival import ArchivalMemory
+from engine.memory.core import BlockTemplate, CoreMemory
+from engine.memory.recall import RecallMemory
+from engine.store.db import Store, now_iso
+from engine.tools.memory_tools import MemoryTool
+from engine.tools.registry import tool_specs
+from engine.types import (
+    AgentResponse,
+    ChatMessage,
+    ContextUsage,
+    Persona,
+    Role,
+    ToolCall,
+    ToolResult,
+)
+
+DEFAULT_MAX_STEPS = 10
+DEFAULT_REPLY_TOKENS = 512
+MAX_USER_MESSAGE_CHARS = 2_000_000
+REPEATED_CALL = (
+    "you already made exactly this call in this turn and it succeeded; do not repeat it. "
+    "If you are done, answer the user with send_message."
+)
+SYSTEM_BLOCK = (
+    "Be truthful. Remember what matters to the user and use it. "
+    "Never invent memories: search recall or archival memory when unsure."
+)
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One model call in a step: the engine's token count against the one llama.cpp reported."""
+
+    counted_prompt_tokens: int
+    reported_prompt_tokens: int
+    completion_tokens: int
+    parsed: bool
+    tool: str | None
+    ok: bool
+
+
+@dataclass(frozen=True)
+class StepResult(AgentResponse):
+    model_calls: tuple[ModelCall, ...] = ()
+
+
+def default_blocks(persona: Persona) -> list[BlockTemplate]:
+    return [
+        BlockTemplate("persona", persona.render(), "Who you are and how you behave."),
+        BlockTemplate("human", "", "What you know about the user."),
+        BlockTemplate("system", SYSTEM_BLOCK, "Standing rules.", read_only=True),
+    ]
+
+
+def _clean_text(text: str | bytes) -> str:
+    """User text as stored: bytes must be UTF-8, str must be encodable (no lone surrogates)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"the message is not valid UTF-8 text ({exc}); nothing was stored"
+            ) from None
+    if not isinstance(text, str):
+        raise InvalidInput(f"a message must be text, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("the message holds characters that are not valid Unicode text") from None
+    if not text.strip():
+        raise InvalidInput("the message is empty; type something to send")
+    if len(text) > MAX_USER_MESSAGE_CHARS:
+        raise InvalidInput(
+            f"the message has {len(text)} characters; the most is {MAX_USER_MESSAGE_CHARS}"
+        )
+    return text
+
+
+class MemGPTAgent:
+    """An agent with core, recall and archival memory, resumable by name from the store."""
+
+    def __init__(
+        self,
+        persona: Persona | None = None,
+        archival_store: Store | None = None,
+        llm_client: LLMClient | None = None,
+        name: str = "memex",
+        max_steps: int = DEFAULT_MAX_STEPS,
+        reply_tokens: int = DEFAULT_REPLY_TOKENS,
+    ) -> None:
+        if archival_store is None:
+            from engine.store.db import open_store
+
+            archival_store = open_store()
+        if llm_client is None:
+            from engine.llm.factory import default_llm_client
+
+            llm_client = default_llm_client()
+        self.store = archival_store
+        self.llm = llm_client
+        self.name = name
+        self.max_steps = max_steps
+        self.agent_id, self.persona = self._load_or_create(name, persona)
+        self.session_id = self._new_session()
+        self.memory = CoreMemory(self.store, self.agent_id)
+        self.recall = RecallMemory(self.store, self.agent_id)
+        self.archival = ArchivalMemory(self.store, self.agent_id)
+        self.tools = MemoryTool(self.memory, self.recall, self.archival)
+        specs = tool_specs()
+        self._reply_schema = reply_schema(specs)
+        # When the model loops, or on the last allowed call, only a reply to the user is allowed.
+        self._reply_only_schema = reply_schema([s for s in specs if s.name == "send_message"])
+        self.context = ContextBuilder(
+            self.llm, self.memory, self.recall, specs, self.persona.name, reply_tokens
+        )
+
+    # -- public API --------------------------------------------------------------------------
+    @property
+    def core_memory(self) -> dict[str, str]:
+        return dict(self.memory)
+
+    def step(self, text: str | bytes) -> StepResult:
+        """One user turn: store the message, then let the model act until it is done."""
+        text = _clean_text(text)
+        with self.store.atomic() as conn:
+            self._add("user", text)
+            conn.execute(
+                "UPDATE agents SET last_user_message_at = ? WHERE id = ?",
+                (now_iso(), self.agent_id),
+            )
+        return self._run(require_reply=True)
+
+    def heartbeat(self) -> StepResult:
+        """A turn with no user message, e.g. to reflect and consolidate memory when idle."""
+        self._add("system", self._heartbeat_note())
+        return self._run(require_reply=False)
+
+    def context_window(self) -> ContextUsage:
+        """Token counts of the prompt the next model call would see, per section."""
+        return self.context.build().usage
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _run(self, require_reply: bool) -> StepResult:
+        self.tools.operations.clear()
+        self.tools.sent_messages.clear()
+        self._turn_calls: list[ToolCall] = []
+        calls: list[ToolCall] = []
+        records: list[ModelCall] = []
+        usage = ContextUsage(0, self.llm.context_window)
+        for index in range(self.max_steps):
+            window = self.context.build()
+            usage = window.usage
+            schema = self._schema_for(index, require_reply)
+            completion = self.llm.complete(window.messages, schema, self.context.reply_tokens)
+            call, result = self._act(completion.text)
+            records.append(
+                ModelCall(
+                    usage.prompt_tokens,
+                    completion.prompt_tokens,
+                    completion.completion_tokens,
+                    call is not None,
+                    call.name if call else None,
+                    result.ok,
+                )
+            )
+            if call is not None:
+                calls.append(call)
+            if not self._wants_another_turn(call, result, require_reply):
+                return self._response(calls, records, usage, stopped=False)
+        self._add("system", f"Step limit reached: stopped after {self.max_steps} model calls.")
+        return self._response(calls, records, usage, stopped=True)
+
+    def _act(self, reply_text: str) -> tuple[ToolCall | None, ToolResult]:
+        """Parse, dispatch and store one reply and its result in one transaction."""
+        try:
+            call: ToolCall | None = parse_reply(reply_text)
+        except ReplyParseError as exc:
+            call = None
+            result = ToolResult("reply", False, str(exc))
+        with self.store.atomic():
+            if call is not None and self._repeats_last_call(call):
+                result = ToolResult(call.name, False, REPEATED_CALL)
+            elif call is not None:
+                result = self.tools.dispatch(call)
+            self._add("assistant", reply_text, tool_call=call.as_json() if call else None)
+            self._add(
+                "tool",
+                json.dumps(result.as_json(), ensure_ascii=False),
+                tool_result=result.as_json(),
+            )
+        return call, result
+
+    def _schema_for(self, index: int, require_reply: bool) -> dict[str, object]:
+        if not require_reply or self.tools.sent_messages:
+            return self._reply_schema
+        looping = len(self._turn_calls) >= 2 and self._turn_calls[-1] == self._turn_calls[-2]
+        if looping or index == self.max_steps - 1:
+            return self._reply_only_schema
+        return self._reply_schema
+
+    def _repeats_last_call(self, call: ToolCall) -> bool:
+        """The same call twice in a row within one turn: small models loop like this."""
+        previous = [c for c in self._turn_calls if c.name == call.name]
+        self._turn_calls.append(call)
+        return bool(previous) and previous[-1].arguments == call.arguments
+
+    def _wants_another_turn(
+        self, call: ToolCall | None, result: ToolResult, require_reply: bool
+    ) -> bool:
+        if call is None or not result.ok:
+            return True  # a failure forces a heartbeat so the model can correct itself
+        if call.name == "send_message":
+            return False  # replying to the user ends the turn (small models loop otherwise)
+        if call.request_heartbeat:
+            return True
+        if require_reply and not self.tools.sent_messages:
+            self._add("system", "You have not answered the user yet: call send_message.")
+            return True
+        return False
+
+    def _response(
+        self, calls: list[ToolCall], records: list[ModelCall], usage: ContextUsage, stopped: bool
+    ) -> StepResult:
+        notes = []
+        if stopped:
+            notes.append(
+                f"Stopped after {self.max_steps} model calls (the step limit) before the "
+                "assistant finished."
+            )
+        message = "\n\n".join(self.tools.sent_messages) or None
+        return StepResult(
+            message=message,
+            tool_calls=calls,
+            memory_operations=list(self.tools.operations),
+            context_usage=usage,
+            steps=len(records),
+            stopped_by_step_limit=stopped,
+            notes=notes,
+            model_calls=tuple(records),
+        )
+
+    # -- storage -----------------------------------------------------------------------------
+    def _add(self, role: Role, content: str, **extra: object) -> None:
+        tokens = self.llm.count_message_tokens(ChatMessage(role, content))
+        self.recall.add(self.session_id, role, content, tokens, **extra)  # type: ignore[arg-type]
+
+    def _heartbeat_note(self) -> str:
+        row = self.store.query_one(
+            "SELECT last_user_message_at FROM agents WHERE id = ?", (self.agent_id,)
+        )
+        since = "never"
+        if row and row[0]:
+            delta = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(row[0])
+            since = f"{int(delta.total_seconds() // 60)} minutes ago"
+        return (
+            "[heartbeat] No user message: this turn is yours. Last user message: "
+            f"{since}. Review recent messages and save anything important to core or archival "
+            "memory. Call send_message only if you have something worth telling the user."
+        )
+
+    def _load_or_create(self, name: str, persona: Persona | None) -> tuple[int, Persona]:
+        row = self.store.query_one("SELECT id, persona_json FROM agents WHERE name = ?", (name,))
+        if row is not None:
+            return row[0], Persona(**json.loads(row[1]))
+        persona = persona or Persona(
+            name="Memex", description="A helpful assistant with a long memory."
+        )
+        with self.store.atomic() as conn:
+            conn.execute(
+                "INSERT INTO agents(name, persona_json, created_at) VALUES (?, ?, ?)",
+                (name, json.dumps(persona.__dict__), now_iso()),
+            )
+            agent_id = conn.last_insert_rowid()
+            core = CoreMemory(self.store, agent_id)
+            for template in default_blocks(persona):
+                core.attach(template)
+        return agent_id, persona
+
+    def _new_session(self) -> int:
+        with self.store.atomic() as conn:
+            conn.execute(
+                "INSERT INTO sessions(agent_id, started_at) VALUES (?, ?)",
+                (self.agent_id, now_iso()),
+            )
+            return conn.last_insert_rowid()
+
+    def __repr__(self) -> str:
+        return f"MemGPTAgent(name={self.name!r}, store={self.store!r}, llm={self.llm.name!r})"

@@ -1,0 +1,122 @@
+"""The one place that decides what is in the model's window and how many tokens each part takes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from engine.llm.base import LLMClient
+from engine.llm.grammar import render_tool_descriptions
+from engine.memory.core import CoreMemory
+from engine.memory.recall import RecallMemory
+from engine.types import ChatMessage, ContextUsage, Message, ToolSpec
+
+INSTRUCTIONS = """\
+You are {name}, a conversational agent with a long-term memory, running on the user's computer.
+Every reply you write is ONE JSON tool call: {{"thought": ..., "tool": ..., "arguments": ..., \
+"request_heartbeat": ...}}.
+The user only sees what you pass to send_message. Keep thoughts short.
+Memory:
+- Core memory (below) is always in view but small. Save key facts about the user in section \
+'human' and about yourself in 'persona' with core_memory_append / core_memory_replace.
+- Recall memory holds every past message: search it with conversation_search or \
+conversation_search_date.
+- Archival memory is unlimited: save details with archival_memory_insert, find them with \
+archival_memory_search.
+Set request_heartbeat to true when you want another turn after a tool returns (for example to \
+reply after saving to memory or searching); false when you are done.
+Example (Alice is not the real user): the user writes "I'm Alice." You reply
+{{"thought": "New fact about the user: save it.", "tool": "core_memory_append", "arguments": {{"section": "human", "content": "Name: Alice"}}, "request_heartbeat": true}}
+and after the tool returns:
+{{"thought": "Now answer.", "tool": "send_message", "arguments": {{"message": "Nice to meet you, Alice! What do you teach this year?"}}, "request_heartbeat": false}}
+Speak as yourself ({name}) to the user; never repeat the user's words as your own.
+Today is {today}.
+
+Tools:
+{tools}
+
+Core memory:
+{core}"""
+
+
+@dataclass(frozen=True)
+class ContextWindow:
+    """The prompt to send, the stored messages in it, and the token count of each section."""
+
+    messages: list[ChatMessage]
+    in_context: list[Message]
+    usage: ContextUsage
+
+
+class ContextBuilder:
+    """Assembles system prompt + recent messages so that prompt + reply always fit n_ctx."""
+
+    def __init__(
+        self,
+        llm: LLMClient,
+        core: CoreMemory,
+        recall: RecallMemory,
+        tools: list[ToolSpec],
+        agent_name: str,
+        reply_tokens: int,
+    ) -> None:
+        self.llm = llm
+        self.core = core
+        self.recall = recall
+        self.agent_name = agent_name
+        self.reply_tokens = reply_tokens
+        self._tool_text = render_tool_descriptions(tools)
+
+    def system_prompt(self, core_text: str | None = None) -> str:
+        return INSTRUCTIONS.format(
+            name=self.agent_name,
+            today=dt.datetime.now(dt.UTC).date().isoformat(),
+            tools=self._tool_text,
+            core=self.core.render() if core_text is None else core_text,
+        )
+
+    def build(self) -> ContextWindow:
+        """The window for the next model call, evicting the oldest messages if they don't fit."""
+        system = ChatMessage("system", self.system_prompt())
+        budget = self.llm.context_window - self.reply_tokens
+        system_tokens = self.llm.count_tokens([system])
+        if system_tokens >= budget:
+            raise ValueError(
+                f"the system prompt and core memory take {system_tokens} tokens, more than the "
+                f"{budget} the window leaves (n_ctx {self.llm.context_window} - reply "
+                f"{self.reply_tokens}); shorten core memory or use a larger context"
+            )
+        kept = self.recall.in_context()
+        total = self.llm.count_tokens([system, *[m.as_chat() for m in kept]])
+        while total > budget and kept:
+            dropped = _oldest_unit(kept)
+            self.recall.evict([m.id for m in dropped])
+            kept = kept[len(dropped) :]
+            total = self.llm.count_tokens([system, *[m.as_chat() for m in kept]])
+        messages = [system, *[m.as_chat() for m in kept]]
+        return ContextWindow(messages, kept, self._usage(system, total, system_tokens))
+
+    def _usage(self, system: ChatMessage, total: int, system_tokens: int) -> ContextUsage:
+        without_core = self.llm.count_tokens([ChatMessage("system", self.system_prompt(""))])
+        window = self.llm.context_window
+        return ContextUsage(
+            prompt_tokens=total,
+            context_window=window,
+            sections={
+                "system": without_core,
+                "core_memory": system_tokens - without_core,
+                "messages": total - system_tokens,
+                "reply_reserve": self.reply_tokens,
+                "free": max(0, window - total - self.reply_tokens),
+            },
+        )
+
+
+def _oldest_unit(messages: list[Message]) -> list[Message]:
+    """The oldest message, with the tool result that answers it (a call is never split)."""
+    unit = [messages[0]]
+    for message in messages[1:]:
+        if message.role != "tool":
+            break
+        unit.append(message)
+    return unit

@@ -1,0 +1,64 @@
+"""A scripted model client for deterministic tests: returns given replies, records every prompt.
+
+Its replies go through the same parsing, validation and dispatch as a real model's. Token counts
+are an approximation (about 4 characters a token) since there is no tokenizer behind it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from engine.errors import GenerationError
+from engine.llm.base import Completion
+from engine.types import ChatMessage
+
+MESSAGE_OVERHEAD = 4  # tokens a chat template adds around each message
+
+
+class ScriptedClient:
+    name = "scripted"
+
+    def __init__(self, replies: Iterable[str | dict[str, Any]] = (), n_ctx: int = 4096) -> None:
+        self._replies: list[str] = []
+        self._n_ctx = n_ctx
+        self.history: list[list[ChatMessage]] = []
+        self.enqueue(replies)
+
+    def enqueue(self, replies: Iterable[str | dict[str, Any]]) -> None:
+        for reply in replies:
+            self._replies.append(reply if isinstance(reply, str) else json.dumps(reply))
+
+    @property
+    def context_window(self) -> int:
+        return self._n_ctx
+
+    @property
+    def remaining(self) -> int:
+        return len(self._replies)
+
+    def count_message_tokens(self, message: ChatMessage) -> int:
+        return MESSAGE_OVERHEAD + (len(message.content) + 3) // 4
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        return sum(self.count_message_tokens(m) for m in messages) + 3
+
+    def complete(
+        self, messages: list[ChatMessage], reply_schema: dict[str, Any], max_tokens: int
+    ) -> Completion:
+        self.history.append(list(messages))
+        if not self._replies:
+            raise GenerationError("the scripted client has no more replies")
+        text = self._replies.pop(0)
+        return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, "stop")
+
+
+def call(tool: str, heartbeat: bool = False, thought: str = "", **arguments: Any) -> dict[str, Any]:
+    """A reply in the model's format, for scripts: call("send_message", message="hi")."""
+    return {
+        "thought": thought,
+        "tool": tool,
+        "arguments": arguments,
+        "request_heartbeat": heartbeat,
+    }

@@ -1,0 +1,118 @@
+"""Archival memory: unlimited long-term passages with hybrid (FTS5 + sqlite-vec) search."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.memory.search import (
+    MAX_VECTOR_DISTANCE,
+    VECTOR_CANDIDATES,
+    Page,
+    fts_query,
+    fuse,
+    paginate,
+    vector_blob,
+)
+from engine.store.db import Store, now_iso
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: int
+    text: str
+    tags: list[str]
+    source: str
+    created_at: dt.datetime
+
+
+class ArchivalMemory:
+    """The archival passages of one agent in the store."""
+
+    def __init__(self, store: Store, agent_id: int) -> None:
+        self.store = store
+        self.agent_id = agent_id
+
+    def insert(self, text: str, tags: Sequence[str] | None = None, source: str = "") -> int:
+        return self.insert_many([text], tags=tags, source=source)[0]
+
+    def insert_many(
+        self, texts: Sequence[str], tags: Sequence[str] | None = None, source: str = ""
+    ) -> list[int]:
+        """Embed and store passages in one transaction; returns their ids."""
+        vectors = self.store.embedder.embed(list(texts))
+        tag_list = list(tags or [])
+        model = self.store.embedder.name
+        ids: list[int] = []
+        with self.store.atomic() as conn:
+            for text, vector in zip(texts, vectors, strict=True):
+                conn.execute(
+                    "INSERT INTO passages(agent_id, text, tags_json, source, embedding_model,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (self.agent_id, text, json.dumps(tag_list), source, model, now_iso()),
+                )
+                passage_id = conn.last_insert_rowid()
+                conn.execute(
+                    "INSERT INTO passages_fts(rowid, text, tags) VALUES (?, ?, ?)",
+                    (passage_id, text, " ".join(tag_list)),
+                )
+                conn.execute(
+                    "INSERT INTO passage_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                    (passage_id, self.agent_id, vector_blob(vector)),
+                )
+                ids.append(passage_id)
+        return ids
+
+    def get(self, passage_id: int) -> Passage:
+        row = self.store.query_one(
+            "SELECT id, text, tags_json, source, created_at FROM passages"
+            " WHERE id = ? AND agent_id = ?",
+            (passage_id, self.agent_id),
+        )
+        if row is None:
+            raise KeyError(passage_id)
+        return Passage(
+            row[0], row[1], json.loads(row[2]), row[3], dt.datetime.fromisoformat(row[4])
+        )
+
+    def delete(self, passage_id: int) -> None:
+        with self.store.atomic() as conn:
+            conn.execute(
+                "DELETE FROM passages WHERE id = ? AND agent_id = ?", (passage_id, self.agent_id)
+            )
+            conn.execute("DELETE FROM passages_fts WHERE rowid = ?", (passage_id,))
+            conn.execute("DELETE FROM passage_vectors WHERE rowid = ?", (passage_id,))
+
+    def count(self) -> int:
+        row = self.store.query_one(
+            "SELECT count(*) FROM passages WHERE agent_id = ?", (self.agent_id,)
+        )
+        return row[0] if row else 0
+
+    def search(self, query: str, limit: int = 5, page: int = 0) -> tuple[Page, list[Passage]]:
+        """BM25 and vector similarity fused by reciprocal rank; paginated."""
+        ranked = fuse(self._text_hits(query), self._vector_hits(query))
+        result = paginate(ranked, limit, page)
+        return result, [self.get(i) for i in result.ids]
+
+    def _text_hits(self, query: str) -> list[int]:
+        match = fts_query(query)
+        if match is None:
+            return []
+        rows = self.store.query(
+            "SELECT p.id FROM passages_fts f JOIN passages p ON p.id = f.rowid"
+            " WHERE passages_fts MATCH ? AND p.agent_id = ? ORDER BY bm25(passages_fts) LIMIT 1000",
+            (match, self.agent_id),
+        )
+        return [r[0] for r in rows]
+
+    def _vector_hits(self, query: str) -> list[int]:
+        vector = self.store.embedder.embed_one(query)
+        rows = self.store.query(
+            "SELECT rowid, distance FROM passage_vectors WHERE embedding MATCH ?"
+            " AND agent_id = ? AND k = ? ORDER BY distance",
+            (vector_blob(vector), self.agent_id, VECTOR_CANDIDATES),
+        )
+        return [r[0] for r in rows if r[1] <= MAX_VECTOR_DISTANCE]

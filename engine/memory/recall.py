@@ -1,0 +1,173 @@
+"""Recall memory: every message an agent ever exchanged, kept forever, searchable by text and date."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from engine.memory.search import (
+    MAX_VECTOR_DISTANCE,
+    VECTOR_CANDIDATES,
+    Page,
+    fts_query,
+    fuse,
+    paginate,
+    vector_blob,
+)
+from engine.store.db import Store, now_iso
+from engine.types import Message, Role
+
+_COLUMNS = (
+    "id, agent_id, session_id, role, content, created_at, token_count, in_context,"
+    " tool_call_json, tool_result_json, search_text"
+)
+
+
+def searchable_text(content: str, tool_call: dict[str, Any] | None) -> str:
+    """What a person would read of a message: an assistant's words, not its JSON."""
+    if tool_call is None:
+        return content
+    arguments = tool_call.get("arguments") or {}
+    if tool_call.get("tool") == "send_message":
+        return str(arguments.get("message", ""))
+    values = " ".join(str(v) for v in arguments.values() if v)
+    return f"[{tool_call.get('tool')}] {values}".strip()
+
+
+def _row_to_message(row: tuple[Any, ...]) -> Message:
+    return Message(
+        id=row[0],
+        agent_id=row[1],
+        session_id=row[2],
+        role=row[3],
+        content=row[4],
+        created_at=dt.datetime.fromisoformat(row[5]),
+        token_count=row[6],
+        in_context=bool(row[7]),
+        tool_call=json.loads(row[8]) if row[8] else None,
+        tool_result=json.loads(row[9]) if row[9] else None,
+        search_text=row[10],
+    )
+
+
+class RecallMemory:
+    """The message history of one agent in the store."""
+
+    def __init__(self, store: Store, agent_id: int) -> None:
+        self.store = store
+        self.agent_id = agent_id
+
+    def add(
+        self,
+        session_id: int,
+        role: Role,
+        content: str,
+        token_count: int,
+        tool_call: dict[str, Any] | None = None,
+        tool_result: dict[str, Any] | None = None,
+    ) -> Message:
+        """Store one message (and its embedding, for semantic recall search)."""
+        text = searchable_text(content, tool_call)
+        vector = self.store.embedder.embed_one(text) if role in ("user", "assistant") else None
+        with self.store.atomic() as conn:
+            conn.execute(
+                "INSERT INTO messages(agent_id, session_id, role, content, search_text,"
+                " tool_call_json, tool_result_json, token_count, created_at, in_context)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                (
+                    self.agent_id,
+                    session_id,
+                    role,
+                    content,
+                    text,
+                    json.dumps(tool_call) if tool_call is not None else None,
+                    json.dumps(tool_result) if tool_result is not None else None,
+                    token_count,
+                    now_iso(),
+                ),
+            )
+            message_id = conn.last_insert_rowid()
+            if vector is not None:
+                conn.execute(
+                    "INSERT INTO message_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                    (message_id, self.agent_id, vector_blob(vector)),
+                )
+        return self.get(message_id)
+
+    def get(self, message_id: int) -> Message:
+        row = self.store.query_one(f"SELECT {_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+        if row is None:
+            raise KeyError(message_id)
+        return _row_to_message(row)
+
+    def in_context(self) -> list[Message]:
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM messages WHERE agent_id = ? AND in_context = 1 ORDER BY id",
+            (self.agent_id,),
+        )
+        return [_row_to_message(r) for r in rows]
+
+    def evict(self, message_ids: list[int]) -> None:
+        """Take messages out of the context window; they stay in recall, searchable."""
+        with self.store.atomic() as conn:
+            conn.executemany(
+                "UPDATE messages SET in_context = 0 WHERE id = ? AND agent_id = ?",
+                [(i, self.agent_id) for i in message_ids],
+            )
+
+    def count(self) -> int:
+        row = self.store.query_one(
+            "SELECT count(*) FROM messages WHERE agent_id = ?", (self.agent_id,)
+        )
+        return row[0] if row else 0
+
+    def all(self) -> list[Message]:
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM messages WHERE agent_id = ? ORDER BY id", (self.agent_id,)
+        )
+        return [_row_to_message(r) for r in rows]
+
+    # -- search ------------------------------------------------------------------------------
+    def search(self, query: str, limit: int = 5, page: int = 0) -> tuple[Page, list[Message]]:
+        """Hybrid search over user and assistant messages: BM25 fused with vector similarity."""
+        ranked = fuse(self._text_hits(query), self._vector_hits(query))
+        result = paginate(ranked, limit, page)
+        return result, [self.get(i) for i in result.ids]
+
+    def search_date(
+        self, start: dt.datetime, end: dt.datetime, limit: int = 5, page: int = 0
+    ) -> tuple[Page, list[Message]]:
+        """Messages with start <= created_at < end (UTC), oldest first."""
+        rows = self.store.query(
+            "SELECT id FROM messages WHERE agent_id = ? AND role IN ('user', 'assistant')"
+            " AND created_at >= ? AND created_at < ? ORDER BY id",
+            (
+                self.agent_id,
+                start.isoformat(timespec="microseconds"),
+                end.isoformat(timespec="microseconds"),
+            ),
+        )
+        result = paginate([r[0] for r in rows], limit, page)
+        return result, [self.get(i) for i in result.ids]
+
+    def _text_hits(self, query: str) -> list[int]:
+        match = fts_query(query)
+        if match is None:
+            return []
+        rows = self.store.query(
+            "SELECT m.id FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+            " WHERE messages_fts MATCH ? AND m.agent_id = ? AND m.role IN ('user', 'assistant')"
+            " ORDER BY bm25(messages_fts) LIMIT 1000",
+            (match, self.agent_id),
+        )
+        return [r[0] for r in rows]
+
+    def _vector_hits(self, query: str) -> list[int]:
+        vector = self.store.embedder.embed_one(query)
+        rows = self.store.query(
+            "SELECT rowid, distance FROM message_vectors WHERE embedding MATCH ?"
+            " AND agent_id = ? AND k = ? ORDER BY distance",
+            (vector_blob(vector), self.agent_id, VECTOR_CANDIDATES),
+        )
+        return [r[0] for r in rows if r[1] <= MAX_VECTOR_DISTANCE]

@@ -1,0 +1,183 @@
+"""The one owner of the SQLite connection: opening, sqlite-vec, PRAGMAs, migrations, transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import apsw
+import platformdirs
+import sqlite_vec
+
+from engine.errors import ExtensionUnavailable, SchemaTooNew, StoreError
+from engine.store.migrations import LATEST_VERSION, MIGRATIONS
+
+if TYPE_CHECKING:
+    from engine.store.embed import Embedder
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def default_db_path() -> Path:
+    """Where the user's Memex file lives unless another path is given."""
+    return Path(platformdirs.user_data_dir("memex")) / "memex.db"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+class Store:
+    """One Memex database file: every memory tier of every agent lives here.
+
+    All writes go through `atomic()`; nested calls become savepoints, so one agent step
+    (assistant message, tool effects, tool result) commits or rolls back as a whole.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], embedder: Embedder | None = None) -> None:
+        self.path = Path(path)
+        self._embedder = embedder
+        self._lock = threading.RLock()
+        self.conn = _connect(self.path)
+        try:
+            self.schema_version = _migrate(self.conn, self.path)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    # -- transactions ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[apsw.Connection]:
+        """A transaction (a savepoint when nested); rolled back on any exception."""
+        with self._lock, self.conn:
+            yield self.conn
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self.conn.execute(sql, params))
+
+    def query_one(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    # -- embeddings --------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        """The sentence embedder for archival and recall vectors (the default one, loaded lazily)."""
+        if self._embedder is None:
+            from engine.store.embed import default_embedder
+
+            self._embedder = default_embedder()
+        return self._embedder
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, schema v{self.schema_version})"
+
+
+def open_store(
+    path: str | os.PathLike[str] | None = None, embedder: Embedder | None = None
+) -> Store:
+    """Open (creating if needed) the Memex file at `path`, or the default file."""
+    target = Path(path) if path is not None else default_db_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Store(target, embedder=embedder)
+
+
+def _connect(path: Path) -> apsw.Connection:
+    existed = path.exists()
+    try:
+        conn = apsw.Connection(str(path))
+    except apsw.Error as exc:
+        raise StoreError(f"cannot open the Memex database {path}: {exc}") from exc
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)  # the user's memory is private
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    _load_sqlite_vec(conn)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    except apsw.BusyError as exc:
+        conn.close()
+        raise StoreError(f"{path} is in use by another Memex process; close it and retry") from exc
+    except (apsw.NotADBError, apsw.CorruptError) as exc:
+        conn.close()
+        raise StoreError(
+            f"{path} is not a Memex database or is damaged ({exc}). Nothing was changed; "
+            "restore it from a backup or open another file with --db PATH."
+        ) from exc
+    return conn
+
+
+def _load_sqlite_vec(conn: apsw.Connection) -> None:
+    try:
+        conn.enable_load_extension(True)
+        conn.load_extension(sqlite_vec.loadable_path())
+        conn.enable_load_extension(False)
+    except (apsw.Error, AttributeError, OSError) as exc:
+        conn.close()
+        raise ExtensionUnavailable(
+            f"could not load sqlite-vec from {sqlite_vec.loadable_path()}: {exc}. "
+            "Reinstall the sqlite-vec package (make install)."
+        ) from exc
+
+
+def _current_version(conn: apsw.Connection) -> int:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return row[0] or 0
+
+
+def _migrate(conn: apsw.Connection, path: Path) -> int:
+    """Bring the file up to LATEST_VERSION; refuse a file written by a newer Memex."""
+    with conn:
+        version = _current_version(conn)
+    if version > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"{path} was written by a newer Memex (schema v{version}; this one knows up to "
+            f"v{LATEST_VERSION}). Upgrade Memex to open it; the file was not changed."
+        )
+    pending = [m for m in MIGRATIONS if m.version > version]
+    if pending and version > 0:
+        _backup(conn, path, version)
+    for migration in pending:
+        with conn:  # each migration and its record commit together
+            migration.apply(conn)
+            conn.execute(
+                "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, now_iso()),
+            )
+        log.info("migrated %s to schema v%d (%s)", path, migration.version, migration.name)
+    return LATEST_VERSION
+
+
+def _backup(conn: apsw.Connection, path: Path, version: int) -> None:
+    """Copy an older file aside before upgrading it, so a failed upgrade loses nothing."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    backup = path.with_name(f"{path.name}.v{version}.bak")
+    shutil.copy2(path, backup)
+    log.info("backed up %s to %s before migrating", path, backup)

@@ -1,0 +1,130 @@
+"""The schema of the Memex file: numbered migrations, applied in order, each recorded in the file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import apsw
+
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2; vec0 tables need a fixed width
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[apsw.Connection], None]
+
+
+def _initial_schema(conn: apsw.Connection) -> None:
+    conn.execute(
+        f"""
+        CREATE TABLE agents (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            persona_json TEXT NOT NULL,
+            model_settings_json TEXT NOT NULL DEFAULT '{{}}',
+            created_at TEXT NOT NULL,
+            last_user_message_at TEXT
+        );
+        CREATE TABLE blocks (
+            id INTEGER PRIMARY KEY,
+            label TEXT NOT NULL,
+            value TEXT NOT NULL DEFAULT '',
+            char_limit INTEGER NOT NULL CHECK (char_limit > 0),
+            description TEXT NOT NULL DEFAULT '',
+            read_only INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            CHECK (length(value) <= char_limit)
+        );
+        -- A block may be attached to several agents (shared memory).
+        CREATE TABLE agent_blocks (
+            agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            block_id INTEGER NOT NULL REFERENCES blocks(id) ON DELETE CASCADE,
+            label TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (agent_id, label)
+        );
+        CREATE TABLE block_history (
+            id INTEGER PRIMARY KEY,
+            block_id INTEGER NOT NULL REFERENCES blocks(id) ON DELETE CASCADE,
+            before TEXT NOT NULL,
+            after TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            undone INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX block_history_block ON block_history(block_id, id);
+        CREATE TABLE sessions (
+            id INTEGER PRIMARY KEY,
+            agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            started_at TEXT NOT NULL
+        );
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+            content TEXT NOT NULL,
+            -- what search sees: the text a person would read (an assistant's reply, not its JSON)
+            search_text TEXT NOT NULL,
+            tool_call_json TEXT,
+            tool_result_json TEXT,
+            token_count INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            in_context INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE INDEX messages_agent ON messages(agent_id, id);
+        CREATE INDEX messages_agent_time ON messages(agent_id, created_at);
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            search_text, content='messages', content_rowid='id', tokenize='porter unicode61'
+        );
+        CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts(rowid, search_text) VALUES (new.id, new.search_text);
+        END;
+        CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, search_text)
+                VALUES ('delete', old.id, old.search_text);
+        END;
+        CREATE VIRTUAL TABLE message_vectors USING vec0(
+            agent_id INTEGER PARTITION KEY,
+            embedding float[{EMBEDDING_DIM}] distance_metric=cosine
+        );
+        CREATE TABLE passages (
+            id INTEGER PRIMARY KEY,
+            agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            text TEXT NOT NULL,
+            tags_json TEXT NOT NULL DEFAULT '[]',
+            source TEXT NOT NULL DEFAULT '',
+            embedding_model TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX passages_agent ON passages(agent_id, id);
+        CREATE VIRTUAL TABLE passages_fts USING fts5(
+            text, tags, content='', contentless_delete=1, tokenize='porter unicode61'
+        );
+        CREATE VIRTUAL TABLE passage_vectors USING vec0(
+            agent_id INTEGER PARTITION KEY,
+            embedding float[{EMBEDDING_DIM}] distance_metric=cosine
+        );
+        CREATE TABLE summaries (
+            id INTEGER PRIMARY KEY,
+            agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            text TEXT NOT NULL,
+            first_message_id INTEGER NOT NULL,
+            last_message_id INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        1, "initial schema: agents, blocks, history, recall, archival, summaries", _initial_schema
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,213 @@
+"""The memory tools: validate a call's arguments, act on the memory tiers, return a result string."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine.memory.archival import ArchivalMemory
+from engine.memory.core import CoreMemory, CoreMemoryError
+from engine.memory.recall import RecallMemory
+from engine.tools.registry import (
+    TOOL_ARGS,
+    ArchivalMemoryInsertArgs,
+    CoreMemoryAppendArgs,
+    CoreMemoryReplaceArgs,
+    DateSearchArgs,
+    SearchArgs,
+    SendMessageArgs,
+)
+from engine.types import MemoryOperation, ToolCall, ToolResult
+
+HIT_CHARS = 400  # a search hit longer than this is shown cut, with its id to fetch more
+
+
+class ToolFailure(Exception):
+    """A tool could not do what was asked; the message goes back to the model."""
+
+
+def _clip(text: str, limit: int = HIT_CHARS) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
+
+
+def _parse_day(value: str, name: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise ToolFailure(f"{name} {value!r} is not a date like 2024-05-31") from None
+
+
+def _validation_message(name: str, exc: ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+    )
+    return f"invalid arguments for {name}: {problems}"
+
+
+class MemoryTool:
+    """The tools of one agent. Every public method returns the result string the model reads."""
+
+    def __init__(self, core: CoreMemory, recall: RecallMemory, archival: ArchivalMemory) -> None:
+        self.core = core
+        self.recall = recall
+        self.archival = archival
+        self.operations: list[MemoryOperation] = []
+        self.sent_messages: list[str] = []
+        self._impls: dict[str, Callable[[Any], str]] = {
+            "send_message": self._send_message,
+            "core_memory_append": self._core_memory_append,
+            "core_memory_replace": self._core_memory_replace,
+            "archival_memory_insert": self._archival_memory_insert,
+            "archival_memory_search": self._archival_memory_search,
+            "conversation_search": self._conversation_search,
+            "conversation_search_date": self._conversation_search_date,
+        }
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def dispatch(self, call: ToolCall, actor: str | None = None) -> ToolResult:
+        """Validate and run one call; any failure becomes a tool error, never an exception."""
+        model = TOOL_ARGS.get(call.name)
+        if model is None:
+            known = ", ".join(TOOL_ARGS)
+            return ToolResult(call.name, False, f"unknown tool {call.name!r}; tools: {known}")
+        try:
+            args = model.model_validate(call.arguments)
+            self._actor = actor or f"tool:{call.name}"
+            content = self._impls[call.name](args)
+        except ValidationError as exc:
+            return self._failed(call.name, _validation_message(call.name, exc))
+        except (ToolFailure, CoreMemoryError) as exc:
+            return self._failed(call.name, str(exc))
+        return ToolResult(call.name, True, content)
+
+    def _failed(self, name: str, message: str) -> ToolResult:
+        if name != "send_message":
+            self.operations.append(MemoryOperation(name, message, ok=False))
+        return ToolResult(name, False, message)
+
+    def _call(self, name: str, **arguments: Any) -> str:
+        result = self.dispatch(ToolCall(name, arguments), actor="user")
+        return result.content if result.ok else f"Error: {result.content}"
+
+    # -- the public, typed API (agent.tools.X(...)) ------------------------------------------
+    def send_message(self, message: str) -> str:
+        return self._call("send_message", message=message)
+
+    def core_memory_append(self, section: str, content: str) -> str:
+        return self._call("core_memory_append", section=section, content=content)
+
+    def core_memory_replace(self, section: str, old_content: str, new_content: str) -> str:
+        return self._call(
+            "core_memory_replace", section=section, old_content=old_content, new_content=new_content
+        )
+
+    def archival_memory_insert(self, content: str, tags: list[str] | None = None) -> str:
+        return self._call("archival_memory_insert", content=content, tags=tags)
+
+    def archival_memory_search(self, query: str, limit: int = 5, page: int = 0) -> str:
+        return self._call("archival_memory_search", query=query, limit=limit, page=page)
+
+    def conversation_search(self, query: str, limit: int = 5, page: int = 0) -> str:
+        return self._call("conversation_search", query=query, limit=limit, page=page)
+
+    def conversation_search_date(
+        self, start_date: str, end_date: str, limit: int = 5, page: int = 0
+    ) -> str:
+        return self._call(
+            "conversation_search_date",
+            start_date=start_date,
+            end_date=end_date,
+            limit=limit,
+            page=page,
+        )
+
+    # -- implementations ---------------------------------------------------------------------
+    def _send_message(self, args: SendMessageArgs) -> str:
+        if not args.message.strip():
+            raise ToolFailure("message is empty: write something for the user")
+        self.sent_messages.append(args.message)
+        return "Message sent."
+
+    def _core_memory_append(self, args: CoreMemoryAppendArgs) -> str:
+        if not args.content.strip():
+            raise ToolFailure("content is empty: nothing to append")
+        block = self.core.append(args.section, args.content, actor=self._actor)
+        self._note(
+            "core_memory_append",
+            f"saved to core memory ({args.section}): {_clip(args.content, 80)}",
+        )
+        return (
+            f"Appended to {args.section!r}; {len(block.value)}/{block.limit} chars used. "
+            "Next: reply to the user with send_message."
+        )
+
+    def _core_memory_replace(self, args: CoreMemoryReplaceArgs) -> str:
+        block = self.core.replace(
+            args.section, args.old_content, args.new_content, actor=self._actor
+        )
+        what = "deleted from" if not args.new_content else "updated"
+        self._note(
+            "core_memory_replace",
+            f"{what} core memory ({args.section}): {_clip(args.old_content, 60)}",
+        )
+        return f"Replaced in {args.section!r}; {len(block.value)}/{block.limit} chars used."
+
+    def _archival_memory_insert(self, args: ArchivalMemoryInsertArgs) -> str:
+        if not args.content.strip():
+            raise ToolFailure("content is empty: nothing to save")
+        passage_id = self.archival.insert(args.content, tags=args.tags, source=self._actor)
+        self._note("archival_memory_insert", f"saved to archival memory: {_clip(args.content, 80)}")
+        return (
+            f"Saved to archival memory as passage {passage_id}. "
+            "Next: reply to the user with send_message."
+        )
+
+    def _archival_memory_search(self, args: SearchArgs) -> str:
+        page, passages = self.archival.search(args.query, args.limit, args.page)
+        self._note(
+            "archival_memory_search", f"searched archival for {args.query!r}: {page.total} results"
+        )
+        lines = [page.header("passages")]
+        for p in passages:
+            tags = f" (tags: {', '.join(p.tags)})" if p.tags else ""
+            lines.append(f"[id {p.id}, {p.created_at:%Y-%m-%d %H:%M}] {_clip(p.text)}{tags}")
+        return "\n".join(lines)
+
+    def _conversation_search(self, args: SearchArgs) -> str:
+        page, messages = self.recall.search(args.query, args.limit, args.page)
+        self._note(
+            "conversation_search", f"searched conversation for {args.query!r}: {page.total} results"
+        )
+        return self._format_messages(page.header("messages"), messages)
+
+    def _conversation_search_date(self, args: DateSearchArgs) -> str:
+        start = _parse_day(args.start_date, "start_date")
+        end = _parse_day(args.end_date, "end_date")
+        if end < start:
+            raise ToolFailure(f"end_date {end} is before start_date {start}")
+        page, messages = self.recall.search_date(
+            dt.datetime.combine(start, dt.time(), dt.UTC),
+            dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
+            args.limit,
+            args.page,
+        )
+        self._note(
+            "conversation_search_date", f"listed messages {start}..{end}: {page.total} results"
+        )
+        return self._format_messages(page.header("messages"), messages)
+
+    @staticmethod
+    def _format_messages(header: str, messages: list[Any]) -> str:
+        lines = [header]
+        for m in messages:
+            lines.append(
+                f"[id {m.id}, {m.created_at:%Y-%m-%d %H:%M}, {m.role}] {_clip(m.search_text or m.content)}"
+            )
+        return "\n".join(lines)
+
+    def _note(self, tool: str, summary: str) -> None:
+        self.operations.append(MemoryOperation(tool, summary))

@@ -1,0 +1,88 @@
+"""The tools the model may call: argument models, JSON schemas, descriptions, validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.types import ToolSpec
+
+MAX_TEXT = 100_000  # no single argument may be larger than this many characters
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SendMessageArgs(_Args):
+    message: str = Field(description="The text to show the user.", max_length=MAX_TEXT)
+
+
+class CoreMemoryAppendArgs(_Args):
+    section: str = Field(description="Core memory section (block label), e.g. 'human'.")
+    content: str = Field(description="Text to add on a new line.", max_length=MAX_TEXT)
+
+
+class CoreMemoryReplaceArgs(_Args):
+    section: str = Field(description="Core memory section (block label).")
+    old_content: str = Field(description="Exact text to replace; must occur once.")
+    new_content: str = Field(
+        description="Replacement text; empty string deletes.", max_length=MAX_TEXT
+    )
+
+
+class ArchivalMemoryInsertArgs(_Args):
+    content: str = Field(description="The passage to store for later.", max_length=MAX_TEXT)
+    tags: list[str] | None = Field(default=None, description="Optional tags.", max_length=20)
+
+
+class SearchArgs(_Args):
+    query: str = Field(description="What to look for (words or a sentence).", max_length=2000)
+    limit: int = Field(default=5, ge=1, le=20, description="Results per page.")
+    page: int = Field(default=0, ge=0, le=1000, description="Page number, from 0.")
+
+
+class DateSearchArgs(_Args):
+    start_date: str = Field(description="First day, YYYY-MM-DD.", max_length=32)
+    end_date: str = Field(description="Last day (included), YYYY-MM-DD.", max_length=32)
+    limit: int = Field(default=5, ge=1, le=20, description="Results per page.")
+    page: int = Field(default=0, ge=0, le=1000, description="Page number, from 0.")
+
+
+TOOL_ARGS: dict[str, type[_Args]] = {
+    "send_message": SendMessageArgs,
+    "core_memory_append": CoreMemoryAppendArgs,
+    "core_memory_replace": CoreMemoryReplaceArgs,
+    "archival_memory_insert": ArchivalMemoryInsertArgs,
+    "archival_memory_search": SearchArgs,
+    "conversation_search": SearchArgs,
+    "conversation_search_date": DateSearchArgs,
+}
+
+TOOL_DESCRIPTIONS: dict[str, str] = {
+    "send_message": "Send a message to the user and end your turn. The only way the user sees anything you say.",
+    "core_memory_append": "Add a line to a core memory section (always visible to you). "
+    "Use it for key facts about the user (section 'human') or yourself ('persona').",
+    "core_memory_replace": "Replace exact text in a core memory section; new_content '' deletes.",
+    "archival_memory_insert": "Save a passage to archival memory (unlimited, searchable later).",
+    "archival_memory_search": "Search archival memory by meaning and keywords; paginated.",
+    "conversation_search": "Search the whole past conversation (recall memory); paginated.",
+    "conversation_search_date": "List past messages between two dates; paginated.",
+}
+
+
+def _strip_titles(node: Any) -> Any:
+    """pydantic adds 'title' everywhere; the model does not need it."""
+    if isinstance(node, dict):
+        return {k: _strip_titles(v) for k, v in node.items() if k != "title"}
+    if isinstance(node, list):
+        return [_strip_titles(v) for v in node]
+    return node
+
+
+def tool_specs() -> list[ToolSpec]:
+    return [
+        ToolSpec(name, TOOL_DESCRIPTIONS[name], _strip_titles(model.model_json_schema()))
+        for name, model in TOOL_ARGS.items()
+    ]
