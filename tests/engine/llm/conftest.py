@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from engine.types import ToolSpec
@@ -90,44 +87,3 @@ def realistic_tools() -> list[ToolSpec]:
 @pytest.fixture
 def tools() -> list[ToolSpec]:
     return realistic_tools()
-
-
-def _model_file(key: str, env: str) -> Path | None:
-    """The GGUF for a model key: $env if set, else models.fetch.model_path(key) if that works."""
-    if os.environ.get(env):
-        path = Path(os.environ[env])
-        return path if path.is_file() else None
-    try:
-        from models.fetch import model_path
-    except ImportError:
-        return None
-    try:
-        path = Path(model_path(key))
-    except Exception:  # not materialised yet, or no such key
-        return None
-    return path if path.is_file() else None
-
-
-@pytest.fixture(scope="session")
-def chat_model_path() -> Path:
-    path = _model_file("chat", CHAT_ENV)
-    if path is None:
-        pytest.skip(f"chat model not available (set {CHAT_ENV} or materialise it)")
-    return path
-
-
-@pytest.fixture(scope="session")
-def small_model_path() -> Path:
-    path = _model_file("small", SMALL_ENV)
-    if path is None:
-        pytest.skip(f"small model not available (set {SMALL_ENV} or materialise it)")
-    return path
-
-
-@pytest.fixture(scope="session")
-def chat_client(chat_model_path):
-    from engine.llm.llama import LlamaClient
-
-    client = LlamaClient(chat_model_path, n_ctx=4096, seed=0)
-    yield client
-    client.close()

@@ -11,6 +11,7 @@ import pytest
 from engine.errors import InvalidInput, ModelLoadError, ModelNotMaterialised
 from engine.store.embed import Embedder, default_embedder
 from models import fetch, manifest
+from tests.conftest import model_unavailable
 from tests.engine.store.minilm_reference import MiniLMReference
 
 SENTENCES = [
@@ -36,19 +37,6 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-@pytest.fixture(scope="session")
-def embed_path() -> Path:
-    try:
-        return fetch.model_path("embed")
-    except ModelNotMaterialised as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="session")
-def embedder(embed_path: Path) -> Embedder:
-    e = Embedder(embed_path)
-    yield e
-    e.close()
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +44,7 @@ def reference() -> MiniLMReference:
     try:
         archive = fetch.locate_source(manifest.EMBED.sources[0])
     except ModelNotMaterialised as e:
-        pytest.skip(str(e))
+        model_unavailable(str(e))
     with zipfile.ZipFile(archive) as z:
         return MiniLMReference.from_bytes(
             z.read("model.safetensors"), z.read("config.json"), z.read("tokenizer.json")
@@ -172,7 +160,7 @@ def test_chat_model_is_not_an_embedder() -> None:
     try:
         small = fetch.model_path("small")
     except ModelNotMaterialised as e:
-        pytest.skip(str(e))
+        model_unavailable(str(e))
     with pytest.raises(ModelLoadError, match="not a \\(non-causal\\) embedding model"):
         Embedder(small)
 

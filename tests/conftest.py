@@ -1,0 +1,89 @@
+"""Session-wide fixtures: ONE loaded chat model and ONE embedder per test session; a fresh store per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ModelNotMaterialised
+from engine.store.db import Store, open_store
+from engine.store.embed import Embedder
+from models import fetch
+
+CHAT_ENV = "MEMEX_TEST_CHAT_MODEL"
+
+
+def model_unavailable(reason: str) -> None:
+    """Skip locally when a model is missing; in CI (`make test` fetches them) it is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: CI must run every real-model test")
+    pytest.skip(reason)
+
+SMALL_ENV = "MEMEX_TEST_SMALL_MODEL"
+
+
+def _model_file(key: str, env: str) -> Path | None:
+    """The GGUF for a model key: $env if set, else models.fetch.model_path(key) if that works."""
+    if os.environ.get(env):
+        path = Path(os.environ[env])
+        return path if path.is_file() else None
+    try:
+        from models.fetch import model_path
+    except ImportError:
+        return None
+    try:
+        path = Path(model_path(key))
+    except Exception:  # not materialised yet, or no such key
+        return None
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def chat_model_path() -> Path:
+    path = _model_file("chat", CHAT_ENV)
+    if path is None:
+        model_unavailable(f"chat model not available (set {CHAT_ENV} or materialise it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_model_path() -> Path:
+    path = _model_file("small", SMALL_ENV)
+    if path is None:
+        model_unavailable(f"small model not available (set {SMALL_ENV} or materialise it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def chat_client(chat_model_path):
+    from engine.llm.llama import LlamaClient
+
+    client = LlamaClient(chat_model_path, n_ctx=4096, seed=0)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def embed_path() -> Path:
+    try:
+        return fetch.model_path("embed")
+    except ModelNotMaterialised as e:
+        model_unavailable(str(e))
+
+
+@pytest.fixture(scope="session")
+def embedder(embed_path: Path) -> Embedder:
+    e = Embedder(embed_path)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path, embedder: Embedder) -> Iterator[Store]:
+    """A fresh database file per test, with the real sqlite-vec, FTS5 and embedder."""
+    db = open_store(tmp_path / "memex.db", embedder=embedder)
+    yield db
+    db.close()

@@ -1,0 +1,78 @@
+"""Archival and recall search: hybrid BM25 + vectors, pagination, dates."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from engine.memory.archival import ArchivalMemory
+from engine.memory.recall import RecallMemory
+from engine.memory.search import fts_query, fuse, paginate
+
+
+def _agent(store) -> int:
+    with store.atomic() as conn:
+        conn.execute("INSERT INTO agents(name, persona_json, created_at) VALUES ('a', '{}', 'x')")
+        agent_id = conn.last_insert_rowid()
+        conn.execute("INSERT INTO sessions(agent_id, started_at) VALUES (?, 'x')", (agent_id,))
+    return agent_id
+
+
+def test_fts_query_is_safe_for_any_text() -> None:
+    assert fts_query('AND OR "NEAR(" *') == '"and" OR "or" OR "near"'
+    assert fts_query("!!!") is None
+    assert fuse([1, 2, 3], [3, 1]) [:2] == [1, 3]
+
+
+def test_page_header() -> None:
+    page = paginate(list(range(37)), 5, 0)
+    assert page.header("passages") == "Showing 1-5 of 37 passages, page 1/8."
+    assert paginate(list(range(37)), 5, 7).header("passages") == "Showing 36-37 of 37 passages, page 8/8."
+    assert "past the end" in paginate([1], 5, 3).header("passages")
+
+
+def test_archival_hybrid_finds_by_meaning_and_by_word(store) -> None:
+    archive = ArchivalMemory(store, _agent(store))
+    texts = [
+        "Alice recommended the requests library for HTTP calls in Python.",
+        "The weather in Lisbon was sunny all week.",
+        "Bob's cat is called Pixel and hates baths.",
+        "Quarterly taxes are due on the fifteenth.",
+    ]
+    ids = archive.insert_many(texts, tags=["note"])
+    page, hits = archive.search("which package should I use for web requests", limit=2)
+    assert hits[0].id == ids[0]
+    page, hits = archive.search("Pixel", limit=5)
+    assert hits[0].id == ids[2]
+    assert hits[0].tags == ["note"]
+
+
+def test_archival_pagination_covers_every_match(store) -> None:
+    archive = ArchivalMemory(store, _agent(store))
+    archive.insert_many([f"meeting note number {i} about the garden" for i in range(12)])
+    seen: list[int] = []
+    page_no = 0
+    while True:
+        page, hits = archive.search("garden meeting", limit=5, page=page_no)
+        seen += [h.id for h in hits]
+        if page_no + 1 >= page.pages:
+            break
+        page_no += 1
+    assert page.total == 12 and len(set(seen)) == 12
+
+
+def test_recall_search_and_dates(store) -> None:
+    agent_id = _agent(store)
+    recall = RecallMemory(store, agent_id)
+    recall.add(1, "user", "My sister Jane lives in Porto.", 10)
+    recall.add(1, "assistant", '{"tool": "send_message"}', 5,
+               tool_call={"tool": "send_message", "arguments": {"message": "Porto is lovely!"}})
+    recall.add(1, "tool", '{"status": "OK"}', 3)
+    page, hits = recall.search("where does my sister live")
+    assert hits[0].content.startswith("My sister Jane")
+    page, hits = recall.search("lovely")
+    assert hits[0].search_text == "Porto is lovely!"
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    page, hits = recall.search_date(today, today + dt.timedelta(days=1))
+    assert page.total == 2  # user and assistant messages, not tool results
+    page, hits = recall.search_date(today - dt.timedelta(days=9), today - dt.timedelta(days=8))
+    assert page.total == 0
