@@ -280,14 +280,22 @@ class MemGPTAgent:
         )
         with self.store.atomic() as conn:
             conn.execute(
-                "INSERT INTO agents(name, persona_json, created_at) VALUES (?, ?, ?)",
-                (name, json.dumps(persona.__dict__), now_iso()),
+                "INSERT INTO agents(name, persona_json, model_settings_json, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (name, json.dumps(persona.__dict__), json.dumps(self._model_settings()), now_iso()),
             )
             agent_id = conn.last_insert_rowid()
             core = CoreMemory(self.store, agent_id)
             for template in default_blocks(persona):
                 core.attach(template)
         return agent_id, persona
+
+    def _model_settings(self) -> dict[str, object]:
+        return {
+            "model": self.llm.name,
+            "context_window": self.llm.context_window,
+            "max_steps": self.max_steps,
+        }
 
     def _new_session(self) -> int:
         with self.store.atomic() as conn:

@@ -87,13 +87,14 @@ class ContextBuilder:
                 f"{self.reply_tokens}); shorten core memory or use a larger context"
             )
         kept = self.recall.in_context()
-        total = self.llm.count_tokens([system, *[m.as_chat() for m in kept]])
+        view = _Viewer(max_tokens=(budget - system_tokens) // 3)
+        total = self.llm.count_tokens([system, *view(kept)])
         while total > budget and kept:
             dropped = _oldest_unit(kept)
             self.recall.evict([m.id for m in dropped])
             kept = kept[len(dropped) :]
-            total = self.llm.count_tokens([system, *[m.as_chat() for m in kept]])
-        messages = [system, *[m.as_chat() for m in kept]]
+            total = self.llm.count_tokens([system, *view(kept)])
+        messages = [system, *view(kept)]
         return ContextWindow(messages, kept, self._usage(system, total, system_tokens))
 
     def _usage(self, system: ChatMessage, total: int, system_tokens: int) -> ContextUsage:
@@ -110,6 +111,27 @@ class ContextBuilder:
                 "free": max(0, window - total - self.reply_tokens),
             },
         )
+
+
+@dataclass(frozen=True)
+class _Viewer:
+    """Shows messages as the model sees them: one too big for a third of the room is cut, with a
+    note on where the whole text is (it stays whole in recall memory)."""
+
+    max_tokens: int
+
+    def __call__(self, messages: list[Message]) -> list[ChatMessage]:
+        return [self._view(m) for m in messages]
+
+    def _view(self, message: Message) -> ChatMessage:
+        if message.token_count <= self.max_tokens:
+            return message.as_chat()
+        keep = max(200, self.max_tokens * 2)  # characters: a safe under-estimate of tokens
+        note = (
+            f"\n[... message {message.id} cut here for space: {len(message.content)} characters "
+            "in all, kept whole in recall memory; use conversation_search to find the rest]"
+        )
+        return ChatMessage(message.role, message.content[:keep] + note)
 
 
 def _oldest_unit(messages: list[Message]) -> list[Message]:

@@ -22,6 +22,7 @@ def model_unavailable(reason: str) -> None:
         pytest.fail(f"{reason}: CI must run every real-model test")
     pytest.skip(reason)
 
+
 SMALL_ENV = "MEMEX_TEST_SMALL_MODEL"
 
 

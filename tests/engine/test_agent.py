@@ -24,10 +24,18 @@ def make_agent(store, replies=(), **kw) -> tuple[MemGPTAgent, ScriptedClient]:
 
 
 def test_step_saves_memory_then_replies(store) -> None:
-    agent, client = make_agent(store, [
-        call("core_memory_append", heartbeat=True, section="human", content="Name: Alice; Python dev"),
-        call("send_message", message="Hi Alice!"),
-    ])
+    agent, client = make_agent(
+        store,
+        [
+            call(
+                "core_memory_append",
+                heartbeat=True,
+                section="human",
+                content="Name: Alice; Python dev",
+            ),
+            call("send_message", message="Hi Alice!"),
+        ],
+    )
     r = agent.step("Hi! I'm Alice, I'm a Python developer.")
     assert r.message == "Hi Alice!"
     assert [c.name for c in r.tool_calls] == ["core_memory_append", "send_message"]
@@ -37,18 +45,26 @@ def test_step_saves_memory_then_replies(store) -> None:
     # the second call saw the first call's tool result
     assert "Appended to 'human'" in client.history[1][-1].content
     assert r.context_usage.prompt_tokens <= r.context_usage.context_window
-    assert sum(v for k, v in r.context_usage.sections.items() if k not in ("free", "reply_reserve")) == r.context_usage.prompt_tokens
+    assert (
+        sum(v for k, v in r.context_usage.sections.items() if k not in ("free", "reply_reserve"))
+        == r.context_usage.prompt_tokens
+    )
 
 
 def test_bad_reply_and_bad_call_go_back_to_the_model(store) -> None:
-    agent, client = make_agent(store, [
-        "this is not json",
-        call("core_memory_replace", section="human", old_content="nothing", new_content="x"),
-        call("send_message", message="sorry"),
-    ])
+    agent, client = make_agent(
+        store,
+        [
+            "this is not json",
+            call("core_memory_replace", section="human", old_content="nothing", new_content="x"),
+            call("send_message", message="sorry"),
+        ],
+    )
     r = agent.step("hello")
     assert r.message == "sorry" and r.steps == 3
-    assert "not valid JSON" in client.history[1][-1].content or "JSON" in client.history[1][-1].content
+    assert (
+        "not valid JSON" in client.history[1][-1].content or "JSON" in client.history[1][-1].content
+    )
     assert "text not found" in client.history[2][-1].content
     assert r.memory_operations[-1].ok is False
 
@@ -72,10 +88,13 @@ def test_a_repeated_call_is_refused_and_then_only_a_reply_is_allowed(store) -> N
 
 
 def test_memory_edit_without_reply_is_nudged_to_reply(store) -> None:
-    agent, client = make_agent(store, [
-        call("core_memory_append", section="human", content="likes tea"),
-        call("send_message", message="noted"),
-    ])
+    agent, client = make_agent(
+        store,
+        [
+            call("core_memory_append", section="human", content="likes tea"),
+            call("send_message", message="noted"),
+        ],
+    )
     r = agent.step("I like tea")
     assert r.message == "noted"
     assert "not answered the user" in client.history[1][-1].content
@@ -98,7 +117,12 @@ def test_crash_in_the_model_loses_no_committed_message(store) -> None:
 
 @pytest.mark.parametrize(
     ("text", "error"),
-    [("", "empty"), ("   \n", "empty"), (b"\xff\xfe bad", "not valid UTF-8"), ("bad \udcff", "not valid Unicode")],
+    [
+        ("", "empty"),
+        ("   \n", "empty"),
+        (b"\xff\xfe bad", "not valid UTF-8"),
+        ("bad \udcff", "not valid Unicode"),
+    ],
 )
 def test_bad_input_gets_a_clear_error_and_stores_nothing(store, text, error) -> None:
     agent, _ = make_agent(store, [])
@@ -107,13 +131,17 @@ def test_bad_input_gets_a_clear_error_and_stores_nothing(store, text, error) -> 
     assert agent.recall.count() == 0
 
 
-@pytest.mark.parametrize("text", ["nul\x00byte inside", "x" * 1_000_000, "ünïcödé 😀 文字", b"utf-8 bytes \xc3\xa9"])
+@pytest.mark.parametrize(
+    "text", ["nul\x00byte inside", "x" * 1_000_000, "ünïcödé 😀 文字", b"utf-8 bytes \xc3\xa9"]
+)
 def test_odd_input_is_stored_as_given(store, text) -> None:
-    agent, _ = make_agent(store, [call("send_message", message="got it")])
+    agent, client = make_agent(store, [call("send_message", message="got it")])
     r = agent.step(text)
     assert r.message == "got it"
     expected = text.decode() if isinstance(text, bytes) else text
     assert agent.recall.all()[0].content == expected
+    seen = client.history[0][1].content  # the model sees the message, cut if too big
+    assert seen == expected or ("cut here for space" in seen and seen[:100] == expected[:100])
     assert r.context_usage.prompt_tokens <= r.context_usage.context_window
 
 
@@ -121,8 +149,12 @@ def test_context_never_exceeds_the_window_and_evicts_whole_calls(store) -> None:
     client = ScriptedClient(n_ctx=1500)
     agent = MemGPTAgent(PERSONA, store, client, name="sam", reply_tokens=200)
     for i in range(30):
-        client.enqueue([call("archival_memory_search", heartbeat=True, query=f"topic {i}"),
-                        call("send_message", message=f"answer {i} " + "words " * 20)])
+        client.enqueue(
+            [
+                call("archival_memory_search", heartbeat=True, query=f"topic {i}"),
+                call("send_message", message=f"answer {i} " + "words " * 20),
+            ]
+        )
         r = agent.step(f"question {i} " + "filler " * 30)
         assert r.context_usage.prompt_tokens + 200 <= 1500
     in_context = agent.recall.in_context()
@@ -156,8 +188,16 @@ def test_resume_in_a_new_process_finds_everything(tmp_path: Path, embedder) -> N
                        recall=agent.tools.conversation_search("message number 42", limit=3))
             print(json.dumps(out))
     """)
-    run = lambda mode: subprocess.run([sys.executable, "-c", script, mode], capture_output=True,  # noqa: E731
-                                      text=True, check=True, cwd=Path(__file__).parents[2])
+
+    def run(mode):
+        return subprocess.run(
+            [sys.executable, "-c", script, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parents[2],
+        )
+
     run("write")
     found = json.loads(run("read").stdout.strip().splitlines()[-1])
     assert found["core"]["human"] == "Name: Alice"

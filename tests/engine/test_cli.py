@@ -12,8 +12,13 @@ ROOT = Path(__file__).parents[2]
 
 def run_chat(*args: str, stdin: str = "/quit\n") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine", "chat", *args], input=stdin, capture_output=True,
-        text=True, cwd=ROOT, timeout=300, env=os.environ.copy(),
+        [sys.executable, "-m", "engine", "chat", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env=os.environ.copy(),
     )
 
 
@@ -35,8 +40,15 @@ def test_missing_model_gets_a_message_not_a_traceback(tmp_path: Path) -> None:
 
 def test_chat_with_the_small_model_runs_and_remembers_the_file(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
-    result = run_chat("--db", str(db), "--model", "small", "--n-ctx", "2048",
-                      stdin="Hello there\n/memory\n/quit\n")
+    result = run_chat(
+        "--db",
+        str(db),
+        "--model",
+        "small",
+        "--n-ctx",
+        "2048",
+        stdin="Hello there\n/memory\n/quit\n",
+    )
     assert result.returncode == 0, result.stderr
     assert "memex> " in result.stdout and "<human" in result.stdout
     assert "Traceback" not in result.stderr

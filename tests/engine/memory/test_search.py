@@ -20,13 +20,16 @@ def _agent(store) -> int:
 def test_fts_query_is_safe_for_any_text() -> None:
     assert fts_query('AND OR "NEAR(" *') == '"and" OR "or" OR "near"'
     assert fts_query("!!!") is None
-    assert fuse([1, 2, 3], [3, 1]) [:2] == [1, 3]
+    assert fuse([1, 2, 3], [3, 1])[:2] == [1, 3]
 
 
 def test_page_header() -> None:
     page = paginate(list(range(37)), 5, 0)
     assert page.header("passages") == "Showing 1-5 of 37 passages, page 1/8."
-    assert paginate(list(range(37)), 5, 7).header("passages") == "Showing 36-37 of 37 passages, page 8/8."
+    assert (
+        paginate(list(range(37)), 5, 7).header("passages")
+        == "Showing 36-37 of 37 passages, page 8/8."
+    )
     assert "past the end" in paginate([1], 5, 3).header("passages")
 
 
@@ -64,8 +67,13 @@ def test_recall_search_and_dates(store) -> None:
     agent_id = _agent(store)
     recall = RecallMemory(store, agent_id)
     recall.add(1, "user", "My sister Jane lives in Porto.", 10)
-    recall.add(1, "assistant", '{"tool": "send_message"}', 5,
-               tool_call={"tool": "send_message", "arguments": {"message": "Porto is lovely!"}})
+    recall.add(
+        1,
+        "assistant",
+        '{"tool": "send_message"}',
+        5,
+        tool_call={"tool": "send_message", "arguments": {"message": "Porto is lovely!"}},
+    )
     recall.add(1, "tool", '{"status": "OK"}', 3)
     page, hits = recall.search("where does my sister live")
     assert hits[0].content.startswith("My sister Jane")

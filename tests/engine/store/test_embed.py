@@ -37,8 +37,6 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-
-
 @pytest.fixture(scope="session")
 def reference() -> MiniLMReference:
     try:
