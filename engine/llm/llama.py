@@ -82,6 +82,10 @@ _NATIVE_LEVELS = {
 }
 
 
+# Warnings llama.cpp logs for every healthy BERT GGUF (the embedder): demoted to DEBUG.
+_BENIGN_WARNINGS = ("special_eos_id is not in special_eog_ids",)
+
+
 class _NativeLog:
     """Joins llama.cpp's partial log messages into lines and logs each line."""
 
@@ -113,7 +117,10 @@ class _NativeLog:
             return
         self._recent.append((self.count, self._level, line))
         self.count += 1
-        native_logger.log(_NATIVE_LEVELS.get(self._level, logging.DEBUG), "%s", line)
+        level = _NATIVE_LEVELS.get(self._level, logging.DEBUG)
+        if any(benign in line for benign in _BENIGN_WARNINGS):
+            level = logging.DEBUG
+        native_logger.log(level, "%s", line)
 
     def problems_since(self, mark: int) -> list[str]:
         """Warning and error lines logged since `count` was `mark`."""

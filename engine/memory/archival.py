@@ -7,16 +7,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.memory.search import (
-    MAX_VECTOR_DISTANCE,
-    VECTOR_CANDIDATES,
-    Page,
-    fts_query,
-    fuse,
-    paginate,
-    vector_blob,
-)
+from engine.memory.search import HybridIndex, Page, paginate, vector_blob
 from engine.store.db import Store, now_iso
+
+PASSAGE_INDEX = HybridIndex(
+    text_sql="SELECT p.id FROM passages_fts f JOIN passages p ON p.id = f.rowid"
+    " WHERE passages_fts MATCH ? AND p.agent_id = ? ORDER BY bm25(passages_fts) LIMIT 1000",
+    vector_table="passage_vectors",
+)
 
 
 @dataclass(frozen=True)
@@ -93,26 +91,6 @@ class ArchivalMemory:
 
     def search(self, query: str, limit: int = 5, page: int = 0) -> tuple[Page, list[Passage]]:
         """BM25 and vector similarity fused by reciprocal rank; paginated."""
-        ranked = fuse(self._text_hits(query), self._vector_hits(query))
+        ranked = PASSAGE_INDEX.ranked(self.store, self.agent_id, query)
         result = paginate(ranked, limit, page)
         return result, [self.get(i) for i in result.ids]
-
-    def _text_hits(self, query: str) -> list[int]:
-        match = fts_query(query)
-        if match is None:
-            return []
-        rows = self.store.query(
-            "SELECT p.id FROM passages_fts f JOIN passages p ON p.id = f.rowid"
-            " WHERE passages_fts MATCH ? AND p.agent_id = ? ORDER BY bm25(passages_fts) LIMIT 1000",
-            (match, self.agent_id),
-        )
-        return [r[0] for r in rows]
-
-    def _vector_hits(self, query: str) -> list[int]:
-        vector = self.store.embedder.embed_one(query)
-        rows = self.store.query(
-            "SELECT rowid, distance FROM passage_vectors WHERE embedding MATCH ?"
-            " AND agent_id = ? AND k = ? ORDER BY distance",
-            (vector_blob(vector), self.agent_id, VECTOR_CANDIDATES),
-        )
-        return [r[0] for r in rows if r[1] <= MAX_VECTOR_DISTANCE]

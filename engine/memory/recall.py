@@ -6,15 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from engine.memory.search import (
-    MAX_VECTOR_DISTANCE,
-    VECTOR_CANDIDATES,
-    Page,
-    fts_query,
-    fuse,
-    paginate,
-    vector_blob,
-)
+from engine.memory.search import HybridIndex, Page, paginate, vector_blob
 from engine.store.db import Store, now_iso
 from engine.types import Message, Role
 
@@ -33,6 +25,15 @@ def searchable_text(content: str, tool_call: dict[str, Any] | None) -> str:
         return str(arguments.get("message", ""))
     values = " ".join(str(v) for v in arguments.values() if v)
     return f"[{tool_call.get('tool')}] {values}".strip()
+
+
+# user and assistant messages only: tool results and system notes are not conversation
+MESSAGE_INDEX = HybridIndex(
+    text_sql="SELECT m.id FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+    " WHERE messages_fts MATCH ? AND m.agent_id = ? AND m.role IN ('user', 'assistant')"
+    " ORDER BY bm25(messages_fts) LIMIT 1000",
+    vector_table="message_vectors",
+)
 
 
 def _row_to_message(row: tuple[Any, ...]) -> Message:
@@ -131,7 +132,7 @@ class RecallMemory:
     # -- search ------------------------------------------------------------------------------
     def search(self, query: str, limit: int = 5, page: int = 0) -> tuple[Page, list[Message]]:
         """Hybrid search over user and assistant messages: BM25 fused with vector similarity."""
-        ranked = fuse(self._text_hits(query), self._vector_hits(query))
+        ranked = MESSAGE_INDEX.ranked(self.store, self.agent_id, query)
         result = paginate(ranked, limit, page)
         return result, [self.get(i) for i in result.ids]
 
@@ -150,24 +151,3 @@ class RecallMemory:
         )
         result = paginate([r[0] for r in rows], limit, page)
         return result, [self.get(i) for i in result.ids]
-
-    def _text_hits(self, query: str) -> list[int]:
-        match = fts_query(query)
-        if match is None:
-            return []
-        rows = self.store.query(
-            "SELECT m.id FROM messages_fts f JOIN messages m ON m.id = f.rowid"
-            " WHERE messages_fts MATCH ? AND m.agent_id = ? AND m.role IN ('user', 'assistant')"
-            " ORDER BY bm25(messages_fts) LIMIT 1000",
-            (match, self.agent_id),
-        )
-        return [r[0] for r in rows]
-
-    def _vector_hits(self, query: str) -> list[int]:
-        vector = self.store.embedder.embed_one(query)
-        rows = self.store.query(
-            "SELECT rowid, distance FROM message_vectors WHERE embedding MATCH ?"
-            " AND agent_id = ? AND k = ? ORDER BY distance",
-            (vector_blob(vector), self.agent_id, VECTOR_CANDIDATES),
-        )
-        return [r[0] for r in rows if r[1] <= MAX_VECTOR_DISTANCE]

@@ -6,8 +6,12 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from engine.store.db import Store
 
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
 VECTOR_CANDIDATES = 100  # nearest neighbours considered per query
@@ -64,3 +68,35 @@ class Page:
 def paginate(ranked: list[int], limit: int, page: int) -> Page:
     start = page * limit
     return Page(ids=ranked[start : start + limit], total=len(ranked), page=page, limit=limit)
+
+
+@dataclass(frozen=True)
+class HybridIndex:
+    """One searchable tier: an FTS5 query for BM25 ranking and a vec0 table of embeddings.
+
+    `text_sql` takes (match expression, agent id) and returns ids best first.
+    """
+
+    text_sql: str
+    vector_table: str
+
+    def ranked(self, store: Store, agent_id: int, query: str) -> list[int]:
+        """Ids matching `query` by words or by meaning, fused by reciprocal rank."""
+        return fuse(
+            self._text_hits(store, agent_id, query), self._vector_hits(store, agent_id, query)
+        )
+
+    def _text_hits(self, store: Store, agent_id: int, query: str) -> list[int]:
+        match = fts_query(query)
+        if match is None:
+            return []
+        return [r[0] for r in store.query(self.text_sql, (match, agent_id))]
+
+    def _vector_hits(self, store: Store, agent_id: int, query: str) -> list[int]:
+        vector = store.embedder.embed_one(query)
+        rows = store.query(
+            f"SELECT rowid, distance FROM {self.vector_table} WHERE embedding MATCH ?"
+            " AND agent_id = ? AND k = ? ORDER BY distance",
+            (vector_blob(vector), agent_id, VECTOR_CANDIDATES),
+        )
+        return [r[0] for r in rows if r[1] <= MAX_VECTOR_DISTANCE]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import logging
 import os
@@ -15,54 +14,15 @@ import llama_cpp
 import numpy as np
 
 from engine.errors import InvalidInput, ModelLoadError
+from engine.llm.llama import route_native_log
 
 log = logging.getLogger(__name__)
-native_log = logging.getLogger("llama_cpp.native")
 
 _FETCH_HINT = "run `make models` (or `python -m models fetch embed`)"
 
-# ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continues the previous line)
-_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # the rest (load chatter) goes to DEBUG
 # Tokens packed into one llama_encode call. Sequences in one batch attend over the whole batch
 # (masked), so big packs cost more than they save: 64-128 measured fastest on CPU.
 _PACK_TOKENS = 128
-# Warnings llama.cpp prints for every healthy BERT GGUF: demoted to DEBUG.
-_BENIGN = ("special_eos_id is not in special_eog_ids",)
-
-
-class _NativeLogRouter:
-    """Joins llama.cpp/ggml log fragments into lines and hands them to `logging`."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._parts: list[str] = []
-        self._level = logging.DEBUG
-        self.callback = llama_cpp.llama_log_callback(self._on_log)  # keep a reference
-
-    def _on_log(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-        with self._lock:
-            if level != 5:
-                self._level = _LEVELS.get(level, logging.DEBUG)
-            self._parts.append(text.decode("utf-8", errors="replace"))
-            if not self._parts[-1].endswith("\n"):
-                return
-            line, self._parts = "".join(self._parts).rstrip(), []
-        benign = any(b in line for b in _BENIGN)
-        native_log.log(logging.DEBUG if benign else self._level, "%s", line)
-
-
-_router: _NativeLogRouter | None = None
-
-
-def route_llama_logs_to_logging() -> None:
-    """Send all llama.cpp/ggml native logging to the `llama_cpp.native` logger (idempotent).
-
-    The callback is process-wide; nothing is ever written straight to stderr afterwards.
-    """
-    global _router
-    if _router is None:
-        _router = _NativeLogRouter()
-        llama_cpp.llama_log_set(_router.callback, ctypes.c_void_p(0))
 
 
 class Embedder:
@@ -194,7 +154,7 @@ def _load(path: Path, n_threads: int) -> llama_cpp.Llama:
     """Open `path` as a mean-pooled embedding model, with llama.cpp's chatter sent to logging."""
     if not path.is_file():
         raise ModelLoadError(f"embedding model file {path} does not exist: {_FETCH_HINT}")
-    route_llama_logs_to_logging()
+    route_native_log()
     printed = io.StringIO()  # Llama(verbose=True) print()s metadata to sys.stderr
     try:
         with contextlib.redirect_stderr(printed):
