@@ -118,7 +118,6 @@ class MemGPTAgent:
         self.memory = CoreMemory(self.store, self.agent_id)
         self.recall = RecallMemory(self.store, self.agent_id)
         self.archival = ArchivalMemory(self.store, self.agent_id)
-        self.tools = MemoryTool(self.memory, self.recall, self.archival)
         specs = tool_specs()
         self._reply_schema = reply_schema(specs)
         # When the model loops, or on the last allowed call, only a reply to the user is allowed.
@@ -126,6 +125,7 @@ class MemGPTAgent:
         self.context = ContextBuilder(
             self.llm, self.memory, self.recall, specs, self.persona.name, reply_tokens
         )
+        self.tools = MemoryTool(self.memory, self.recall, self.archival, self.context.refresh)
 
     # -- public API --------------------------------------------------------------------------
     @property

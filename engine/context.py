@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from engine.errors import ContextOverflowError
 from engine.llm.base import LLMClient
 from engine.llm.grammar import render_tool_descriptions
 from engine.memory.core import CoreMemory
 from engine.memory.recall import RecallMemory
 from engine.types import ChatMessage, ContextUsage, Message, ToolSpec
+
+EVICT_TARGET = 0.6  # after a page-out the prompt fills at most this share of the room
 
 INSTRUCTIONS = """\
 You are {name}, a conversational agent with a long-term memory, running on the user's computer.
@@ -66,6 +69,9 @@ class ContextBuilder:
         self.agent_name = agent_name
         self.reply_tokens = reply_tokens
         self._tool_text = render_tool_descriptions(tools)
+        self._system: ChatMessage | None = None
+        self._system_tokens = 0
+        self._core_tokens = 0
 
     def system_prompt(self, core_text: str | None = None) -> str:
         return INSTRUCTIONS.format(
@@ -75,38 +81,66 @@ class ContextBuilder:
             core=self.core.render() if core_text is None else core_text,
         )
 
+    def refresh(self) -> None:
+        """Re-render the system prompt (and core memory in it) at the next build."""
+        self._system = None
+
     def build(self) -> ContextWindow:
-        """The window for the next model call, evicting the oldest messages if they don't fit."""
-        system = ChatMessage("system", self.system_prompt())
+        """The window for the next model call, evicting old messages when it would overflow.
+
+        The system prompt, with core memory, is rendered once and kept until messages are
+        evicted: llama.cpp reuses the cached prefix, so a step only evaluates its new tokens.
+        Core-memory edits reach the model meanwhile as the tool calls and results in the
+        messages. Eviction frees down to EVICT_TARGET of the room at once, so the re-read it
+        causes happens once per page-out, not on every step.
+        """
         budget = self.llm.context_window - self.reply_tokens
-        system_tokens = self.llm.count_tokens([system])
-        if system_tokens >= budget:
-            raise ValueError(
-                f"the system prompt and core memory take {system_tokens} tokens, more than the "
-                f"{budget} the window leaves (n_ctx {self.llm.context_window} - reply "
-                f"{self.reply_tokens}); shorten core memory or use a larger context"
-            )
+        system = self._system_prompt(budget)
         kept = self.recall.in_context()
-        view = _Viewer(max_tokens=(budget - system_tokens) // 3)
+        view = _Viewer(max_tokens=(budget - self._system_tokens) // 3)
         total = self.llm.count_tokens([system, *view(kept)])
-        while total > budget and kept:
+        if total > budget:
+            kept = self._evict(system, kept, view, int(budget * EVICT_TARGET))
+            self.refresh()  # the prefix is re-read anyway: show core memory as it is now
+            system = self._system_prompt(budget)
+            kept = self._evict(system, kept, view, budget)  # in case core memory grew
+            total = self.llm.count_tokens([system, *view(kept)])
+        return ContextWindow([system, *view(kept)], kept, self._usage(total))
+
+    def _evict(
+        self, system: ChatMessage, kept: list[Message], view: _Viewer, limit: int
+    ) -> list[Message]:
+        """Evict the oldest messages (a call with its result) until the prompt fits `limit`."""
+        while kept and self.llm.count_tokens([system, *view(kept)]) > limit:
             dropped = _oldest_unit(kept)
             self.recall.evict([m.id for m in dropped])
             kept = kept[len(dropped) :]
-            total = self.llm.count_tokens([system, *view(kept)])
-        messages = [system, *view(kept)]
-        return ContextWindow(messages, kept, self._usage(system, total, system_tokens))
+        return kept
 
-    def _usage(self, system: ChatMessage, total: int, system_tokens: int) -> ContextUsage:
-        without_core = self.llm.count_tokens([ChatMessage("system", self.system_prompt(""))])
+    def _system_prompt(self, budget: int) -> ChatMessage:
+        if self._system is None:
+            system = ChatMessage("system", self.system_prompt())
+            tokens = self.llm.count_tokens([system])
+            if tokens >= budget:
+                raise ContextOverflowError(
+                    f"the system prompt and core memory take {tokens} tokens, more than the "
+                    f"{budget} the window leaves (n_ctx {self.llm.context_window} - reply "
+                    f"{self.reply_tokens}); shorten core memory or use a larger context"
+                )
+            empty_core = ChatMessage("system", self.system_prompt(""))
+            self._system, self._system_tokens = system, tokens
+            self._core_tokens = tokens - self.llm.count_tokens([empty_core])
+        return self._system
+
+    def _usage(self, total: int) -> ContextUsage:
         window = self.llm.context_window
         return ContextUsage(
             prompt_tokens=total,
             context_window=window,
             sections={
-                "system": without_core,
-                "core_memory": system_tokens - without_core,
-                "messages": total - system_tokens,
+                "system": self._system_tokens - self._core_tokens,
+                "core_memory": self._core_tokens,
+                "messages": total - self._system_tokens,
                 "reply_reserve": self.reply_tokens,
                 "free": max(0, window - total - self.reply_tokens),
             },

@@ -35,3 +35,7 @@ class ToolArgumentError(MemexError):
 
 class InvalidInput(MemexError):
     """User input that cannot be stored as given (e.g. not text)."""
+
+
+class ContextOverflowError(MemexError):
+    """The fixed part of the prompt (system prompt + core memory) alone does not fit the window."""

@@ -51,8 +51,17 @@ def _validation_message(name: str, exc: ValidationError) -> str:
 class MemoryTool:
     """The tools of one agent. Every public method returns the result string the model reads."""
 
-    def __init__(self, core: CoreMemory, recall: RecallMemory, archival: ArchivalMemory) -> None:
+    def __init__(
+        self,
+        core: CoreMemory,
+        recall: RecallMemory,
+        archival: ArchivalMemory,
+        on_user_core_edit: Callable[[], None] | None = None,
+    ) -> None:
         self.core = core
+        # The model sees its own edits as calls in the conversation; a user's edit made through
+        # this API must reach the system prompt instead, so the owner is told.
+        self._on_user_core_edit = on_user_core_edit
         self.recall = recall
         self.archival = archival
         self.operations: list[MemoryOperation] = []
@@ -136,6 +145,7 @@ class MemoryTool:
         if not args.content.strip():
             raise ToolFailure("content is empty: nothing to append")
         block = self.core.append(args.section, args.content, actor=self._actor)
+        self._core_edited()
         self._note(
             "core_memory_append",
             f"saved to core memory ({args.section}): {_clip(args.content, 80)}",
@@ -149,6 +159,7 @@ class MemoryTool:
         block = self.core.replace(
             args.section, args.old_content, args.new_content, actor=self._actor
         )
+        self._core_edited()
         what = "deleted from" if not args.new_content else "updated"
         self._note(
             "core_memory_replace",
@@ -208,6 +219,10 @@ class MemoryTool:
                 f"[id {m.id}, {m.created_at:%Y-%m-%d %H:%M}, {m.role}] {_clip(m.search_text or m.content)}"
             )
         return "\n".join(lines)
+
+    def _core_edited(self) -> None:
+        if self._actor == "user" and self._on_user_core_edit is not None:
+            self._on_user_core_edit()
 
     def _note(self, tool: str, summary: str) -> None:
         self.operations.append(MemoryOperation(tool, summary))

@@ -206,3 +206,26 @@ def test_resume_in_a_new_process_finds_everything(tmp_path: Path, embedder) -> N
     assert found["passages"] == 1000
     assert "passage 999 about topic" in found["search"]
     assert "message number 42" in found["recall"]
+
+
+def test_prompt_prefix_is_stable_across_model_edits_but_user_edits_show(store) -> None:
+    agent, client = make_agent(
+        store,
+        [
+            call("core_memory_append", heartbeat=True, section="human", content="likes tea"),
+            call("send_message", message="noted"),
+            call("send_message", message="hello again"),
+            call("send_message", message="and again"),
+        ],
+    )
+    agent.step("I like tea")
+    agent.step("hi")
+    # the model's own edit is in the conversation; the system prompt stays byte-identical
+    assert client.history[0][0] == client.history[2][0]
+    assert "likes tea" not in client.history[2][0].content
+    agent.tools.core_memory_append("human", "Name: Alice")  # the user's edit
+    agent.step("hi again")
+    assert (
+        "Name: Alice" in client.history[3][0].content
+        and "likes tea" in client.history[3][0].content
+    )
