@@ -157,7 +157,6 @@ class MemGPTAgent:
         self.tools.operations.clear()
         self.tools.sent_messages.clear()
         self._turn_calls: list[ToolCall] = []
-        calls: list[ToolCall] = []
         records: list[ModelCall] = []
         usage = ContextUsage(0, self.llm.context_window)
         for index in range(self.max_steps):
@@ -177,11 +176,11 @@ class MemGPTAgent:
                 )
             )
             if call is not None:
-                calls.append(call)
+                self._turn_calls.append(call)
             if not self._wants_another_turn(call, result, require_reply):
-                return self._response(calls, records, usage, stopped=False)
+                return self._response(records, usage, stopped=False)
         self._add("system", f"Step limit reached: stopped after {self.max_steps} model calls.")
-        return self._response(calls, records, usage, stopped=True)
+        return self._response(records, usage, stopped=True)
 
     def _act(self, reply_text: str) -> tuple[ToolCall | None, ToolResult]:
         """Parse, dispatch and store one reply and its result in one transaction."""
@@ -212,9 +211,8 @@ class MemGPTAgent:
         return self._reply_schema
 
     def _repeats_last_call(self, call: ToolCall) -> bool:
-        """The same call twice in a row within one turn: small models loop like this."""
+        """Same arguments as this turn's last call of the same tool: small models loop so."""
         previous = [c for c in self._turn_calls if c.name == call.name]
-        self._turn_calls.append(call)
         return bool(previous) and previous[-1].arguments == call.arguments
 
     def _wants_another_turn(
@@ -231,9 +229,7 @@ class MemGPTAgent:
             return True
         return False
 
-    def _response(
-        self, calls: list[ToolCall], records: list[ModelCall], usage: ContextUsage, stopped: bool
-    ) -> StepResult:
+    def _response(self, records: list[ModelCall], usage: ContextUsage, stopped: bool) -> StepResult:
         notes = []
         if stopped:
             notes.append(
@@ -243,7 +239,7 @@ class MemGPTAgent:
         message = "\n\n".join(self.tools.sent_messages) or None
         return StepResult(
             message=message,
-            tool_calls=calls,
+            tool_calls=list(self._turn_calls),
             memory_operations=list(self.tools.operations),
             context_usage=usage,
             steps=len(records),

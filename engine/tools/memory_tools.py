@@ -66,6 +66,7 @@ class MemoryTool:
         self.archival = archival
         self.operations: list[MemoryOperation] = []
         self.sent_messages: list[str] = []
+        self._actor = "user"  # who the running call acts for; set by dispatch
         self._impls: dict[str, Callable[[Any], str]] = {
             "send_message": self._send_message,
             "core_memory_append": self._core_memory_append,
