@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from engine.context import ContextBuilder
+from engine.context import HEARTBEAT_PREFIX, ContextBuilder, Thresholds
 from engine.errors import InvalidInput
 from engine.llm.base import LLMClient
 from engine.llm.grammar import reply_schema
@@ -14,6 +14,7 @@ from engine.llm.parse import ReplyParseError, parse_reply
 from engine.memory.archival import ArchivalMemory
 from engine.memory.core import BlockTemplate, CoreMemory
 from engine.memory.recall import RecallMemory
+from engine.memory.summaries import SummaryLog
 from engine.store.db import Store, now_iso
 from engine.tools.memory_tools import MemoryTool
 from engine.tools.registry import tool_specs
@@ -21,6 +22,7 @@ from engine.types import (
     AgentResponse,
     ChatMessage,
     ContextUsage,
+    Message,
     Persona,
     Role,
     ToolCall,
@@ -100,7 +102,10 @@ class MemGPTAgent:
         name: str = "memex",
         max_steps: int = DEFAULT_MAX_STEPS,
         reply_tokens: int = DEFAULT_REPLY_TOKENS,
+        thresholds: Thresholds | None = None,
     ) -> None:
+        """`thresholds` are the memory-pressure lines as shares of the prompt budget (warn at
+        70%, page out above 90% down to 60% by default); see engine.context."""
         if archival_store is None:
             from engine.store.db import open_store
 
@@ -118,14 +123,31 @@ class MemGPTAgent:
         self.memory = CoreMemory(self.store, self.agent_id)
         self.recall = RecallMemory(self.store, self.agent_id)
         self.archival = ArchivalMemory(self.store, self.agent_id)
+        self.summaries = SummaryLog(self.store, self.agent_id)
         specs = tool_specs()
         self._reply_schema = reply_schema(specs)
         # When the model loops, or on the last allowed call, only a reply to the user is allowed.
         self._reply_only_schema = reply_schema([s for s in specs if s.name == "send_message"])
         self.context = ContextBuilder(
-            self.llm, self.memory, self.recall, specs, self.persona.name, reply_tokens
+            self.llm,
+            self.memory,
+            self.recall,
+            self.summaries,
+            specs,
+            self.persona.name,
+            reply_tokens,
+            add_note=lambda text: self._add("system", text),
+            thresholds=thresholds,
+            has_archived_parts=self.archival.has_message_parts,
         )
-        self.tools = MemoryTool(self.memory, self.recall, self.archival, self.context.refresh)
+        self.tools = MemoryTool(
+            self.memory,
+            self.recall,
+            self.archival,
+            on_user_core_edit=self.context.refresh,
+            result_room=self.context.result_room,
+            count_result_tokens=self._count_result_tokens,
+        )
 
     # -- public API --------------------------------------------------------------------------
     @property
@@ -136,15 +158,19 @@ class MemGPTAgent:
         """One user turn: store the message, then let the model act until it is done."""
         text = _clean_text(text)
         with self.store.atomic() as conn:
-            self._add("user", text)
+            message = self._add("user", text)
             conn.execute(
                 "UPDATE agents SET last_user_message_at = ? WHERE id = ?",
                 (now_iso(), self.agent_id),
             )
+        if message.token_count > self.context.view_limit():
+            # Too big to show whole: the window shows it cut, archival holds it in parts.
+            self.archival.insert_message_parts(message.id, text)
         return self._run(require_reply=True)
 
     def heartbeat(self) -> StepResult:
         """A turn with no user message, e.g. to reflect and consolidate memory when idle."""
+        self.context.events.clear()
         self._add("system", self._heartbeat_note())
         return self._run(require_reply=False)
 
@@ -154,6 +180,7 @@ class MemGPTAgent:
 
     # -- the loop ----------------------------------------------------------------------------
     def _run(self, require_reply: bool) -> StepResult:
+        self.context.summarise_pending()  # the retry, when the last page-out's summary failed
         self.tools.operations.clear()
         self.tools.sent_messages.clear()
         self._turn_calls: list[ToolCall] = []
@@ -230,7 +257,8 @@ class MemGPTAgent:
         return False
 
     def _response(self, records: list[ModelCall], usage: ContextUsage, stopped: bool) -> StepResult:
-        notes = []
+        notes = list(self.context.events)
+        self.context.events.clear()
         if stopped:
             notes.append(
                 f"Stopped after {self.max_steps} model calls (the step limit) before the "
@@ -249,9 +277,14 @@ class MemGPTAgent:
         )
 
     # -- storage -----------------------------------------------------------------------------
-    def _add(self, role: Role, content: str, **extra: object) -> None:
+    def _add(self, role: Role, content: str, **extra: object) -> Message:
         tokens = self.llm.count_message_tokens(ChatMessage(role, content))
-        self.recall.add(self.session_id, role, content, tokens, **extra)  # type: ignore[arg-type]
+        return self.recall.add(self.session_id, role, content, tokens, **extra)  # type: ignore[arg-type]
+
+    def _count_result_tokens(self, result: ToolResult) -> int:
+        """Tokens a tool result takes in the window, stored as _act stores it."""
+        content = json.dumps(result.as_json(), ensure_ascii=False)
+        return self.llm.count_message_tokens(ChatMessage("tool", content))
 
     def _heartbeat_note(self) -> str:
         row = self.store.query_one(
@@ -259,12 +292,25 @@ class MemGPTAgent:
         )
         since = "never"
         if row and row[0]:
-            delta = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(row[0])
-            since = f"{int(delta.total_seconds() // 60)} minutes ago"
+            since = _ago(dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(row[0]))
+        usage = self.context.build().usage
+        pressure = {
+            "ok": "room to spare",
+            "warning": "filling up: save what matters now",
+            "flush": "full: the oldest messages are paged out next",
+        }[usage.pressure]
+        latest = self.summaries.latest()
+        summary = (
+            f" The summary covers messages {latest.first_message_id}-{latest.last_message_id}."
+            if latest
+            else ""
+        )
         return (
-            "[heartbeat] No user message: this turn is yours. Last user message: "
-            f"{since}. Review recent messages and save anything important to core or archival "
-            "memory. Call send_message only if you have something worth telling the user."
+            f"{HEARTBEAT_PREFIX} No user message: this turn is yours. Last user message: {since}. "
+            f"Context: {usage.prompt_tokens} of {usage.prompt_budget} tokens "
+            f"({round(100 * usage.prompt_tokens / usage.prompt_budget)}%, {pressure}).{summary} "
+            "Review recent messages and save anything important to core or archival memory. "
+            "Call send_message only if you have something worth telling the user."
         )
 
     def _load_or_create(self, name: str, persona: Persona | None) -> tuple[int, Persona]:
@@ -303,3 +349,14 @@ class MemGPTAgent:
 
     def __repr__(self) -> str:
         return f"MemGPTAgent(name={self.name!r}, store={self.store!r}, llm={self.llm.name!r})"
+
+
+def _ago(delta: dt.timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 1:
+        return "less than a minute ago"
+    if minutes < 120:
+        return f"{minutes} minutes ago"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} hours ago"
+    return f"{minutes // (24 * 60)} days ago"

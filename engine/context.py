@@ -1,18 +1,46 @@
-"""The one place that decides what is in the model's window and how many tokens each part takes."""
+"""The one place that decides what is in the model's window and how many tokens each part takes.
+
+Every prompt has the same layout, so that llama.cpp can reuse the prefix it evaluated last time:
+
+    system message: instructions + tool descriptions + core memory + summary of paged-out messages
+    the messages in context, oldest first (the newest is the one being answered)
+
+The system message is rendered once and kept byte-identical until a page-out (or an edit the
+user makes through the API). Meanwhile the model sees its own core-memory edits as the tool calls
+and results among the messages, and the memory-pressure warning is a new message, so a step only
+evaluates the tokens that are new since the last one.
+
+Budget (all in the model's own tokens, counted by rendering the real chat template):
+- the prompt budget is the window (n_ctx) less the room reserved for the reply;
+- above `warn` of it the model is warned once per fill to save what matters;
+- above `flush` of it the oldest messages are paged out (they stay in recall) until the prompt is
+  under `target`, and the model folds them into the recursive summary. The page-out re-renders
+  the system message, so it costs one re-read of the prompt, once.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from engine.errors import ContextOverflowError
 from engine.llm.base import LLMClient
 from engine.llm.grammar import render_tool_descriptions
 from engine.memory.core import CoreMemory
 from engine.memory.recall import RecallMemory
+from engine.memory.summaries import SummaryLog
+from engine.summarizer import Summarizer, SummaryError
 from engine.types import ChatMessage, ContextUsage, Message, ToolSpec
 
-EVICT_TARGET = 0.6  # after a page-out the prompt fills at most this share of the room
+logger = logging.getLogger(__name__)
+
+SUMMARY_SHARE = 0.15  # the summary may take this share of the prompt budget ...
+SUMMARY_TOKENS_MAX = 400  # ... but no more than this (a 0.5B model's summaries get worse)
+MIN_MESSAGE_ROOM = 192  # tokens the messages must have at least, next to the system message
+HEARTBEAT_PREFIX = "[heartbeat]"
+PRESSURE_PREFIX = "[memory pressure]"
 
 INSTRUCTIONS = """\
 You are {name}, a conversational agent with a long-term memory, running on the user's computer.
@@ -22,12 +50,12 @@ The user only sees what you pass to send_message. Keep thoughts short.
 Memory:
 - Core memory (below) is always in view but small. Save key facts about the user in section \
 'human' and about yourself in 'persona' with core_memory_append / core_memory_replace.
-- Recall memory holds every past message: search it with conversation_search or \
-conversation_search_date.
+- Recall memory holds every past message, also those out of view: search it with \
+conversation_search or conversation_search_date.
 - Archival memory is unlimited: save details with archival_memory_insert, find them with \
 archival_memory_search.
 Set request_heartbeat to true when you want another turn after a tool returns (for example to \
-reply after saving to memory or searching); false when you are done.
+reply after saving to memory, or to see the next page of a search); false when you are done.
 Example (Alice is not the real user): the user writes "I'm Alice." You reply
 {{"thought": "New fact about the user: save it.", "tool": "core_memory_append", "arguments": {{"section": "human", "content": "Name: Alice"}}, "request_heartbeat": true}}
 and after the tool returns:
@@ -39,7 +67,73 @@ Tools:
 {tools}
 
 Core memory:
-{core}"""
+{core}{summary}"""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Shares of the prompt budget: warn above `warn`, page out above `flush`, down to `target`."""
+
+    warn: float = 0.7
+    flush: float = 0.9
+    target: float = 0.6
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target < self.flush <= 1 or not 0 < self.warn <= self.flush:
+            raise ValueError(
+                f"thresholds must satisfy 0 < target < flush <= 1 and 0 < warn <= flush: {self}"
+            )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The token numbers of one window."""
+
+    context_window: int
+    reply_reserve: int
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.reply_reserve <= self.context_window // 2:
+            raise ValueError(
+                f"the reply reserve ({self.reply_reserve} tokens) must be positive and at most "
+                f"half the {self.context_window}-token window"
+            )
+
+    @property
+    def prompt_budget(self) -> int:
+        return self.context_window - self.reply_reserve
+
+    @property
+    def warn_at(self) -> int:
+        return int(self.prompt_budget * self.thresholds.warn)
+
+    @property
+    def flush_at(self) -> int:
+        return int(self.prompt_budget * self.thresholds.flush)
+
+    @property
+    def target_at(self) -> int:
+        return int(self.prompt_budget * self.thresholds.target)
+
+    @property
+    def summary_tokens(self) -> int:
+        return max(48, min(SUMMARY_TOKENS_MAX, int(self.prompt_budget * SUMMARY_SHARE)))
+
+    @property
+    def oversize_tokens(self) -> int:
+        """A message bigger than this is shown cut (and a user's is chunked into archival)."""
+        return self.prompt_budget // 4
+
+
+@dataclass(frozen=True)
+class SystemPrompt:
+    """The rendered system message and the tokens of its parts."""
+
+    message: ChatMessage
+    tokens: int
+    core_tokens: int
+    summary_tokens: int
 
 
 @dataclass(frozen=True)
@@ -52,107 +146,258 @@ class ContextWindow:
 
 
 class ContextBuilder:
-    """Assembles system prompt + recent messages so that prompt + reply always fit n_ctx."""
+    """Assembles system message + recent messages so that prompt + reply always fit n_ctx."""
 
     def __init__(
         self,
         llm: LLMClient,
         core: CoreMemory,
         recall: RecallMemory,
+        summaries: SummaryLog,
         tools: list[ToolSpec],
         agent_name: str,
         reply_tokens: int,
+        add_note: Callable[[str], None],
+        thresholds: Thresholds | None = None,
+        has_archived_parts: Callable[[int], bool] = lambda message_id: False,
     ) -> None:
         self.llm = llm
         self.core = core
         self.recall = recall
+        self.summaries = summaries
         self.agent_name = agent_name
-        self.reply_tokens = reply_tokens
+        self.budget = Budget(llm.context_window, reply_tokens, thresholds or Thresholds())
+        self.summarizer = Summarizer(llm, agent_name, self.budget.summary_tokens)
+        self.events: list[str] = []  # page-outs and summary failures, for the step's response
+        self._add_note = add_note  # stores a system note as the newest message
+        self._has_archived_parts = has_archived_parts
         self._tool_text = render_tool_descriptions(tools)
-        self._system: ChatMessage | None = None
-        self._system_tokens = 0
-        self._core_tokens = 0
+        self._system: SystemPrompt | None = None
+        self._last_total = 0
 
-    def system_prompt(self, core_text: str | None = None) -> str:
+    @property
+    def reply_tokens(self) -> int:
+        return self.budget.reply_reserve
+
+    # -- the window --------------------------------------------------------------------------
+    def build(self) -> ContextWindow:
+        """The window for the next model call: warns, or pages out, when the prompt has grown."""
+        system = self.system_prompt()
+        kept = self.recall.in_context()
+        total = self._count(system, kept)
+        if total > self.budget.warn_at and total <= self.budget.flush_at and not self._warned():
+            self._warn(total)
+            kept = self.recall.in_context()
+            total = self._count(system, kept)
+        if total > self.budget.flush_at:
+            self._page_out(system, kept)
+            system = self.system_prompt()
+            kept = self.recall.in_context()
+            total = self._count(system, kept)
+        if total > self.budget.prompt_budget:
+            # Only when core memory or the summary grew past what the page-out allowed for: page
+            # out more, unsummarised (the next page-out or step summarises it).
+            kept = self._evict(system, kept, self.budget.prompt_budget)
+            total = self._count(system, kept)
+        self._last_total = total
+        return ContextWindow(
+            [system.message, *self._viewer(system)(kept)], kept, self._usage(total)
+        )
+
+    def refresh(self) -> None:
+        """Re-render the system message (core memory and summary in it) at the next build."""
+        self._system = None
+
+    def view_limit(self) -> int:
+        """The most tokens one message may show in the window; a bigger one is shown cut."""
+        system = self.system_prompt()
+        return min(self.budget.oversize_tokens, (self.budget.prompt_budget - system.tokens) // 3)
+
+    def result_room(self) -> int:
+        """Tokens a tool result may take now: what is left under the page-out line, within
+        [a quarter of the view limit, the view limit] (a page-out makes room if it must)."""
+        limit = self.view_limit()
+        left = self.budget.flush_at - self._last_total - self.budget.reply_reserve // 2
+        return max(limit // 4, min(limit, left))
+
+    def render_system(self, core_text: str | None = None, summary_text: str | None = None) -> str:
         return INSTRUCTIONS.format(
             name=self.agent_name,
             today=dt.datetime.now(dt.UTC).date().isoformat(),
             tools=self._tool_text,
             core=self.core.render() if core_text is None else core_text,
+            summary=self._summary_section() if summary_text is None else summary_text,
         )
 
-    def refresh(self) -> None:
-        """Re-render the system prompt (and core memory in it) at the next build."""
-        self._system = None
-
-    def build(self) -> ContextWindow:
-        """The window for the next model call, evicting old messages when it would overflow.
-
-        The system prompt, with core memory, is rendered once and kept until messages are
-        evicted: llama.cpp reuses the cached prefix, so a step only evaluates its new tokens.
-        Core-memory edits reach the model meanwhile as the tool calls and results in the
-        messages. Eviction frees down to EVICT_TARGET of the room at once, so the re-read it
-        causes happens once per page-out, not on every step.
-        """
-        budget = self.llm.context_window - self.reply_tokens
-        system = self._system_prompt(budget)
-        kept = self.recall.in_context()
-        view = _Viewer(max_tokens=(budget - self._system_tokens) // 3)
-        total = self.llm.count_tokens([system, *view(kept)])
-        if total > budget:
-            kept = self._evict(system, kept, view, int(budget * EVICT_TARGET))
-            self.refresh()  # the prefix is re-read anyway: show core memory as it is now
-            system = self._system_prompt(budget)
-            kept = self._evict(system, kept, view, budget)  # in case core memory grew
-            total = self.llm.count_tokens([system, *view(kept)])
-        return ContextWindow([system, *view(kept)], kept, self._usage(total))
-
-    def _evict(
-        self, system: ChatMessage, kept: list[Message], view: _Viewer, limit: int
-    ) -> list[Message]:
-        """Evict the oldest messages (a call with its result) until the prompt fits `limit`."""
-        while kept and self.llm.count_tokens([system, *view(kept)]) > limit:
-            dropped = _oldest_unit(kept)
-            self.recall.evict([m.id for m in dropped])
-            kept = kept[len(dropped) :]
-        return kept
-
-    def _system_prompt(self, budget: int) -> ChatMessage:
+    def system_prompt(self) -> SystemPrompt:
+        """The system message, rendered at most once between page-outs."""
         if self._system is None:
-            system = ChatMessage("system", self.system_prompt())
-            tokens = self.llm.count_tokens([system])
-            if tokens >= budget:
-                raise ContextOverflowError(
-                    f"the system prompt and core memory take {tokens} tokens, more than the "
-                    f"{budget} the window leaves (n_ctx {self.llm.context_window} - reply "
-                    f"{self.reply_tokens}); shorten core memory or use a larger context"
-                )
-            empty_core = ChatMessage("system", self.system_prompt(""))
-            self._system, self._system_tokens = system, tokens
-            self._core_tokens = tokens - self.llm.count_tokens([empty_core])
+            self._system = self._render_system_prompt()
         return self._system
 
+    # -- summaries ---------------------------------------------------------------------------
+    def summarise_pending(self) -> bool:
+        """Fold messages paged out but not yet summarised into the summary (after a failed
+        summary call, this is the retry). False if the model failed again."""
+        latest = self.summaries.latest()
+        pending = self.recall.paged_out_after(latest.last_message_id if latest else 0)
+        if not pending:
+            return True
+        covered = (
+            f" (messages {latest.first_message_id}-{latest.last_message_id})" if latest else ""
+        )
+        try:
+            text = self.summarizer.fold(latest.text if latest else "", covered, pending)
+        except SummaryError as exc:
+            logger.warning(
+                "summary of messages %d-%d failed: %s", pending[0].id, pending[-1].id, exc
+            )
+            self.events.append(
+                f"The summary of messages {pending[0].id}-{pending[-1].id} failed ({exc}); "
+                "they stay searchable in recall and are summarised at the next step."
+            )
+            return False
+        first = latest.first_message_id if latest else pending[0].id
+        self.summaries.add(text or "Nothing of note.", first, pending[-1].id, self.llm.name)
+        self.refresh()
+        return True
+
+    # -- internals ---------------------------------------------------------------------------
+    def _render_system_prompt(self) -> SystemPrompt:
+        summary = self._summary_section()
+        message = ChatMessage("system", self.render_system(summary_text=summary))
+        tokens = self.llm.count_tokens([message])
+        without_summary = self.llm.count_tokens(
+            [ChatMessage("system", self.render_system(None, ""))]
+        )
+        bare = self.llm.count_tokens([ChatMessage("system", self.render_system("", ""))])
+        system = SystemPrompt(message, tokens, without_summary - bare, tokens - without_summary)
+        if tokens + MIN_MESSAGE_ROOM > self.budget.prompt_budget:
+            raise ContextOverflowError(
+                f"the system prompt takes {tokens} tokens (instructions and tools "
+                f"{bare}, core memory {system.core_tokens}, summary {system.summary_tokens}); "
+                f"with {MIN_MESSAGE_ROOM} for messages that is more than the "
+                f"{self.budget.prompt_budget} the window leaves (n_ctx "
+                f"{self.budget.context_window} - reply {self.budget.reply_reserve}): shorten "
+                "core memory or use a larger context (--n-ctx)"
+            )
+        return system
+
+    def _summary_section(self) -> str:
+        latest = self.summaries.latest()
+        pending = self.recall.paged_out_after(latest.last_message_id if latest else 0)
+        parts = []
+        if latest is not None:
+            parts.append(
+                f"Summary of the earlier conversation (messages {latest.first_message_id}-"
+                f"{latest.last_message_id}, out of view; conversation_search finds them):\n"
+                f"{latest.text}"
+            )
+        if pending:
+            parts.append(
+                f"Messages {pending[0].id}-{pending[-1].id} are out of view and not summarised "
+                "yet; conversation_search finds them."
+            )
+        return "".join(f"\n\n{p}" for p in parts)
+
+    def _count(self, system: SystemPrompt, kept: list[Message]) -> int:
+        return self.llm.count_tokens([system.message, *self._viewer(system)(kept)])
+
+    def _viewer(self, system: SystemPrompt) -> _Viewer:
+        limit = min(self.budget.oversize_tokens, (self.budget.prompt_budget - system.tokens) // 3)
+        return _Viewer(self.llm, limit, self._has_archived_parts)
+
+    def _warned(self) -> bool:
+        row = self.recall.store.query_one(
+            "SELECT pressure_warned FROM agents WHERE id = ?", (self.recall.agent_id,)
+        )
+        return bool(row and row[0])
+
+    def _set_warned(self, warned: bool) -> None:
+        with self.recall.store.atomic() as conn:
+            conn.execute(
+                "UPDATE agents SET pressure_warned = ? WHERE id = ?",
+                (int(warned), self.recall.agent_id),
+            )
+
+    def _warn(self, total: int) -> None:
+        percent = round(100 * total / self.budget.prompt_budget)
+        with self.recall.store.atomic():
+            self._add_note(
+                f"{PRESSURE_PREFIX} The context is {percent}% full. Soon the oldest messages "
+                "leave your view (they stay searchable, and a summary is kept). Save anything "
+                "important to core memory or archival memory now."
+            )
+            self._set_warned(True)
+
+    def _page_out(self, system: SystemPrompt, kept: list[Message]) -> None:
+        """Evict the oldest messages to the target (leaving room for the summary to grow), then
+        fold them into the summary. Eviction commits first: a failed summary loses nothing."""
+        growth = self.budget.summary_tokens - system.summary_tokens
+        remaining = self._evict(system, kept, self.budget.target_at - max(0, growth))
+        evicted = kept[: len(kept) - len(remaining)]
+        if evicted:
+            self.events.append(
+                f"Paged out messages {evicted[0].id}-{evicted[-1].id} "
+                f"({len(evicted)} messages); they stay searchable in recall."
+            )
+        self._set_warned(False)
+        self.refresh()
+        self.summarise_pending()
+
+    def _evict(self, system: SystemPrompt, kept: list[Message], limit: int) -> list[Message]:
+        """Evict the oldest units until the prompt fits `limit`, cutting at the start of a turn
+        when one follows; the newest unit always stays. Returns the messages left."""
+        units = _units(kept)
+        if len(units) <= 1:
+            return kept
+
+        def fits(start: int) -> bool:
+            return self._count(system, _flatten(units[start:])) <= limit
+
+        low, high = 0, len(units) - 1  # smallest start that fits (the newest unit always stays)
+        while low < high:
+            middle = (low + high) // 2
+            if fits(middle):
+                high = middle
+            else:
+                low = middle + 1
+        start = next((i for i in range(low, len(units)) if _starts_turn(units[i][0])), low)
+        if start == 0:
+            return kept
+        evicted = _flatten(units[:start])
+        self.recall.evict([m.id for m in evicted])
+        return _flatten(units[start:])
+
     def _usage(self, total: int) -> ContextUsage:
-        window = self.llm.context_window
+        system = self.system_prompt()
+        window = self.budget.context_window
         return ContextUsage(
             prompt_tokens=total,
             context_window=window,
             sections={
-                "system": self._system_tokens - self._core_tokens,
-                "core_memory": self._core_tokens,
-                "messages": total - self._system_tokens,
-                "reply_reserve": self.reply_tokens,
-                "free": max(0, window - total - self.reply_tokens),
+                "system": system.tokens - system.core_tokens - system.summary_tokens,
+                "core_memory": system.core_tokens,
+                "summary": system.summary_tokens,
+                "messages": total - system.tokens,
+                "reply_reserve": self.budget.reply_reserve,
+                "free": max(0, window - total - self.budget.reply_reserve),
             },
+            prompt_budget=self.budget.prompt_budget,
+            warn_at=self.budget.warn_at,
+            flush_at=self.budget.flush_at,
+            target_at=self.budget.target_at,
         )
 
 
 @dataclass(frozen=True)
 class _Viewer:
-    """Shows messages as the model sees them: one too big for a third of the room is cut, with a
-    note on where the whole text is (it stays whole in recall memory)."""
+    """Shows messages as the model sees them: one bigger than `max_tokens` is cut, with a note on
+    where the whole text is (always whole in recall; a user's in archival parts too)."""
 
+    llm: LLMClient
     max_tokens: int
+    has_archived_parts: Callable[[int], bool]
 
     def __call__(self, messages: list[Message]) -> list[ChatMessage]:
         return [self._view(m) for m in messages]
@@ -160,19 +405,38 @@ class _Viewer:
     def _view(self, message: Message) -> ChatMessage:
         if message.token_count <= self.max_tokens:
             return message.as_chat()
-        keep = max(200, self.max_tokens * 2)  # characters: a safe under-estimate of tokens
-        note = (
-            f"\n[... message {message.id} cut here for space: {len(message.content)} characters "
-            "in all, kept whole in recall memory; use conversation_search to find the rest]"
-        )
-        return ChatMessage(message.role, message.content[:keep] + note)
+        where = f"message {message.id} in recall memory (conversation_search finds it)"
+        if self.has_archived_parts(message.id):
+            where += (
+                f"; its text is also in archival memory in parts tagged message-{message.id} "
+                "(archival_memory_search finds them)"
+            )
+        note = f"\n[... cut here: {len(message.content)} characters in all. The whole text is {where}.]"
+        keep = self.max_tokens * 3  # characters; cut further below until it fits
+        while True:
+            view = ChatMessage(message.role, message.content[:keep] + note)
+            if keep == 0 or self.llm.count_message_tokens(view) <= self.max_tokens:
+                return view
+            keep //= 2
 
 
-def _oldest_unit(messages: list[Message]) -> list[Message]:
-    """The oldest message, with the tool result that answers it (a call is never split)."""
-    unit = [messages[0]]
-    for message in messages[1:]:
-        if message.role != "tool":
-            break
-        unit.append(message)
-    return unit
+def _units(messages: list[Message]) -> list[list[Message]]:
+    """Messages grouped so a tool call is never split from its result."""
+    units: list[list[Message]] = []
+    for message in messages:
+        if message.role == "tool" and units:
+            units[-1].append(message)
+        else:
+            units.append([message])
+    return units
+
+
+def _flatten(units: list[list[Message]]) -> list[Message]:
+    return [m for unit in units for m in unit]
+
+
+def _starts_turn(message: Message) -> bool:
+    """A user message, or the note that opens a heartbeat: a cut here reads naturally."""
+    return message.role == "user" or (
+        message.role == "system" and message.content.startswith(HEARTBEAT_PREFIX)
+    )

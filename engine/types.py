@@ -98,15 +98,31 @@ class MemoryOperation:
 
 @dataclass(frozen=True)
 class ContextUsage:
-    """Size of the prompt last sent to the model, in the model's own tokens."""
+    """Size of the prompt sent to the model, in the model's own tokens, and the lines it is
+    measured against. `sections` add up to `context_window`: system, core_memory, summary,
+    messages (the prompt), reply_reserve and free. The thresholds are token counts: the
+    memory-pressure warning at `warn_at`, a page-out above `flush_at`, down to `target_at`;
+    `prompt_budget` (the window less the reply reserve) is the hard ceiling of a prompt."""
 
     prompt_tokens: int
     context_window: int
     sections: dict[str, int] = field(default_factory=dict)
+    prompt_budget: int = 0
+    warn_at: int = 0
+    flush_at: int = 0
+    target_at: int = 0
 
     @property
     def fraction(self) -> float:
         return self.prompt_tokens / self.context_window if self.context_window else 0.0
+
+    @property
+    def pressure(self) -> Literal["ok", "warning", "flush"]:
+        if self.flush_at and self.prompt_tokens > self.flush_at:
+            return "flush"
+        if self.warn_at and self.prompt_tokens > self.warn_at:
+            return "warning"
+        return "ok"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ class LLMClient(Protocol):
     """A chat model that answers with one JSON object matching `reply_schema`.
 
     `reply_schema` is the JSON schema of one reply (built by engine.llm.grammar from the tools);
-    a real client turns it into a grammar so the reply always parses.
+    a real client turns it into a grammar so the reply always parses. With None the reply is
+    free text (the page-out summary is written so).
     """
 
     name: str
@@ -39,5 +40,5 @@ class LLMClient(Protocol):
         ...
 
     def complete(
-        self, messages: list[ChatMessage], reply_schema: dict[str, Any], max_tokens: int
+        self, messages: list[ChatMessage], reply_schema: dict[str, Any] | None, max_tokens: int
     ) -> Completion: ...

@@ -572,7 +572,7 @@ class LlamaClient:
             return self.count_tokens([*base, message]) - self.count_tokens(base)
 
     def complete(
-        self, messages: list[ChatMessage], reply_schema: dict[str, Any], max_tokens: int
+        self, messages: list[ChatMessage], reply_schema: dict[str, Any] | None, max_tokens: int
     ) -> Completion:
         if max_tokens <= 0:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
@@ -587,7 +587,7 @@ class LlamaClient:
                     f"the prompt ({n_prompt} tokens) plus max_tokens ({max_tokens}) exceeds the "
                     f"context window ({n_ctx} tokens); the context builder must leave room"
                 )
-            grammar = self._grammar(reply_schema)
+            grammar = None if reply_schema is None else self._grammar(reply_schema)
             ctx = self._llama.ctx
             self._llama.last_sampler = None
             llama_cpp.llama_perf_context_reset(ctx)
@@ -666,6 +666,12 @@ class LlamaClient:
             llama_cpp.llama_sampler_free(sampler)
             self._validated_grammars.add(text)
         return grammar
+
+    def reset_cache(self) -> None:
+        """Forget the evaluated prompt, so the next call reads its prompt from the start
+        (for benchmarks that compare against prefix reuse)."""
+        with self._lock:
+            self._llama.reset()
 
     def close(self) -> None:
         llama = getattr(self, "_llama", None)

@@ -7,7 +7,7 @@ are an approximation (about 4 characters a token) since there is no tokenizer be
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.errors import GenerationError
@@ -20,9 +20,17 @@ MESSAGE_OVERHEAD = 4  # tokens a chat template adds around each message
 class ScriptedClient:
     name = "scripted"
 
-    def __init__(self, replies: Iterable[str | dict[str, Any]] = (), n_ctx: int = 4096) -> None:
+    def __init__(
+        self,
+        replies: Iterable[str | dict[str, Any]] = (),
+        n_ctx: int = 4096,
+        summarizer: Callable[[list[ChatMessage]], str] | None = None,
+    ) -> None:
+        """`summarizer` answers free-text calls (reply_schema None: the page-out summaries);
+        the default keeps the previous summary and the first words of each new message."""
         self._replies: list[str] = []
         self._n_ctx = n_ctx
+        self._summarizer = summarizer or extractive_summary
         self.history: list[list[ChatMessage]] = []
         self.enqueue(replies)
 
@@ -45,9 +53,17 @@ class ScriptedClient:
         return sum(self.count_message_tokens(m) for m in messages) + 3
 
     def complete(
-        self, messages: list[ChatMessage], reply_schema: dict[str, Any], max_tokens: int
+        self, messages: list[ChatMessage], reply_schema: dict[str, Any] | None, max_tokens: int
     ) -> Completion:
+        if self.count_tokens(messages) + max_tokens > self._n_ctx:
+            raise GenerationError(
+                f"the prompt ({self.count_tokens(messages)} tokens) plus max_tokens "
+                f"({max_tokens}) exceeds the context window ({self._n_ctx} tokens)"
+            )
         self.history.append(list(messages))
+        if reply_schema is None:
+            text = self._summarizer(messages)
+            return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, "stop")
         if not self._replies:
             raise GenerationError("the scripted client has no more replies")
         text = self._replies.pop(0)
@@ -62,3 +78,13 @@ def call(tool: str, heartbeat: bool = False, thought: str = "", **arguments: Any
         "arguments": arguments,
         "request_heartbeat": heartbeat,
     }
+
+
+def extractive_summary(messages: list[ChatMessage]) -> str:
+    """A summary without a model: the summary so far plus the first words of each new message
+    (from the summary prompt of engine.summarizer)."""
+    request = messages[-1].content
+    previous = request.split("\n\nNew messages", 1)[0].split(":\n", 1)[-1].strip()
+    lines = [line for line in request.splitlines() if line.startswith("[")]
+    new = " ".join(" ".join(line.split()[:8]) for line in lines)
+    return " ".join(p for p in (previous if previous != "(none yet)" else "", new) if p)

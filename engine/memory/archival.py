@@ -63,6 +63,29 @@ class ArchivalMemory:
                 ids.append(passage_id)
         return ids
 
+    def insert_message_parts(self, message_id: int, text: str) -> list[int]:
+        """Save a message too big for the window as passages, so its parts can be found."""
+        # Embedding costs about 0.1 s a part here: past MAX_PARTS the parts grow instead, so a
+        # pasted book costs seconds, not minutes (a part's vector reads its first 512 tokens;
+        # full-text search reads all of it).
+        parts = chunk_text(text, max(PART_CHARS, -(-len(text) // MAX_PARTS)))
+        count = len(parts)
+        return self.insert_many(
+            [
+                f"(message {message_id}, part {i + 1}/{count}) {part}"
+                for i, part in enumerate(parts)
+            ],
+            tags=[f"message-{message_id}"],
+            source=f"message:{message_id}",
+        )
+
+    def has_message_parts(self, message_id: int) -> bool:
+        row = self.store.query_one(
+            "SELECT 1 FROM passages WHERE agent_id = ? AND source = ? LIMIT 1",
+            (self.agent_id, f"message:{message_id}"),
+        )
+        return row is not None
+
     def get(self, passage_id: int) -> Passage:
         row = self.store.query_one(
             "SELECT id, text, tags_json, source, created_at FROM passages"
@@ -94,3 +117,23 @@ class ArchivalMemory:
         ranked = PASSAGE_INDEX.ranked(self.store, self.agent_id, query)
         result = paginate(ranked, limit, page)
         return result, [self.get(i) for i in result.ids]
+
+
+PART_CHARS = 1_000  # about 250 tokens: inside what the embedding model reads of a passage
+MAX_PARTS = 32
+
+
+def chunk_text(text: str, size: int = PART_CHARS) -> list[str]:
+    """Split `text` into parts of at most `size` characters, at a paragraph, line, sentence or
+    word break where there is one in the second half of the part."""
+    parts: list[str] = []
+    rest = text.strip()
+    while len(rest) > size:
+        window = rest[:size]
+        cut = max(window.rfind(sep, size // 2) for sep in ("\n\n", "\n", ". ", " "))
+        cut = cut + 1 if cut > 0 else size
+        parts.append(rest[:cut].strip())
+        rest = rest[cut:].strip()
+    if rest:
+        parts.append(rest)
+    return [p for p in parts if p]

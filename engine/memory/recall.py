@@ -117,6 +117,15 @@ class RecallMemory:
                 [(i, self.agent_id) for i in message_ids],
             )
 
+    def paged_out_after(self, message_id: int) -> list[Message]:
+        """Messages out of the context with an id above `message_id`, oldest first."""
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM messages WHERE agent_id = ? AND in_context = 0 AND id > ?"
+            " ORDER BY id",
+            (self.agent_id, message_id),
+        )
+        return [_row_to_message(r) for r in rows]
+
     def count(self) -> int:
         row = self.store.query_one(
             "SELECT count(*) FROM messages WHERE agent_id = ?", (self.agent_id,)

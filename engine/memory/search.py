@@ -59,10 +59,13 @@ class Page:
         if not self.ids:
             return f"Page {self.page + 1} is past the end: {self.total} {what}, {self.pages} pages."
         first = self.page * self.limit + 1
-        return (
+        text = (
             f"Showing {first}-{first + len(self.ids) - 1} of {self.total} {what}, "
             f"page {self.page + 1}/{self.pages}."
         )
+        if self.page + 1 < self.pages:
+            text += f" More: page={self.page + 1}, limit={self.limit}."
+        return text
 
 
 def paginate(ranked: list[int], limit: int, page: int) -> Page:

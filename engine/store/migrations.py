@@ -121,10 +121,25 @@ def _initial_schema(conn: apsw.Connection) -> None:
     )
 
 
+def _virtual_context(conn: apsw.Connection) -> None:
+    conn.execute(
+        """
+        -- set when the memory-pressure warning has been sent; cleared by the next page-out
+        ALTER TABLE agents ADD COLUMN pressure_warned INTEGER NOT NULL DEFAULT 0;
+        -- each summary folds in the one before it (recursive summary); NULL for the first
+        ALTER TABLE summaries ADD COLUMN previous_id INTEGER REFERENCES summaries(id);
+        ALTER TABLE summaries ADD COLUMN model TEXT NOT NULL DEFAULT '';
+        CREATE INDEX summaries_agent ON summaries(agent_id, id);
+        CREATE INDEX messages_in_context ON messages(agent_id, in_context, id);
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "initial schema: agents, blocks, history, recall, archival, summaries", _initial_schema
     ),
+    Migration(2, "virtual context: pressure flag, summary chain", _virtual_context),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

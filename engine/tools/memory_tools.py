@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from engine.memory.archival import ArchivalMemory
 from engine.memory.core import CoreMemory, CoreMemoryError
 from engine.memory.recall import RecallMemory
+from engine.memory.search import Page
 from engine.tools.registry import (
     TOOL_ARGS,
     ArchivalMemoryInsertArgs,
@@ -57,8 +58,15 @@ class MemoryTool:
         recall: RecallMemory,
         archival: ArchivalMemory,
         on_user_core_edit: Callable[[], None] | None = None,
+        result_room: Callable[[], int] | None = None,
+        count_result_tokens: Callable[[ToolResult], int] | None = None,
     ) -> None:
+        """`result_room` says how many tokens a result may take in the context now, and
+        `count_result_tokens` measures one as the model will see it: searches then show fewer
+        hits a page when a full page would not fit (without them, pages are as asked)."""
         self.core = core
+        self._result_room = result_room
+        self._count_result_tokens = count_result_tokens
         # The model sees its own edits as calls in the conversation; a user's edit made through
         # this API must reach the system prompt instead, so the owner is told.
         self._on_user_core_edit = on_user_core_edit
@@ -179,38 +187,69 @@ class MemoryTool:
         )
 
     def _archival_memory_search(self, args: SearchArgs) -> str:
-        page, passages = self.archival.search(args.query, args.limit, args.page)
+        def show(limit: int, page_number: int) -> tuple[Page, str]:
+            page, passages = self.archival.search(args.query, limit, page_number)
+            lines = [page.header("passages")]
+            for p in passages:
+                tags = f" (tags: {', '.join(p.tags)})" if p.tags else ""
+                lines.append(f"[id {p.id}, {p.created_at:%Y-%m-%d %H:%M}] {_clip(p.text)}{tags}")
+            return page, "\n".join(lines)
+
+        page, text = self._fitted_page("archival_memory_search", show, args.limit, args.page)
         self._note(
             "archival_memory_search", f"searched archival for {args.query!r}: {page.total} results"
         )
-        lines = [page.header("passages")]
-        for p in passages:
-            tags = f" (tags: {', '.join(p.tags)})" if p.tags else ""
-            lines.append(f"[id {p.id}, {p.created_at:%Y-%m-%d %H:%M}] {_clip(p.text)}{tags}")
-        return "\n".join(lines)
+        return text
 
     def _conversation_search(self, args: SearchArgs) -> str:
-        page, messages = self.recall.search(args.query, args.limit, args.page)
+        def show(limit: int, page_number: int) -> tuple[Page, str]:
+            page, messages = self.recall.search(args.query, limit, page_number)
+            return page, self._format_messages(page.header("messages"), messages)
+
+        page, text = self._fitted_page("conversation_search", show, args.limit, args.page)
         self._note(
             "conversation_search", f"searched conversation for {args.query!r}: {page.total} results"
         )
-        return self._format_messages(page.header("messages"), messages)
+        return text
+
+    def _fitted_page(
+        self, tool: str, show: Callable[[int, int], tuple[Page, str]], limit: int, page_number: int
+    ) -> tuple[Page, str]:
+        """The page asked for, or, when it would not fit the context now, a smaller page that
+        starts at the same result (the header tells the model how to page on)."""
+        page, text = show(limit, page_number)
+        if self._result_room is None or self._count_result_tokens is None:
+            return page, text
+        room = self._result_room()
+        first = page_number * limit
+        while limit > 1:
+            tokens = self._count_result_tokens(ToolResult(tool, True, text))
+            if tokens <= room:
+                break
+            limit = max(1, min(limit - 1, limit * room // tokens))
+            page, text = show(limit, first // limit)
+        return page, text
 
     def _conversation_search_date(self, args: DateSearchArgs) -> str:
         start = _parse_day(args.start_date, "start_date")
         end = _parse_day(args.end_date, "end_date")
         if end < start:
             raise ToolFailure(f"end_date {end} is before start_date {start}")
-        page, messages = self.recall.search_date(
-            dt.datetime.combine(start, dt.time(), dt.UTC),
-            dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
-            args.limit,
-            args.page,
-        )
+
+        def show(limit: int, page_number: int) -> tuple[Page, str]:
+            page, messages = self.recall.search_date(
+                dt.datetime.combine(start, dt.time(), dt.UTC),
+                dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
+                limit,
+                page_number,
+            )
+            return page, self._format_messages(page.header("messages"), messages)
+
+        page, text = self._fitted_page("conversation_search_date", show, args.limit, args.page)
         self._note(
             "conversation_search_date", f"listed messages {start}..{end}: {page.total} results"
         )
-        return self._format_messages(page.header("messages"), messages)
+        return text
 
     @staticmethod
     def _format_messages(header: str, messages: list[Any]) -> str:

@@ -25,7 +25,7 @@ def test_fts_query_is_safe_for_any_text() -> None:
 
 def test_page_header() -> None:
     page = paginate(list(range(37)), 5, 0)
-    assert page.header("passages") == "Showing 1-5 of 37 passages, page 1/8."
+    assert page.header("passages") == "Showing 1-5 of 37 passages, page 1/8. More: page=1, limit=5."
     assert (
         paginate(list(range(37)), 5, 7).header("passages")
         == "Showing 36-37 of 37 passages, page 8/8."
