@@ -6,13 +6,13 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from engine.context import HEARTBEAT_PREFIX, ContextBuilder, Thresholds
+from engine.context import HEARTBEAT_PREFIX, Budget, ContextBuilder, Thresholds
 from engine.errors import InvalidInput
 from engine.llm.base import LLMClient
 from engine.llm.grammar import reply_schema
 from engine.llm.parse import ReplyParseError, parse_reply
 from engine.memory.archival import ArchivalMemory
-from engine.memory.core import BlockTemplate, CoreMemory
+from engine.memory.core import DEFAULT_BLOCK_LIMIT, BlockTemplate, CoreMemory
 from engine.memory.recall import RecallMemory
 from engine.memory.summaries import SummaryLog
 from engine.store.db import Store, now_iso
@@ -59,10 +59,14 @@ class StepResult(AgentResponse):
     model_calls: tuple[ModelCall, ...] = ()
 
 
-def default_blocks(persona: Persona) -> list[BlockTemplate]:
+def default_blocks(persona: Persona, limit: int = DEFAULT_BLOCK_LIMIT) -> list[BlockTemplate]:
+    """The blocks of a new agent; `limit` is the size (characters) of persona and human."""
+    persona_text = persona.render()
     return [
-        BlockTemplate("persona", persona.render(), "Who you are and how you behave."),
-        BlockTemplate("human", "", "What you know about the user."),
+        BlockTemplate(
+            "persona", persona_text, "Who you are and how you behave.", max(limit, len(persona_text))
+        ),
+        BlockTemplate("human", "", "What you know about the user.", limit),
         BlockTemplate("system", SYSTEM_BLOCK, "Standing rules.", read_only=True),
     ]
 
@@ -118,6 +122,7 @@ class MemGPTAgent:
         self.llm = llm_client
         self.name = name
         self.max_steps = max_steps
+        self.budget = Budget(self.llm.context_window, reply_tokens, thresholds or Thresholds())
         self.agent_id, self.persona = self._load_or_create(name, persona)
         self.session_id = self._new_session()
         self.memory = CoreMemory(self.store, self.agent_id)
@@ -328,7 +333,7 @@ class MemGPTAgent:
             )
             agent_id = conn.last_insert_rowid()
             core = CoreMemory(self.store, agent_id)
-            for template in default_blocks(persona):
+            for template in default_blocks(persona, self.budget.block_chars):
                 core.attach(template)
         return agent_id, persona
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from engine.errors import ContextOverflowError
 from engine.llm.base import LLMClient
 from engine.llm.grammar import render_tool_descriptions
-from engine.memory.core import CoreMemory
+from engine.memory.core import DEFAULT_BLOCK_LIMIT, CoreMemory
 from engine.memory.recall import RecallMemory
 from engine.memory.summaries import SummaryLog
 from engine.summarizer import Summarizer, SummaryError
@@ -36,32 +36,27 @@ from engine.types import ChatMessage, ContextUsage, Message, ToolSpec
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_SHARE = 0.15  # the summary may take this share of the prompt budget ...
+SUMMARY_SHARE = 0.12  # the summary may take this share of the prompt budget ...
 SUMMARY_TOKENS_MAX = 400  # ... but no more than this (a 0.5B model's summaries get worse)
 MIN_MESSAGE_ROOM = 192  # tokens the messages must have at least, next to the system message
 HEARTBEAT_PREFIX = "[heartbeat]"
 PRESSURE_PREFIX = "[memory pressure]"
 
 INSTRUCTIONS = """\
-You are {name}, a conversational agent with a long-term memory, running on the user's computer.
-Every reply you write is ONE JSON tool call: {{"thought": ..., "tool": ..., "arguments": ..., \
-"request_heartbeat": ...}}.
-The user only sees what you pass to send_message. Keep thoughts short.
-Memory:
-- Core memory (below) is always in view but small. Save key facts about the user in section \
-'human' and about yourself in 'persona' with core_memory_append / core_memory_replace.
-- Recall memory holds every past message, also those out of view: search it with \
-conversation_search or conversation_search_date.
-- Archival memory is unlimited: save details with archival_memory_insert, find them with \
-archival_memory_search.
-Set request_heartbeat to true when you want another turn after a tool returns (for example to \
-reply after saving to memory, or to see the next page of a search); false when you are done.
-Example (Alice is not the real user): the user writes "I'm Alice." You reply
-{{"thought": "New fact about the user: save it.", "tool": "core_memory_append", "arguments": {{"section": "human", "content": "Name: Alice"}}, "request_heartbeat": true}}
-and after the tool returns:
+You are {name}, an assistant with a long-term memory, running on the user's computer.
+Each reply is ONE JSON tool call: {{"thought": ..., "tool": ..., "arguments": {{...}}, \
+"request_heartbeat": true or false}}. The user sees only what you pass to send_message.
+Memory: core memory (below) is always in view but small: keep key facts about the user in \
+'human', about yourself in 'persona'. Recall memory holds every past message, also those out \
+of view (conversation_search). Archival memory is unlimited (archival_memory_insert, \
+archival_memory_search).
+request_heartbeat true gives you another turn after the tool returns (to reply after saving, or \
+to read the next page of results); false when you are done.
+Example with a made-up user who writes "I'm Alice.":
+{{"thought": "A fact to keep.", "tool": "core_memory_append", "arguments": {{"section": "human", "content": "Name: Alice"}}, "request_heartbeat": true}}
+then, after the tool returns:
 {{"thought": "Now answer.", "tool": "send_message", "arguments": {{"message": "Nice to meet you, Alice!"}}, "request_heartbeat": false}}
-Speak as yourself ({name}) to the user; never repeat the user's words as your own.
-Today is {today}.
+Speak as yourself ({name}); never repeat the user's words as your own. Today is {today}.
 
 Tools:
 {tools}
@@ -86,6 +81,15 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class Lines:
+    """Token counts: warn above `warn`, page out above `flush`, down to `target`."""
+
+    warn: int
+    flush: int
+    target: int
+
+
+@dataclass(frozen=True)
 class Budget:
     """The token numbers of one window."""
 
@@ -104,21 +108,30 @@ class Budget:
     def prompt_budget(self) -> int:
         return self.context_window - self.reply_reserve
 
-    @property
-    def warn_at(self) -> int:
-        return int(self.prompt_budget * self.thresholds.warn)
+    def lines(self, system_tokens: int) -> Lines:
+        """The warn / flush / target lines for a system message of `system_tokens`.
 
-    @property
-    def flush_at(self) -> int:
-        return int(self.prompt_budget * self.thresholds.flush)
-
-    @property
-    def target_at(self) -> int:
-        return int(self.prompt_budget * self.thresholds.target)
+        They are shares of the prompt budget; but where the system message (with core memory
+        and summary) already takes most of it, they are moved up to the same shares of the room
+        left for messages, so that a page-out still frees a useful amount instead of paging out
+        at every call."""
+        budget, t = self.prompt_budget, self.thresholds
+        room = max(0, budget - system_tokens)
+        return Lines(
+            warn=min(budget, max(int(budget * t.warn), system_tokens + int(room * t.warn))),
+            flush=min(budget, max(int(budget * t.flush), system_tokens + int(room * t.flush))),
+            target=min(budget, max(int(budget * t.target), system_tokens + int(room * t.target))),
+        )
 
     @property
     def summary_tokens(self) -> int:
         return max(48, min(SUMMARY_TOKENS_MAX, int(self.prompt_budget * SUMMARY_SHARE)))
+
+    @property
+    def block_chars(self) -> int:
+        """The size of a new agent's persona and human blocks: about 12% of the budget each
+        (in characters, ~4 a token), within [400, 2000] (MemGPT's 2,000 for 8k windows)."""
+        return max(400, min(DEFAULT_BLOCK_LIMIT, int(self.prompt_budget * 0.12) * 4))
 
     @property
     def oversize_tokens(self) -> int:
@@ -183,13 +196,14 @@ class ContextBuilder:
     def build(self) -> ContextWindow:
         """The window for the next model call: warns, or pages out, when the prompt has grown."""
         system = self.system_prompt()
+        lines = self.budget.lines(system.tokens)
         kept = self.recall.in_context()
         total = self._count(system, kept)
-        if total > self.budget.warn_at and total <= self.budget.flush_at and not self._warned():
+        if lines.warn < total <= lines.flush and not self._warned():
             self._warn(total)
             kept = self.recall.in_context()
             total = self._count(system, kept)
-        if total > self.budget.flush_at:
+        if total > lines.flush:
             self._page_out(system, kept)
             system = self.system_prompt()
             kept = self.recall.in_context()
@@ -217,7 +231,8 @@ class ContextBuilder:
         """Tokens a tool result may take now: what is left under the page-out line, within
         [a quarter of the view limit, the view limit] (a page-out makes room if it must)."""
         limit = self.view_limit()
-        left = self.budget.flush_at - self._last_total - self.budget.reply_reserve // 2
+        flush = self.budget.lines(self.system_prompt().tokens).flush
+        left = flush - self._last_total - self.budget.reply_reserve // 2
         return max(limit // 4, min(limit, left))
 
     def render_system(self, core_text: str | None = None, summary_text: str | None = None) -> str:
@@ -333,8 +348,9 @@ class ContextBuilder:
     def _page_out(self, system: SystemPrompt, kept: list[Message]) -> None:
         """Evict the oldest messages to the target (leaving room for the summary to grow), then
         fold them into the summary. Eviction commits first: a failed summary loses nothing."""
-        growth = self.budget.summary_tokens - system.summary_tokens
-        remaining = self._evict(system, kept, self.budget.target_at - max(0, growth))
+        growth = max(0, self.budget.summary_tokens - system.summary_tokens)
+        target = self.budget.lines(system.tokens + growth).target
+        remaining = self._evict(system, kept, target - growth)
         evicted = kept[: len(kept) - len(remaining)]
         if evicted:
             self.events.append(
@@ -371,6 +387,7 @@ class ContextBuilder:
 
     def _usage(self, total: int) -> ContextUsage:
         system = self.system_prompt()
+        lines = self.budget.lines(system.tokens)
         window = self.budget.context_window
         return ContextUsage(
             prompt_tokens=total,
@@ -384,9 +401,9 @@ class ContextBuilder:
                 "free": max(0, window - total - self.budget.reply_reserve),
             },
             prompt_budget=self.budget.prompt_budget,
-            warn_at=self.budget.warn_at,
-            flush_at=self.budget.flush_at,
-            target_at=self.budget.target_at,
+            warn_at=lines.warn,
+            flush_at=lines.flush,
+            target_at=lines.target,
         )
 
 

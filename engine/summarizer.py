@@ -22,19 +22,22 @@ LINE_CHARS = 1_200  # a longer message is shown cut in the transcript; recall ke
 SUMMARY_SYSTEM = """\
 You keep the running summary of a long conversation between a user and {name}, an AI \
 assistant. Old messages leave {name}'s view; your summary is what {name} keeps of them.
-Write the new summary: keep every fact in the summary so far, and add what the new messages \
+Write the new summary: keep the facts of the summary so far, and add what the new messages \
 tell: facts about the user (name, family, places, work, dates, likes, plans), what {name} \
-promised or did, questions still open. Short plain sentences. At most {words} words. \
-Write only the summary."""
+promised or did, questions still open. Short plain sentences, no greetings, no quotes. \
+At most {words} words. Write only the summary text."""
 
 SUMMARY_REQUEST = """\
-Summary so far{covered}:
+SUMMARY SO FAR{covered}:
 {previous}
 
-New messages {first}-{last}:
+NEW MESSAGES:
 {transcript}
 
-Write the new summary."""
+Now write the new summary."""
+
+# Small models echo parts of the request: cut the reply where an echo starts.
+_ECHO = re.compile(r"^(SUMMARY SO FAR|NEW MESSAGES|Now write the new summary)|^(User|\[\d+\]):", re.M)
 
 
 class SummaryError(MemexError):
@@ -57,7 +60,7 @@ class Summarizer:
             count = self._fitting_lines(summary, covered, lines)
             piece, lines = lines[:count], lines[count:]
             summary = self._write(summary, covered, piece)
-            covered = f" (messages up to {piece[-1][0]})"
+            covered = f" (messages up to {piece[-1][0]})"  # for the next piece
         return summary
 
     def _prompt(
@@ -67,8 +70,6 @@ class Summarizer:
         request = SUMMARY_REQUEST.format(
             covered=covered,
             previous=previous or "(none yet)",
-            first=lines[0][0],
-            last=lines[-1][0],
             transcript="\n".join(line for _, line in lines),
         )
         return [
@@ -109,8 +110,12 @@ class Summarizer:
             completion = self.llm.complete(prompt, None, self.max_tokens)
         except GenerationError as exc:
             raise SummaryError(f"the summary call failed: {exc}") from exc
-        text = completion.text.strip()
-        if completion.finish_reason == "length":
+        text = completion.text
+        echo = _ECHO.search(text)
+        if echo is not None:
+            text = text[: echo.start()]
+        text = " ".join(text.split())
+        if completion.finish_reason == "length" or echo is not None:
             text = _whole_sentences(text)
         if not text:
             raise SummaryError("the model wrote an empty summary")
@@ -137,7 +142,7 @@ def transcript_line(message: Message, agent_name: str) -> str | None:
         return None
     if len(text) > LINE_CHARS:
         text = text[:LINE_CHARS] + f" [... {len(text) - LINE_CHARS} more characters]"
-    return f"[{message.id}] {speaker}: {text}"
+    return f"{speaker}: {text}"
 
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")

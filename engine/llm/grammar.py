@@ -705,22 +705,19 @@ def _type_label(schema: Any) -> str:
 
 
 def render_tool_descriptions(tools: list[ToolSpec]) -> str:
-    """Compact text for the system prompt: each tool's name, description and arguments."""
+    """Compact text for the system prompt, one line a tool: `name(arg, arg=default): what it
+    does`. Types and limits are left out: the grammar enforces them, and every token here is
+    read at each page-out on a CPU."""
     lines: list[str] = []
     for tool in tools:
-        lines.append(f"{tool.name}: {' '.join(tool.description.split())}")
         params = tool.parameters or {}
         props = params.get("properties", {}) or {}
         required = set(params.get("required", []))
-        if not props:
-            lines.append("  (no arguments)")
-        for key, sub in props.items():
-            sub = sub if isinstance(sub, dict) else {}
-            bits = [_type_label(sub), "required" if key in required else "optional"]
-            if "default" in sub:
-                bits.append(f"default {json.dumps(sub['default'], ensure_ascii=False)}")
-            desc = " ".join(str(sub.get("description", "")).split())
-            lines.append(f"  {key} ({', '.join(bits)})" + (f": {desc}" if desc else ""))
+        args = [
+            key if key in required or "default" not in sub else f"{key}={json.dumps(sub['default'])}"
+            for key, sub in ((k, v if isinstance(v, dict) else {}) for k, v in props.items())
+        ]
+        lines.append(f"{tool.name}({', '.join(args)}): {' '.join(tool.description.split())}")
     return "\n".join(lines)
 
 

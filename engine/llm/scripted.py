@@ -82,9 +82,10 @@ def call(tool: str, heartbeat: bool = False, thought: str = "", **arguments: Any
 
 def extractive_summary(messages: list[ChatMessage]) -> str:
     """A summary without a model: the summary so far plus the first words of each new message
-    (from the summary prompt of engine.summarizer)."""
+    (read from the summary request of engine.summarizer)."""
     request = messages[-1].content
-    previous = request.split("\n\nNew messages", 1)[0].split(":\n", 1)[-1].strip()
-    lines = [line for line in request.splitlines() if line.startswith("[")]
-    new = " ".join(" ".join(line.split()[:8]) for line in lines)
+    head, _, tail = request.partition("\n\nNEW MESSAGES:\n")
+    previous = head.split(":\n", 1)[-1].strip()
+    transcript = tail.split("\n\n", 1)[0].splitlines()
+    new = " ".join(" ".join(line.split()[:8]) for line in transcript)
     return " ".join(p for p in (previous if previous != "(none yet)" else "", new) if p)

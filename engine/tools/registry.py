@@ -61,14 +61,15 @@ TOOL_ARGS: dict[str, type[_Args]] = {
 }
 
 TOOL_DESCRIPTIONS: dict[str, str] = {
-    "send_message": "Send a message to the user and end your turn. The only way the user sees anything you say.",
-    "core_memory_append": "Add a line to a core memory section (always visible to you). "
-    "Use it for key facts about the user (section 'human') or yourself ('persona').",
+    "send_message": "Send a message to the user and end your turn; the only way the user sees "
+    "anything you say.",
+    "core_memory_append": "Add a line to a core memory section: 'human' for key facts about the "
+    "user, 'persona' for yourself.",
     "core_memory_replace": "Replace exact text in a core memory section; new_content '' deletes.",
     "archival_memory_insert": "Save a passage to archival memory (unlimited, searchable later).",
-    "archival_memory_search": "Search archival memory by meaning and keywords; paginated.",
-    "conversation_search": "Search the whole past conversation (recall memory); paginated.",
-    "conversation_search_date": "List past messages between two dates; paginated.",
+    "archival_memory_search": "Search archival memory by meaning and words. page counts from 0.",
+    "conversation_search": "Search all past messages, also those out of view. page counts from 0.",
+    "conversation_search_date": "List past messages from start_date to end_date (YYYY-MM-DD).",
 }
 
 

@@ -393,10 +393,12 @@ def test_llama_cpp_parses_the_grammar(chat_model_path, tools) -> None:
 
 def test_render_tool_descriptions(tools) -> None:
     text = render_tool_descriptions(tools)
-    assert text.splitlines()[0].startswith("send_message: Send a message to the user.")
-    assert "  message (string, required): The text to show the user." in text
-    assert "  limit (integer 1..50, optional, default 5): Results per page." in text
-    assert "  page (integer >=0, optional, default 0): Page of results, from 0." in text
-    assert "  tags (array of string or null, optional, default null): Optional tags." in text
+    lines = text.splitlines()
+    assert lines[0] == (
+        "send_message(message): Send a message to the user. This is the only way the user sees anything."
+    )
+    assert len(lines) == len(tools)
+    assert any(line.startswith("archival_memory_search(query, limit=5, page=0): ") for line in lines)
+    assert any(line.startswith("archival_memory_insert(content, tags=null): ") for line in lines)
     noop = render_tool_descriptions([ToolSpec("noop", "Nothing.", {"type": "object"})])
-    assert noop == "noop: Nothing.\n  (no arguments)"
+    assert noop == "noop(): Nothing."
