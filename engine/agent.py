@@ -64,7 +64,10 @@ def default_blocks(persona: Persona, limit: int = DEFAULT_BLOCK_LIMIT) -> list[B
     persona_text = persona.render()
     return [
         BlockTemplate(
-            "persona", persona_text, "Who you are and how you behave.", max(limit, len(persona_text))
+            "persona",
+            persona_text,
+            "Who you are and how you behave.",
+            max(limit, len(persona_text)),
         ),
         BlockTemplate("human", "", "What you know about the user.", limit),
         BlockTemplate("system", SYSTEM_BLOCK, "Standing rules.", read_only=True),
@@ -162,6 +165,7 @@ class MemGPTAgent:
     def step(self, text: str | bytes) -> StepResult:
         """One user turn: store the message, then let the model act until it is done."""
         text = _clean_text(text)
+        self.context.events.clear()
         with self.store.atomic() as conn:
             message = self._add("user", text)
             conn.execute(
@@ -181,7 +185,7 @@ class MemGPTAgent:
 
     def context_window(self) -> ContextUsage:
         """Token counts of the prompt the next model call would see, per section."""
-        return self.context.build().usage
+        return self.context.measure()
 
     # -- the loop ----------------------------------------------------------------------------
     def _run(self, require_reply: bool) -> StepResult:
@@ -298,7 +302,7 @@ class MemGPTAgent:
         since = "never"
         if row and row[0]:
             since = _ago(dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(row[0]))
-        usage = self.context.build().usage
+        usage = self.context.measure()
         pressure = {
             "ok": "room to spare",
             "warning": "filling up: save what matters now",

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 SUMMARY_SHARE = 0.12  # the summary may take this share of the prompt budget ...
 SUMMARY_TOKENS_MAX = 400  # ... but no more than this (a 0.5B model's summaries get worse)
 MIN_MESSAGE_ROOM = 192  # tokens the messages must have at least, next to the system message
+SUMMARY_HEADER_TOKENS = 60  # the summary's heading and the "not summarised yet" line
 HEARTBEAT_PREFIX = "[heartbeat]"
 PRESSURE_PREFIX = "[memory pressure]"
 
@@ -180,7 +181,7 @@ class ContextBuilder:
         self.summaries = summaries
         self.agent_name = agent_name
         self.budget = Budget(llm.context_window, reply_tokens, thresholds or Thresholds())
-        self.summarizer = Summarizer(llm, agent_name, self.budget.summary_tokens)
+        self._summarizer: Summarizer | None = None
         self.events: list[str] = []  # page-outs and summary failures, for the step's response
         self._add_note = add_note  # stores a system note as the newest message
         self._has_archived_parts = has_archived_parts
@@ -189,10 +190,25 @@ class ContextBuilder:
         self._last_total = 0
 
     @property
+    def summarizer(self) -> Summarizer:
+        """Made at the first page-out. Summaries run in a second context where the client has
+        one, so they leave the conversation's KV cache alone (see LlamaClient.side_client)."""
+        if self._summarizer is None:
+            side_client = getattr(self.llm, "side_client", None)
+            llm = side_client() if callable(side_client) else self.llm
+            self._summarizer = Summarizer(llm, self.agent_name, self.budget.summary_tokens)
+        return self._summarizer
+
+    @property
     def reply_tokens(self) -> int:
         return self.budget.reply_reserve
 
     # -- the window --------------------------------------------------------------------------
+    def measure(self) -> ContextUsage:
+        """The sizes of the prompt as it stands, changing nothing (no warning, no page-out)."""
+        system = self.system_prompt()
+        return self._usage(self._count(system, self.recall.in_context()))
+
     def build(self) -> ContextWindow:
         """The window for the next model call: warns, or pages out, when the prompt has grown."""
         system = self.system_prompt()
@@ -262,7 +278,9 @@ class ContextBuilder:
             f" (messages {latest.first_message_id}-{latest.last_message_id})" if latest else ""
         )
         try:
-            text = self.summarizer.fold(latest.text if latest else "", covered, pending)
+            text = self.summarizer.fold(
+                latest.text if latest else "", covered, pending, self._summary_room()
+            )
         except SummaryError as exc:
             logger.warning(
                 "summary of messages %d-%d failed: %s", pending[0].id, pending[-1].id, exc
@@ -278,6 +296,13 @@ class ContextBuilder:
         return True
 
     # -- internals ---------------------------------------------------------------------------
+    def _summary_room(self) -> int:
+        """Tokens the summary may take: its share, less what a big core memory leaves no room
+        for (a summary must never push the system message past the budget)."""
+        system = self.system_prompt()
+        rest = system.tokens - system.summary_tokens + SUMMARY_HEADER_TOKENS + MIN_MESSAGE_ROOM
+        return max(16, min(self.budget.summary_tokens, self.budget.prompt_budget - rest))
+
     def _render_system_prompt(self) -> SystemPrompt:
         summary = self._summary_section()
         message = ChatMessage("system", self.render_system(summary_text=summary))
@@ -348,6 +373,8 @@ class ContextBuilder:
     def _page_out(self, system: SystemPrompt, kept: list[Message]) -> None:
         """Evict the oldest messages to the target (leaving room for the summary to grow), then
         fold them into the summary. Eviction commits first: a failed summary loses nothing."""
+        self.refresh()  # size against core memory as it is now, the model's edits included
+        system = self.system_prompt()
         growth = max(0, self.budget.summary_tokens - system.summary_tokens)
         target = self.budget.lines(system.tokens + growth).target
         remaining = self._evict(system, kept, target - growth)
@@ -423,7 +450,12 @@ class _Viewer:
         if message.token_count <= self.max_tokens:
             return message.as_chat()
         where = f"message {message.id} in recall memory (conversation_search finds it)"
-        if self.has_archived_parts(message.id):
+        if message.role == "tool":
+            where = (
+                f"kept in recall as message {message.id}; for less at a time, call the tool "
+                "again with a smaller limit or the next page"
+            )
+        elif self.has_archived_parts(message.id):
             where += (
                 f"; its text is also in archival memory in parts tagged message-{message.id} "
                 "(archival_memory_search finds them)"

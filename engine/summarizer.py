@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.errors import GenerationError, MemexError
 from engine.llm.base import LLMClient
@@ -37,7 +37,9 @@ NEW MESSAGES:
 Now write the new summary."""
 
 # Small models echo parts of the request: cut the reply where an echo starts.
-_ECHO = re.compile(r"^(SUMMARY SO FAR|NEW MESSAGES|Now write the new summary)|^(User|\[\d+\]):", re.M)
+_ECHO = re.compile(
+    r"^(SUMMARY SO FAR|NEW MESSAGES|Now write the new summary)|^(User|\[\d+\]):", re.M
+)
 
 
 class SummaryError(MemexError):
@@ -52,8 +54,13 @@ class Summarizer:
     agent_name: str
     max_tokens: int
 
-    def fold(self, previous: str, covered: str, messages: list[Message]) -> str:
-        """The summary of `previous` (covering `covered`, e.g. "messages 1-80") and `messages`."""
+    def fold(
+        self, previous: str, covered: str, messages: list[Message], max_tokens: int | None = None
+    ) -> str:
+        """The summary of `previous` (covering `covered`, e.g. "messages 1-80") and `messages`,
+        at most `max_tokens` (default: the summarizer's) long."""
+        if max_tokens is not None and max_tokens != self.max_tokens:
+            return replace(self, max_tokens=max_tokens).fold(previous, covered, messages)
         lines = [(m.id, line) for m in messages if (line := transcript_line(m, self.agent_name))]
         summary = previous
         while lines:

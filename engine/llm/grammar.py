@@ -714,7 +714,9 @@ def render_tool_descriptions(tools: list[ToolSpec]) -> str:
         props = params.get("properties", {}) or {}
         required = set(params.get("required", []))
         args = [
-            key if key in required or "default" not in sub else f"{key}={json.dumps(sub['default'])}"
+            key
+            if key in required or "default" not in sub
+            else f"{key}={json.dumps(sub['default'])}"
             for key, sub in ((k, v if isinstance(v, dict) else {}) for k, v in props.items())
         ]
         lines.append(f"{tool.name}({', '.join(args)}): {' '.join(tool.description.split())}")

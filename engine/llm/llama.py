@@ -433,6 +433,15 @@ class LlamaClient:
         if n_threads is None:
             n_threads = _available_cpus()
         self.model_path = path
+        self._side_settings = {
+            "n_ctx": n_ctx,
+            "n_threads": n_threads,
+            "seed": seed,
+            "n_batch": min(n_batch, 128),  # llama-cpp-python keeps n_batch x n_vocab logits
+            "n_gpu_layers": n_gpu_layers,
+            "name": name,
+        }
+        self._side: LlamaClient | None = None
         self._seed = seed
         self._sampling = {
             "temperature": temperature,
@@ -667,6 +676,16 @@ class LlamaClient:
             self._validated_grammars.add(text)
         return grammar
 
+    def side_client(self) -> LlamaClient:
+        """A second llama.cpp context on the same model file, for side work such as page-out
+        summaries: its prompts then do not evict the conversation's prompt from this context's
+        KV cache, so the next step re-reads only what changed. The weights are memory-mapped,
+        so the pages are shared; the extra memory is its KV cache and buffers."""
+        with self._lock:
+            if self._side is None:
+                self._side = LlamaClient(self.model_path, **self._side_settings)  # type: ignore[arg-type]
+            return self._side
+
     def reset_cache(self) -> None:
         """Forget the evaluated prompt, so the next call reads its prompt from the start
         (for benchmarks that compare against prefix reuse)."""
@@ -674,6 +693,9 @@ class LlamaClient:
             self._llama.reset()
 
     def close(self) -> None:
+        side = getattr(self, "_side", None)
+        if side is not None:
+            side.close()
         llama = getattr(self, "_llama", None)
         if llama is not None:
             llama.close()

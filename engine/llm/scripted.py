@@ -87,5 +87,6 @@ def extractive_summary(messages: list[ChatMessage]) -> str:
     head, _, tail = request.partition("\n\nNEW MESSAGES:\n")
     previous = head.split(":\n", 1)[-1].strip()
     transcript = tail.split("\n\n", 1)[0].splitlines()
-    new = " ".join(" ".join(line.split()[:8]) for line in transcript)
+    # first words of each message, without the "User:" / "Sam:" speaker (a real summary has none)
+    new = " ".join(" ".join(line.split(":", 1)[-1].split()[:8]) for line in transcript)
     return " ".join(p for p in (previous if previous != "(none yet)" else "", new) if p)

@@ -398,7 +398,9 @@ def test_render_tool_descriptions(tools) -> None:
         "send_message(message): Send a message to the user. This is the only way the user sees anything."
     )
     assert len(lines) == len(tools)
-    assert any(line.startswith("archival_memory_search(query, limit=5, page=0): ") for line in lines)
+    assert any(
+        line.startswith("archival_memory_search(query, limit=5, page=0): ") for line in lines
+    )
     assert any(line.startswith("archival_memory_insert(content, tags=null): ") for line in lines)
     noop = render_tool_descriptions([ToolSpec("noop", "Nothing.", {"type": "object"})])
     assert noop == "noop(): Nothing."
