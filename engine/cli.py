@@ -81,7 +81,18 @@ def _handle(agent: object, line: str) -> None:
         print(agent.tools.conversation_search(rest or " ", limit=5))
     elif command == "/context":
         usage = agent.context_window()
-        print(f"{usage.prompt_tokens}/{usage.context_window} tokens: {usage.sections}")
+        sections = ", ".join(f"{name} {tokens}" for name, tokens in usage.sections.items())
+        print(
+            f"{usage.prompt_tokens}/{usage.context_window} tokens ({usage.pressure}): {sections}; "
+            f"warn above {usage.warn_at}, page out above {usage.flush_at} down to "
+            f"{usage.target_at}"
+        )
+        latest = agent.summaries.latest()
+        if latest is not None:
+            print(
+                f"summary of messages {latest.first_message_id}-{latest.last_message_id}: "
+                f"{latest.text}"
+            )
     elif command == "/heartbeat":
         _show(agent.heartbeat())
     elif command.startswith("/"):

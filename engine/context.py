@@ -244,12 +244,12 @@ class ContextBuilder:
         return min(self.budget.oversize_tokens, (self.budget.prompt_budget - system.tokens) // 3)
 
     def result_room(self) -> int:
-        """Tokens a tool result may take now: what is left under the page-out line, within
-        [a quarter of the view limit, the view limit] (a page-out makes room if it must)."""
+        """Tokens a tool result may take now: what is left in the budget after the last prompt
+        and a reply, within [half the view limit, the view limit] (a result that size always
+        fits: the next build pages out older messages if it must)."""
         limit = self.view_limit()
-        flush = self.budget.lines(self.system_prompt().tokens).flush
-        left = flush - self._last_total - self.budget.reply_reserve // 2
-        return max(limit // 4, min(limit, left))
+        left = self.budget.prompt_budget - self._last_total - self.budget.reply_reserve // 2
+        return max(limit // 2, min(limit, left))
 
     def render_system(self, core_text: str | None = None, summary_text: str | None = None) -> str:
         return INSTRUCTIONS.format(
