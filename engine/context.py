@@ -406,6 +406,8 @@ class ContextBuilder:
             else:
                 low = middle + 1
         start = next((i for i in range(low, len(units)) if _starts_turn(units[i][0])), low)
+        while start < len(units) - 1 and units[start][0].content.startswith(PRESSURE_PREFIX):
+            start += 1  # a warning about the fill that this page-out ends is stale
         if start == 0:
             return kept
         evicted = _flatten(units[:start])
