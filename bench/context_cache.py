@@ -131,7 +131,9 @@ class ForcedReplyClient:
         seconds = time.perf_counter() - started
         new_prefix = len(prompt)
         if kind == "step":
-            new_prefix = len(prompt) - _common_prefix(prompt, self._previous_step_prompt)
+            new_prefix = len(prompt) - llama_cpp.Llama.longest_token_prefix(
+                prompt, self._previous_step_prompt
+            )
             self._previous_step_prompt = prompt
         turn = self._turn_of.turn if self._turn_of is not None else self.turn
         self.records.append(
@@ -145,19 +147,10 @@ class ForcedReplyClient:
 def _reuse_prefix(llama: llama_cpp.Llama, prompt: list[int]) -> int:
     """Keep the longest cached prefix of `prompt` (as Llama.generate does); drop the rest."""
     cached = list(llama._input_ids[: llama.n_tokens])
-    keep = min(_common_prefix(cached, prompt), len(prompt) - 1)
+    keep = min(llama_cpp.Llama.longest_token_prefix(cached, prompt), len(prompt) - 1)
     llama.n_tokens = keep
     llama._ctx.kv_cache_seq_rm(-1, keep, -1)
     return keep
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _json(reply: dict[str, Any]) -> str:

@@ -143,9 +143,8 @@ class MemGPTAgent:
             self.summaries,
             specs,
             self.persona.name,
-            reply_tokens,
+            self.budget,
             add_note=lambda text: self._add("system", text),
-            thresholds=thresholds,
             has_archived_parts=self.archival.has_message_parts,
         )
         self.tools = MemoryTool(
@@ -165,7 +164,6 @@ class MemGPTAgent:
     def step(self, text: str | bytes) -> StepResult:
         """One user turn: store the message, then let the model act until it is done."""
         text = _clean_text(text)
-        self.context.events.clear()
         with self.store.atomic() as conn:
             message = self._add("user", text)
             conn.execute(
@@ -179,7 +177,6 @@ class MemGPTAgent:
 
     def heartbeat(self) -> StepResult:
         """A turn with no user message, e.g. to reflect and consolidate memory when idle."""
-        self.context.events.clear()
         self._add("system", self._heartbeat_note())
         return self._run(require_reply=False)
 
@@ -189,6 +186,7 @@ class MemGPTAgent:
 
     # -- the loop ----------------------------------------------------------------------------
     def _run(self, require_reply: bool) -> StepResult:
+        self.context.events.clear()  # what a failed earlier turn left is not this turn's news
         self.context.summarise_pending()  # the retry, when the last page-out's summary failed
         self.tools.operations.clear()
         self.tools.sent_messages.clear()
@@ -267,7 +265,6 @@ class MemGPTAgent:
 
     def _response(self, records: list[ModelCall], usage: ContextUsage, stopped: bool) -> StepResult:
         notes = list(self.context.events)
-        self.context.events.clear()
         if stopped:
             notes.append(
                 f"Stopped after {self.max_steps} model calls (the step limit) before the "

@@ -30,7 +30,7 @@ from engine.llm.base import LLMClient
 from engine.llm.grammar import render_tool_descriptions
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, CoreMemory
 from engine.memory.recall import RecallMemory
-from engine.memory.summaries import SummaryLog
+from engine.memory.summaries import Summary, SummaryLog
 from engine.summarizer import Summarizer, SummaryError
 from engine.types import ChatMessage, ContextUsage, Message, ToolSpec
 
@@ -170,9 +170,8 @@ class ContextBuilder:
         summaries: SummaryLog,
         tools: list[ToolSpec],
         agent_name: str,
-        reply_tokens: int,
+        budget: Budget,
         add_note: Callable[[str], None],
-        thresholds: Thresholds | None = None,
         has_archived_parts: Callable[[int], bool] = lambda message_id: False,
     ) -> None:
         self.llm = llm
@@ -180,8 +179,8 @@ class ContextBuilder:
         self.recall = recall
         self.summaries = summaries
         self.agent_name = agent_name
-        self.budget = Budget(llm.context_window, reply_tokens, thresholds or Thresholds())
-        self._summarizer: Summarizer | None = None
+        self.budget = budget
+        self._summary_llm: LLMClient | None = None
         self.events: list[str] = []  # page-outs and summary failures, for the step's response
         self._add_note = add_note  # stores a system note as the newest message
         self._has_archived_parts = has_archived_parts
@@ -189,15 +188,14 @@ class ContextBuilder:
         self._system: SystemPrompt | None = None
         self._last_total = 0
 
-    @property
-    def summarizer(self) -> Summarizer:
-        """Made at the first page-out. Summaries run in a second context where the client has
-        one, so they leave the conversation's KV cache alone (see LlamaClient.side_client)."""
-        if self._summarizer is None:
+    def _summarizer(self) -> Summarizer:
+        """A summarizer sized to the room left now. Summaries run in a second context where the
+        client has one (made at the first page-out), so they leave the conversation's KV cache
+        alone (see LlamaClient.side_client)."""
+        if self._summary_llm is None:
             side_client = getattr(self.llm, "side_client", None)
-            llm = side_client() if callable(side_client) else self.llm
-            self._summarizer = Summarizer(llm, self.agent_name, self.budget.summary_tokens)
-        return self._summarizer
+            self._summary_llm = side_client() if callable(side_client) else self.llm
+        return Summarizer(self._summary_llm, self.agent_name, self._summary_room())
 
     @property
     def reply_tokens(self) -> int:
@@ -220,7 +218,7 @@ class ContextBuilder:
             kept = self.recall.in_context()
             total = self._count(system, kept)
         if total > lines.flush:
-            self._page_out(system, kept)
+            self._page_out(kept)
             system = self.system_prompt()
             kept = self.recall.in_context()
             total = self._count(system, kept)
@@ -228,11 +226,9 @@ class ContextBuilder:
             # Only when core memory or the summary grew past what the page-out allowed for: page
             # out more, unsummarised (the next page-out or step summarises it).
             kept = self._evict(system, kept, self.budget.prompt_budget)
-            total = self._count(system, kept)
-        self._last_total = total
-        return ContextWindow(
-            [system.message, *self._viewer(system)(kept)], kept, self._usage(total)
-        )
+        prompt = self._view(system, kept)
+        total = self._last_total = self.llm.count_tokens(prompt)
+        return ContextWindow(prompt, kept, self._usage(total))
 
     def refresh(self) -> None:
         """Re-render the system message (core memory and summary in it) at the next build."""
@@ -240,8 +236,7 @@ class ContextBuilder:
 
     def view_limit(self) -> int:
         """The most tokens one message may show in the window; a bigger one is shown cut."""
-        system = self.system_prompt()
-        return min(self.budget.oversize_tokens, (self.budget.prompt_budget - system.tokens) // 3)
+        return self._view_limit(self.system_prompt())
 
     def result_room(self) -> int:
         """Tokens a tool result may take now: what is left in the budget after the last prompt
@@ -270,17 +265,14 @@ class ContextBuilder:
     def summarise_pending(self) -> bool:
         """Fold messages paged out but not yet summarised into the summary (after a failed
         summary call, this is the retry). False if the model failed again."""
-        latest = self.summaries.latest()
-        pending = self.recall.paged_out_after(latest.last_message_id if latest else 0)
+        latest, pending = self._summary_state()
         if not pending:
             return True
         covered = (
             f" (messages {latest.first_message_id}-{latest.last_message_id})" if latest else ""
         )
         try:
-            text = self.summarizer.fold(
-                latest.text if latest else "", covered, pending, self._summary_room()
-            )
+            text = self._summarizer().fold(latest.text if latest else "", covered, pending)
         except SummaryError as exc:
             logger.warning(
                 "summary of messages %d-%d failed: %s", pending[0].id, pending[-1].id, exc
@@ -323,9 +315,13 @@ class ContextBuilder:
             )
         return system
 
-    def _summary_section(self) -> str:
+    def _summary_state(self) -> tuple[Summary | None, list[Message]]:
+        """The latest summary and the messages paged out since it was written."""
         latest = self.summaries.latest()
-        pending = self.recall.paged_out_after(latest.last_message_id if latest else 0)
+        return latest, self.recall.paged_out_after(latest.last_message_id if latest else 0)
+
+    def _summary_section(self) -> str:
+        latest, pending = self._summary_state()
         parts = []
         if latest is not None:
             parts.append(
@@ -341,11 +337,15 @@ class ContextBuilder:
         return "".join(f"\n\n{p}" for p in parts)
 
     def _count(self, system: SystemPrompt, kept: list[Message]) -> int:
-        return self.llm.count_tokens([system.message, *self._viewer(system)(kept)])
+        return self.llm.count_tokens(self._view(system, kept))
 
-    def _viewer(self, system: SystemPrompt) -> _Viewer:
-        limit = min(self.budget.oversize_tokens, (self.budget.prompt_budget - system.tokens) // 3)
-        return _Viewer(self.llm, limit, self._has_archived_parts)
+    def _view_limit(self, system: SystemPrompt) -> int:
+        return min(self.budget.oversize_tokens, (self.budget.prompt_budget - system.tokens) // 3)
+
+    def _view(self, system: SystemPrompt, kept: list[Message]) -> list[ChatMessage]:
+        """The prompt: the system message and each message as the window shows it."""
+        viewer = _Viewer(self.llm, self._view_limit(system), self._has_archived_parts)
+        return [system.message, *viewer(kept)]
 
     def _warned(self) -> bool:
         row = self.recall.store.query_one(
@@ -370,7 +370,7 @@ class ContextBuilder:
             )
             self._set_warned(True)
 
-    def _page_out(self, system: SystemPrompt, kept: list[Message]) -> None:
+    def _page_out(self, kept: list[Message]) -> None:
         """Evict the oldest messages to the target (leaving room for the summary to grow), then
         fold them into the summary. Eviction commits first: a failed summary loses nothing."""
         self.refresh()  # size against core memory as it is now, the model's edits included

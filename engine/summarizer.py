@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from engine.errors import GenerationError, MemexError
 from engine.llm.base import LLMClient
@@ -54,13 +54,8 @@ class Summarizer:
     agent_name: str
     max_tokens: int
 
-    def fold(
-        self, previous: str, covered: str, messages: list[Message], max_tokens: int | None = None
-    ) -> str:
-        """The summary of `previous` (covering `covered`, e.g. "messages 1-80") and `messages`,
-        at most `max_tokens` (default: the summarizer's) long."""
-        if max_tokens is not None and max_tokens != self.max_tokens:
-            return replace(self, max_tokens=max_tokens).fold(previous, covered, messages)
+    def fold(self, previous: str, covered: str, messages: list[Message]) -> str:
+        """The summary of `previous` (covering `covered`, e.g. "messages 1-80") and `messages`."""
         lines = [(m.id, line) for m in messages if (line := transcript_line(m, self.agent_name))]
         summary = previous
         while lines:

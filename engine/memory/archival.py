@@ -114,8 +114,14 @@ class ArchivalMemory:
 
     def search(self, query: str, limit: int = 5, page: int = 0) -> tuple[Page, list[Passage]]:
         """BM25 and vector similarity fused by reciprocal rank; paginated."""
-        ranked = PASSAGE_INDEX.ranked(self.store, self.agent_id, query)
-        result = paginate(ranked, limit, page)
+        return self.page_of(self.ranked(query), limit, page)
+
+    def ranked(self, query: str) -> list[int]:
+        """Ids of the passages matching `query`, best first."""
+        return PASSAGE_INDEX.ranked(self.store, self.agent_id, query)
+
+    def page_of(self, ids: list[int], limit: int, page: int) -> tuple[Page, list[Passage]]:
+        result = paginate(ids, limit, page)
         return result, [self.get(i) for i in result.ids]
 
 

@@ -141,14 +141,20 @@ class RecallMemory:
     # -- search ------------------------------------------------------------------------------
     def search(self, query: str, limit: int = 5, page: int = 0) -> tuple[Page, list[Message]]:
         """Hybrid search over user and assistant messages: BM25 fused with vector similarity."""
-        ranked = MESSAGE_INDEX.ranked(self.store, self.agent_id, query)
-        result = paginate(ranked, limit, page)
-        return result, [self.get(i) for i in result.ids]
+        return self.page_of(self.ranked(query), limit, page)
 
     def search_date(
         self, start: dt.datetime, end: dt.datetime, limit: int = 5, page: int = 0
     ) -> tuple[Page, list[Message]]:
         """Messages with start <= created_at < end (UTC), oldest first."""
+        return self.page_of(self.dated(start, end), limit, page)
+
+    def ranked(self, query: str) -> list[int]:
+        """Ids of the user and assistant messages matching `query`, best first."""
+        return MESSAGE_INDEX.ranked(self.store, self.agent_id, query)
+
+    def dated(self, start: dt.datetime, end: dt.datetime) -> list[int]:
+        """Ids of the user and assistant messages with start <= created_at < end, oldest first."""
         rows = self.store.query(
             "SELECT id FROM messages WHERE agent_id = ? AND role IN ('user', 'assistant')"
             " AND created_at >= ? AND created_at < ? ORDER BY id",
@@ -158,5 +164,8 @@ class RecallMemory:
                 end.isoformat(timespec="microseconds"),
             ),
         )
-        result = paginate([r[0] for r in rows], limit, page)
+        return [r[0] for r in rows]
+
+    def page_of(self, ids: list[int], limit: int, page: int) -> tuple[Page, list[Message]]:
+        result = paginate(ids, limit, page)
         return result, [self.get(i) for i in result.ids]

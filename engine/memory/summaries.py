@@ -58,6 +58,8 @@ class SummaryLog:
 
     def add(self, text: str, first_message_id: int, last_message_id: int, model: str) -> Summary:
         previous = self.latest()
+        previous_id = previous.id if previous else None
+        created_at = now_iso()
         with self.store.atomic() as conn:
             conn.execute(
                 "INSERT INTO summaries(agent_id, text, first_message_id, last_message_id,"
@@ -67,12 +69,10 @@ class SummaryLog:
                     text,
                     first_message_id,
                     last_message_id,
-                    previous.id if previous else None,
+                    previous_id,
                     model,
-                    now_iso(),
+                    created_at,
                 ),
             )
             summary_id = conn.last_insert_rowid()
-        latest = self.latest()
-        assert latest is not None and latest.id == summary_id
-        return latest
+        return _row((summary_id, text, first_message_id, last_message_id, previous_id, created_at))

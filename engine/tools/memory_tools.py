@@ -187,8 +187,10 @@ class MemoryTool:
         )
 
     def _archival_memory_search(self, args: SearchArgs) -> str:
+        ranked = self.archival.ranked(args.query)  # once: a smaller page re-pages, not re-ranks
+
         def show(limit: int, page_number: int) -> tuple[Page, str]:
-            page, passages = self.archival.search(args.query, limit, page_number)
+            page, passages = self.archival.page_of(ranked, limit, page_number)
             lines = [page.header("passages")]
             for p in passages:
                 tags = f" (tags: {', '.join(p.tags)})" if p.tags else ""
@@ -202,21 +204,29 @@ class MemoryTool:
         return text
 
     def _conversation_search(self, args: SearchArgs) -> str:
-        def show(limit: int, page_number: int) -> tuple[Page, str]:
-            page, messages = self.recall.search(args.query, limit, page_number)
-            return page, self._format_messages(page.header("messages"), messages)
-
-        page, text = self._fitted_page("conversation_search", show, args.limit, args.page)
+        ranked = self.recall.ranked(args.query)
+        page, text = self._message_page("conversation_search", ranked, args.limit, args.page)
         self._note(
             "conversation_search", f"searched conversation for {args.query!r}: {page.total} results"
         )
         return text
 
+    def _message_page(
+        self, tool: str, ids: list[int], limit: int, page_number: int
+    ) -> tuple[Page, str]:
+        """One page of recall messages, as many a page as fit (see _fitted_page)."""
+
+        def show(limit: int, page_number: int) -> tuple[Page, str]:
+            page, messages = self.recall.page_of(ids, limit, page_number)
+            return page, self._format_messages(page.header("messages"), messages)
+
+        return self._fitted_page(tool, show, limit, page_number)
+
     def _fitted_page(
         self, tool: str, show: Callable[[int, int], tuple[Page, str]], limit: int, page_number: int
     ) -> tuple[Page, str]:
         """The page asked for, or, when it would not fit the context now, a smaller page that
-        starts at the same result (the header tells the model how to page on)."""
+        holds the same first result (the header tells the model how to page on)."""
         page, text = show(limit, page_number)
         if self._result_room is None or self._count_result_tokens is None:
             return page, text
@@ -235,17 +245,11 @@ class MemoryTool:
         end = _parse_day(args.end_date, "end_date")
         if end < start:
             raise ToolFailure(f"end_date {end} is before start_date {start}")
-
-        def show(limit: int, page_number: int) -> tuple[Page, str]:
-            page, messages = self.recall.search_date(
-                dt.datetime.combine(start, dt.time(), dt.UTC),
-                dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
-                limit,
-                page_number,
-            )
-            return page, self._format_messages(page.header("messages"), messages)
-
-        page, text = self._fitted_page("conversation_search_date", show, args.limit, args.page)
+        dated = self.recall.dated(
+            dt.datetime.combine(start, dt.time(), dt.UTC),
+            dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
+        )
+        page, text = self._message_page("conversation_search_date", dated, args.limit, args.page)
         self._note(
             "conversation_search_date", f"listed messages {start}..{end}: {page.total} results"
         )
