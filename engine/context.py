@@ -182,6 +182,7 @@ class ContextBuilder:
         self.budget = budget
         self._summary_llm: LLMClient | None = None
         self.events: list[str] = []  # page-outs and summary failures, for the step's response
+        self.page_outs: list[tuple[int, int, int]] = []  # (first id, last id, count) this turn
         self._add_note = add_note  # stores a system note as the newest message
         self._has_archived_parts = has_archived_parts
         self._tool_text = render_tool_descriptions(tools)
@@ -380,6 +381,7 @@ class ContextBuilder:
         remaining = self._evict(system, kept, target - growth)
         evicted = kept[: len(kept) - len(remaining)]
         if evicted:
+            self.page_outs.append((evicted[0].id, evicted[-1].id, len(evicted)))
             self.events.append(
                 f"Paged out messages {evicted[0].id}-{evicted[-1].id} "
                 f"({len(evicted)} messages); they stay searchable in recall."

@@ -136,6 +136,50 @@ class AgentResponse:
     steps: int = 1
     stopped_by_step_limit: bool = False
     notes: list[str] = field(default_factory=list)
+    cancelled: bool = False  # the user stopped the step (agent.cancel()) before it finished
+
+
+# -- what a step reports while it runs (agent.step(text, on_event=...)) -----------------------
+
+
+@dataclass(frozen=True)
+class ModelCallStarted:
+    """The model starts its `index`-th call of the step (0-based)."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class ReplyDelta:
+    """More of the message to the user, as the model writes it (call `index` of the step)."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolDone:
+    """A reply of call `index` was read and run. `call` is None when it could not be read;
+    `operation` is what it did to memory, in words, when it touched memory."""
+
+    index: int
+    call: ToolCall | None
+    result: ToolResult
+    operation: MemoryOperation | None = None
+
+
+@dataclass(frozen=True)
+class PagedOut:
+    """Old messages left the context window; `summary` is the recursive summary that now
+    stands for them (None when the summary call failed and waits for a retry)."""
+
+    first_message_id: int
+    last_message_id: int
+    count: int
+    summary: str | None
+
+
+StepEvent = ModelCallStarted | ReplyDelta | ToolDone | PagedOut
 
 
 @dataclass(frozen=True)

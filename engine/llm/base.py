@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.types import ChatMessage
+
+# Called with each new piece of reply text as it is generated; returning False stops the
+# generation (the stop button). The pieces concatenate to a prefix of Completion.text.
+TextSink = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -15,7 +20,7 @@ class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # "stop", "length", or "cancelled" (on_text said stop)
 
 
 class LLMClient(Protocol):
@@ -23,7 +28,8 @@ class LLMClient(Protocol):
 
     `reply_schema` is the JSON schema of one reply (built by engine.llm.grammar from the tools);
     a real client turns it into a grammar so the reply always parses. With None the reply is
-    free text (the page-out summary is written so).
+    free text (the page-out summary is written so). `on_text`, when given, receives the reply
+    as it is generated and can stop it (see TextSink).
     """
 
     name: str
@@ -40,5 +46,9 @@ class LLMClient(Protocol):
         ...
 
     def complete(
-        self, messages: list[ChatMessage], reply_schema: dict[str, Any] | None, max_tokens: int
+        self,
+        messages: list[ChatMessage],
+        reply_schema: dict[str, Any] | None,
+        max_tokens: int,
+        on_text: TextSink | None = None,
     ) -> Completion: ...

@@ -42,7 +42,7 @@ import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from engine.errors import GenerationError, ModelLoadError
-from engine.llm.base import Completion
+from engine.llm.base import Completion, TextSink
 from engine.llm.grammar import compile_grammar
 from engine.types import ChatMessage
 
@@ -342,6 +342,40 @@ class _GrammarCheckedSampler:
             self.close()
 
 
+class _TextStream:
+    """Hands the reply to a TextSink as it is generated, through llama-cpp-python's stopping
+    criteria (called once a token, with the tokens evaluated so far): the reply and its usage
+    figures stay those of a plain completion, and the sink can stop it. The criteria see each
+    token once the next one is drawn, so `finish` sends the last piece."""
+
+    def __init__(self, llama: llama_cpp.Llama, n_prompt: int, sink: TextSink) -> None:
+        self._llama = llama
+        self._n_prompt = n_prompt
+        self._sink = sink
+        self._sent = ""
+        self.stopped = False
+
+    def criteria(self) -> llama_cpp.StoppingCriteriaList:
+        return llama_cpp.StoppingCriteriaList([self._on_token])
+
+    def _on_token(self, input_ids: Any, _logits: Any) -> bool:
+        generated = [int(t) for t in input_ids[self._n_prompt :]]
+        # "ignore" holds back a character whose bytes are not all generated yet
+        text = self._llama.detokenize(generated).decode("utf-8", "ignore")
+        self._send(text)
+        return self.stopped
+
+    def _send(self, text: str) -> None:
+        if self.stopped or not text.startswith(self._sent) or len(text) == len(self._sent):
+            return
+        piece, self._sent = text[len(self._sent) :], text
+        if self._sink(piece) is False:
+            self.stopped = True
+
+    def finish(self, final_text: str) -> None:
+        self._send(final_text)
+
+
 class _Llama(llama_cpp.Llama):
     """llama_cpp.Llama with grammar-checked sampling (see _GrammarCheckedSampler)."""
 
@@ -581,7 +615,11 @@ class LlamaClient:
             return self.count_tokens([*base, message]) - self.count_tokens(base)
 
     def complete(
-        self, messages: list[ChatMessage], reply_schema: dict[str, Any] | None, max_tokens: int
+        self,
+        messages: list[ChatMessage],
+        reply_schema: dict[str, Any] | None,
+        max_tokens: int,
+        on_text: TextSink | None = None,
     ) -> Completion:
         if max_tokens <= 0:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
@@ -600,6 +638,7 @@ class LlamaClient:
             ctx = self._llama.ctx
             self._llama.last_sampler = None
             llama_cpp.llama_perf_context_reset(ctx)
+            stream = None if on_text is None else _TextStream(self._llama, n_prompt, on_text)
             started = time.perf_counter()
             try:
                 out = self._llama.create_completion(
@@ -608,6 +647,7 @@ class LlamaClient:
                     stop=list(self._stop),
                     seed=self._seed,
                     grammar=grammar,
+                    stopping_criteria=None if stream is None else stream.criteria(),
                     **self._sampling,
                 )
             except (RuntimeError, ValueError, OSError) as exc:
@@ -617,11 +657,15 @@ class LlamaClient:
             sampler = self._llama.last_sampler
         choice = out["choices"][0]  # type: ignore[index]
         usage = out["usage"]  # type: ignore[index]
+        finish = choice.get("finish_reason")
+        if stream is not None:
+            finish = "cancelled" if stream.stopped else finish
+            stream.finish(choice["text"])
         completion = Completion(
             text=choice["text"],
             prompt_tokens=int(usage["prompt_tokens"]),
             completion_tokens=int(usage["completion_tokens"]),
-            finish_reason=choice.get("finish_reason"),
+            finish_reason=finish,
         )
         self.last_stats = GenerationStats(
             prompt_tokens=completion.prompt_tokens,

@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.types import ToolCall
 
-__all__ = ["ReplyParseError", "parse_reply", "EXPECTED_FORMAT"]
+__all__ = ["EXPECTED_FORMAT", "MessageStream", "ReplyParseError", "parse_reply"]
 
 EXPECTED_FORMAT = (
     '{"thought": "...", "tool": "<tool name>", "arguments": {...}, "request_heartbeat": false}'
@@ -107,3 +107,62 @@ def parse_reply(text: str) -> ToolCall:
     return ToolCall(
         name=tool.strip(), arguments=arguments, request_heartbeat=heartbeat, thought=thought
     )
+
+
+_SEND_MESSAGE_START = re.compile(
+    r'"tool"\s*:\s*"send_message"\s*,\s*"arguments"\s*:\s*\{\s*"message"\s*:\s*"'
+)
+
+
+class MessageStream:
+    """Reads a reply as it is generated and gives out the text of its send_message message as
+    it grows, so the user sees the answer being written. Replies follow the grammar's key order
+    (thought, tool, arguments), so the message is known to be one once its key starts."""
+
+    def __init__(self) -> None:
+        self._raw = ""
+        self._start: int | None = None
+        self._shown = ""
+
+    @property
+    def text(self) -> str:
+        """The message text shown so far."""
+        return self._shown
+
+    def feed(self, piece: str) -> str:
+        """Add reply text; returns the message text it adds ("" when none)."""
+        self._raw += piece
+        if self._start is None:
+            match = _SEND_MESSAGE_START.search(self._raw)
+            if match is None:
+                return ""
+            self._start = match.end()
+        decoded = _decode_partial_string(self._raw[self._start :])
+        if len(decoded) <= len(self._shown):
+            return ""
+        added, self._shown = decoded[len(self._shown) :], decoded
+        return added
+
+
+def _decode_partial_string(body: str) -> str:
+    """The characters of a JSON string whose opening quote came before `body`, up to its
+    closing quote or up to the last whole escape sequence."""
+    end = 0
+    index = 0
+    while index < len(body):
+        char = body[index]
+        if char == '"':
+            end = index
+            break
+        if char == "\\":
+            width = 6 if body[index + 1 : index + 2] == "u" else 2
+            if index + width > len(body):
+                break  # an escape still being written
+            index += width
+        else:
+            index += 1
+        end = index
+    text = json.loads('"' + body[:end] + '"')
+    if text and "\ud800" <= text[-1] <= "\udbff":
+        text = text[:-1]  # the first half of a surrogate pair: wait for the second
+    return text

@@ -7,11 +7,12 @@ are an approximation (about 4 characters a token) since there is no tokenizer be
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.errors import GenerationError
-from engine.llm.base import Completion
+from engine.llm.base import Completion, TextSink
 from engine.types import ChatMessage
 
 MESSAGE_OVERHEAD = 4  # tokens a chat template adds around each message
@@ -25,9 +26,15 @@ class ScriptedClient:
         replies: Iterable[str | dict[str, Any]] = (),
         n_ctx: int = 4096,
         summarizer: Callable[[list[ChatMessage]], str] | None = None,
+        piece_chars: int = 6,
+        piece_delay: float = 0.0,
     ) -> None:
         """`summarizer` answers free-text calls (reply_schema None: the page-out summaries);
-        the default keeps the previous summary and the first words of each new message."""
+        the default keeps the previous summary and the first words of each new message.
+        A streamed reply comes in pieces of `piece_chars` characters, `piece_delay` seconds
+        apart (a slow model, for tests of streaming and the stop button)."""
+        self.piece_chars = piece_chars
+        self.piece_delay = piece_delay
         self._replies: list[str] = []
         self._n_ctx = n_ctx
         self._summarizer = summarizer or extractive_summary
@@ -53,7 +60,11 @@ class ScriptedClient:
         return sum(self.count_message_tokens(m) for m in messages) + 3
 
     def complete(
-        self, messages: list[ChatMessage], reply_schema: dict[str, Any] | None, max_tokens: int
+        self,
+        messages: list[ChatMessage],
+        reply_schema: dict[str, Any] | None,
+        max_tokens: int,
+        on_text: TextSink | None = None,
     ) -> Completion:
         if self.count_tokens(messages) + max_tokens > self._n_ctx:
             raise GenerationError(
@@ -67,7 +78,20 @@ class ScriptedClient:
         if not self._replies:
             raise GenerationError("the scripted client has no more replies")
         text = self._replies.pop(0)
-        return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, "stop")
+        text, finish = self._stream(text, on_text)
+        return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, finish)
+
+    def _stream(self, text: str, on_text: TextSink | None) -> tuple[str, str]:
+        """Hand `text` to `on_text` piece by piece; what was sent when it says stop is the
+        (cut) reply, as with a real model."""
+        if on_text is None:
+            return text, "stop"
+        for start in range(0, len(text), self.piece_chars):
+            if self.piece_delay:
+                time.sleep(self.piece_delay)
+            if on_text(text[start : start + self.piece_chars]) is False:
+                return text[: start + self.piece_chars], "cancelled"
+        return text, "stop"
 
 
 def call(tool: str, heartbeat: bool = False, thought: str = "", **arguments: Any) -> dict[str, Any]:

@@ -98,6 +98,36 @@ class ArchivalMemory:
             row[0], row[1], json.loads(row[2]), row[3], dt.datetime.fromisoformat(row[4])
         )
 
+    def update(self, passage_id: int, text: str, tags: Sequence[str] | None = None) -> Passage:
+        """Change a passage's text and tags (the user's edit); its vector is computed again."""
+        self.get(passage_id)  # KeyError if it is not this agent's
+        tag_list = list(tags or [])
+        vector = self.store.embedder.embed_one(text)
+        with self.store.atomic() as conn:
+            conn.execute(
+                "UPDATE passages SET text = ?, tags_json = ?, embedding_model = ? WHERE id = ?",
+                (text, json.dumps(tag_list), self.store.embedder.name, passage_id),
+            )
+            conn.execute("DELETE FROM passages_fts WHERE rowid = ?", (passage_id,))
+            conn.execute(
+                "INSERT INTO passages_fts(rowid, text, tags) VALUES (?, ?, ?)",
+                (passage_id, text, " ".join(tag_list)),
+            )
+            conn.execute("DELETE FROM passage_vectors WHERE rowid = ?", (passage_id,))
+            conn.execute(
+                "INSERT INTO passage_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                (passage_id, self.agent_id, vector_blob(vector)),
+            )
+        return self.get(passage_id)
+
+    def recent(self, limit: int, offset: int = 0) -> list[Passage]:
+        """Passages newest first, for browsing."""
+        rows = self.store.query(
+            "SELECT id FROM passages WHERE agent_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+            (self.agent_id, limit, offset),
+        )
+        return [self.get(r[0]) for r in rows]
+
     def delete(self, passage_id: int) -> None:
         with self.store.atomic() as conn:
             conn.execute(

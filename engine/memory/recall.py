@@ -132,6 +132,15 @@ class RecallMemory:
         )
         return row[0] if row else 0
 
+    def recent(self, limit: int, before_id: int | None = None) -> list[Message]:
+        """The newest `limit` messages (older than `before_id` when given), oldest first."""
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM messages WHERE agent_id = ? AND id < ?"
+            " ORDER BY id DESC LIMIT ?",
+            (self.agent_id, before_id if before_id is not None else 2**62, limit),
+        )
+        return [_row_to_message(r) for r in reversed(rows)]
+
     def all(self) -> list[Message]:
         rows = self.store.query(
             f"SELECT {_COLUMNS} FROM messages WHERE agent_id = ? ORDER BY id", (self.agent_id,)

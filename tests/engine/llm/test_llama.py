@@ -199,3 +199,23 @@ def test_library_grammar_sampling_still_works(chat_client) -> None:
     assert parse_reply(completion.text).name in TOOL_NAMES
     assert chat_client.last_stats is not None
     assert chat_client.last_stats.grammar_resamples == 0
+
+
+def test_streamed_reply_is_the_reply_and_can_be_stopped(chat_client) -> None:
+    messages = CONVERSATIONS[next(iter(CONVERSATIONS))]
+    pieces: list[str] = []
+    full = chat_client.complete(
+        messages, reply_schema(TOOLS), max_tokens=320, on_text=lambda p: pieces.append(p) or True
+    )
+    assert len(pieces) > 5 and "".join(pieces) == full.text
+    assert full.prompt_tokens == chat_client.count_tokens(messages)  # usage as without a stream
+
+    stopped: list[str] = []
+    cut = chat_client.complete(
+        messages,
+        reply_schema(TOOLS),
+        max_tokens=320,
+        on_text=lambda p: stopped.append(p) or len(stopped) < 4,
+    )
+    assert cut.finish_reason == "cancelled"
+    assert "".join(stopped) == cut.text and cut.completion_tokens <= 6

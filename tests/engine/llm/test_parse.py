@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from engine.llm.parse import ReplyParseError, parse_reply
@@ -86,3 +88,61 @@ def test_bad_replies(text: str, fragment: str) -> None:
 
 def test_error_is_a_value_error() -> None:
     assert issubclass(ReplyParseError, ValueError)
+
+
+# -- MessageStream: the message of a send_message reply while it is generated ------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from engine.llm.parse import MessageStream  # noqa: E402
+
+
+def _feed_in_pieces(reply: str, cuts: list[int]) -> str:
+    stream = MessageStream()
+    bounds = sorted({0, len(reply), *(c % (len(reply) + 1) for c in cuts)})
+    return "".join(stream.feed(reply[a:b]) for a, b in zip(bounds, bounds[1:], strict=False))
+
+
+@given(
+    message=st.text(),
+    thought=st.text(),
+    ascii_only=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0), max_size=40),
+)
+def test_message_stream_gives_the_message_whatever_the_pieces(
+    message, thought, ascii_only, cuts
+) -> None:
+    reply = json.dumps(
+        {
+            "thought": thought,
+            "tool": "send_message",
+            "arguments": {"message": message},
+            "request_heartbeat": False,
+        },
+        ensure_ascii=ascii_only,
+    )
+    assert _feed_in_pieces(reply, cuts) == message
+
+
+def test_message_stream_ignores_other_tools_and_thoughts() -> None:
+    reply = json.dumps(
+        {
+            "thought": 'say "message": "x"',
+            "tool": "core_memory_append",
+            "arguments": {"section": "human", "content": "x"},
+            "request_heartbeat": True,
+        }
+    )
+    assert _feed_in_pieces(reply, list(range(len(reply)))) == ""
+
+
+def test_message_stream_holds_back_half_an_escape() -> None:
+    stream = MessageStream()
+    assert (
+        stream.feed('{"thought": "", "tool": "send_message", "arguments": {"message": "a\\') == "a"
+    )
+    assert stream.feed("u00e9") == "é"
+    assert stream.feed('\\n"}') == "\n"
+    assert stream.feed(', "request_heartbeat": false}') == ""
+    assert stream.text == "aé\n"

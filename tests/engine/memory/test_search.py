@@ -84,3 +84,18 @@ def test_recall_search_and_dates(store) -> None:
     assert page.total == 2  # user and assistant messages, not tool results
     page, hits = recall.search_date(today - dt.timedelta(days=9), today - dt.timedelta(days=8))
     assert page.total == 0
+
+
+def test_archival_update_reindexes_text_tags_and_vector(store) -> None:
+    from engine.memory.archival import ArchivalMemory
+
+    archival = ArchivalMemory(store, agent_id=_agent(store))
+    pid = archival.insert("The user's bicycle is red", tags=["bike"])
+    other = archival.insert("Unrelated note about taxes")
+    updated = archival.update(pid, "The user's canoe is green", ["boat"])
+    assert (updated.text, updated.tags) == ("The user's canoe is green", ["boat"])
+    assert store.query("SELECT rowid FROM passages_fts WHERE passages_fts MATCH 'bicycle'") == []
+    assert archival.search("canoe")[1][0].id == pid
+    assert archival.search("boat")[1][0].id == pid
+    assert [p.id for p in archival.recent(10)] == [other, pid]
+    assert store.query_one("SELECT count(*) FROM passage_vectors")[0] == 2

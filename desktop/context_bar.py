@@ -1,0 +1,110 @@
+"""The context-window viewer: the prompt as a stacked bar by section, with the warning and
+page-out lines, in exact tokens (the model's own tokenizer, counted by the engine)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen
+from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+
+from engine.types import ContextUsage
+
+SECTIONS = (
+    ("system", "System", "#64748b"),
+    ("core_memory", "Core memory", "#2563eb"),
+    ("summary", "Summary", "#7c3aed"),
+    ("messages", "Messages", "#059669"),
+    ("reply_reserve", "Reply reserve", "#f59e0b"),
+    ("free", "Free", "#e5e7eb"),
+)
+PRESSURE_WORDS = {
+    "ok": "room to spare",
+    "warning": "filling up: the model was told to save what matters",
+    "flush": "full: the oldest messages page out at the next call",
+}
+
+
+class StackedBar(QWidget):
+    """The bar itself; a section's share of the width is its share of the window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.usage: ContextUsage | None = None
+        self.setMinimumHeight(28)
+        self.setObjectName("context-bar")
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(320, 32)
+
+    def show_usage(self, usage: ContextUsage) -> None:
+        self.usage = usage
+        self.update()
+
+    def paintEvent(self, _event: QPaintEvent) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        width, height = self.width() - 2, self.height() - 8
+        usage = self.usage
+        if usage is None or usage.context_window <= 0:
+            painter.fillRect(1, 4, width, height, QColor("#e5e7eb"))
+            return
+        x = 1.0
+        for key, _name, colour in SECTIONS:
+            span = width * usage.sections.get(key, 0) / usage.context_window
+            painter.fillRect(QRectF(x, 4, span, height), QColor(colour))
+            x += span
+        for tokens, colour in ((usage.warn_at, "#d97706"), (usage.flush_at, "#dc2626")):
+            if tokens:
+                at = 1 + width * tokens / usage.context_window
+                painter.setPen(QPen(QColor(colour), 2, Qt.PenStyle.DashLine))
+                painter.drawLine(int(at), 0, int(at), self.height())
+
+
+class ContextPanel(QWidget):
+    """The bar, a legend with each section's tokens and share, and the pressure state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bar = StackedBar()
+        self.headline = QLabel("No model loaded")
+        self.headline.setObjectName("context-headline")
+        self.headline.setWordWrap(True)
+        legend = QGridLayout()
+        self.values: dict[str, QLabel] = {}
+        for row, (key, name, colour) in enumerate(SECTIONS):
+            swatch = QLabel()
+            swatch.setFixedSize(12, 12)
+            swatch.setStyleSheet(f"background:{colour}; border:1px solid #9ca3af;")
+            value = QLabel("–")
+            value.setObjectName(f"context-{key}")
+            value.setAlignment(Qt.AlignmentFlag.AlignRight)
+            legend.addWidget(swatch, row, 0)
+            legend.addWidget(QLabel(name), row, 1)
+            legend.addWidget(value, row, 2)
+            self.values[key] = value
+        self.lines = QLabel()
+        self.lines.setObjectName("context-lines")
+        self.lines.setWordWrap(True)
+        self.lines.setStyleSheet("color:#6b7280; font-size:11px;")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.headline)
+        layout.addWidget(self.bar)
+        layout.addLayout(legend)
+        layout.addWidget(self.lines)
+        layout.addStretch(1)
+
+    def show_usage(self, usage: ContextUsage) -> None:
+        self.bar.show_usage(usage)
+        window = usage.context_window
+        self.headline.setText(
+            f"Prompt {usage.prompt_tokens:,} of {window:,} tokens "
+            f"({100 * usage.fraction:.0f}%): {PRESSURE_WORDS[usage.pressure]}"
+        )
+        for key, label in self.values.items():
+            tokens = usage.sections.get(key, 0)
+            label.setText(f"{tokens:,} tokens · {100 * tokens / window:.1f}%")
+        self.lines.setText(
+            f"Warning at {usage.warn_at:,} tokens (orange), page-out above {usage.flush_at:,} "
+            f"(red) down to {usage.target_at:,}; a prompt may take at most "
+            f"{usage.prompt_budget:,}."
+        )

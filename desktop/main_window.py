@@ -1,0 +1,476 @@
+"""The main window: chat in the middle, memory panels and the context viewer docked beside it.
+
+It owns the flow of a turn on the UI side: a message is shown, queued while a step runs, sent to
+the engine worker, and the step's events are drawn as they come. Everything the engine does runs
+on the worker's thread (desktop.worker); this module only submits jobs and draws results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.chat_view import ChatView, Divider, ExpandableRow, InputBox, MessageBubble
+from desktop.context_bar import ContextPanel
+from desktop.panels.archival import ArchivalPanel
+from desktop.panels.core import CorePanel
+from desktop.panels.recall import RecallPanel
+from desktop.session import EngineSession, StepOutcome
+from desktop.settings import Settings, save_settings
+from desktop.worker import EngineWorker
+from engine.agents import AgentInfo
+from engine.transcript import TranscriptEntry, pageout_entry
+from engine.types import (
+    ContextUsage,
+    ModelCallStarted,
+    PagedOut,
+    ReplyDelta,
+    StepEvent,
+    ToolDone,
+)
+
+logger = logging.getLogger(__name__)
+
+SessionFactory = Callable[[Settings], EngineSession]
+HISTORY_PAGE = 200
+
+
+class MainWindow(QMainWindow):
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: SessionFactory = EngineSession,
+        save: Callable[[Settings], None] = save_settings,
+    ) -> None:
+        super().__init__()
+        self.setWindowTitle("Memex")
+        self.resize(1200, 780)
+        self.settings = settings
+        self._save = save
+        self.session = session_factory(settings)
+        self.worker = EngineWorker(self.session, self)
+        self.worker.event.connect(self._on_event)
+        self.worker.progress.connect(self._on_progress)
+        self.worker.failed.connect(self.show_error)
+        self.loaded = False
+        self.stepping = False
+        self._queue: deque[tuple[str, MessageBubble]] = deque()
+        self._streaming: dict[int, MessageBubble] = {}  # model call index -> its bubble
+        self._oldest_id: int | None = None
+        self.error_box: QMessageBox | None = None
+        self._build_ui()
+        self._idle = QTimer(self)
+        self._idle.setSingleShot(True)
+        self._idle.timeout.connect(self.reflect)
+        self.load()
+
+    # -- layout ------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        self.chat = ChatView()
+        self.chat.load_earlier.connect(self._load_earlier)
+        self.input = InputBox()
+        self.input.submitted.connect(self.send)
+        self.send_button = QPushButton("Send")
+        self.send_button.setObjectName("send")
+        self.send_button.clicked.connect(self._send_typed)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.clicked.connect(self.stop)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        row = QHBoxLayout()
+        row.addWidget(self.input, 1)
+        row.addLayout(buttons)
+        centre = QWidget()
+        layout = QVBoxLayout(centre)
+        layout.addWidget(self.chat, 1)
+        layout.addLayout(row)
+        self.setCentralWidget(centre)
+        self._build_docks()
+        self._build_toolbar()
+        self._build_status()
+
+    def _build_docks(self) -> None:
+        self.context_panel = ContextPanel()
+        self.core_panel = CorePanel(self.worker)
+        self.archival_panel = ArchivalPanel(self.worker)
+        self.recall_panel = RecallPanel(self.worker)
+        self.core_panel.edited.connect(self.refresh_usage)
+        self.archival_panel.edited.connect(self.refresh_usage)
+        docks = []
+        for title, widget in (
+            ("Context window", self.context_panel),
+            ("Core memory", self.core_panel),
+            ("Archival memory", self.archival_panel),
+            ("Recall", self.recall_panel),
+        ):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(f"dock-{title}")
+            dock.setWidget(widget)
+            self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+            docks.append(dock)
+        self.splitDockWidget(docks[0], docks[1], Qt.Orientation.Vertical)
+        for dock in docks[2:]:
+            self.tabifyDockWidget(docks[1], dock)
+        docks[1].raise_()
+        self.resizeDocks([docks[0], docks[1]], [230, 520], Qt.Orientation.Vertical)
+        self.resizeDocks([docks[0]], [420], Qt.Orientation.Horizontal)
+
+    def _build_toolbar(self) -> None:
+        bar = self.addToolBar("Agents")
+        bar.setObjectName("toolbar")
+        bar.addWidget(QLabel(" Agent: "))
+        self.agent_box = QComboBox()
+        self.agent_box.setObjectName("agents")
+        self.agent_box.setMinimumWidth(160)
+        self.agent_box.activated.connect(lambda i: self.switch_agent(self.agent_box.itemText(i)))
+        bar.addWidget(self.agent_box)
+        for text, slot in (
+            ("New agent…", self._ask_new_agent),
+            ("Rename…", self._ask_rename_agent),
+            ("Delete…", self._ask_delete_agent),
+            ("Reflect now", self.reflect),
+            ("Settings…", self.open_settings),
+        ):
+            action = QAction(text, self)
+            action.triggered.connect(slot)
+            bar.addAction(action)
+            if text == "Delete…":
+                bar.addSeparator()
+
+    def _build_status(self) -> None:
+        self.status = QLabel("Starting…")
+        self.status.setObjectName("status")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setRange(0, 100)
+        self.statusBar().addWidget(self.status, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+
+    # -- loading -----------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the models and the file on the worker; the window stays usable meanwhile."""
+        self.loaded = False
+        self.progress.setVisible(True)
+        self._set_enabled(False)
+        report = self.worker.emit_progress
+        self.worker.submit(lambda s: s.load(report), self._loaded, self._load_failed)
+
+    def _on_progress(self, text: str, percent: int) -> None:
+        self.status.setText(text)
+        self.progress.setValue(percent)
+
+    def _loaded(self, _result: object) -> None:
+        self.progress.setVisible(False)
+        self.status.setText(self._model_line())
+        self._show_agent()
+
+    def _model_line(self) -> str:
+        llm = self.session.llm
+        name = getattr(llm, "name", "?")
+        return f"Model: {name} · context {self.settings.n_ctx:,} tokens"
+
+    def _load_failed(self, error: BaseException) -> None:
+        self.progress.setVisible(False)
+        self.status.setText("No model loaded: open Settings to choose one")
+        self.show_error(
+            error,
+            title="Memex could not start its models",
+            hint="Open Settings to choose another GGUF file, or run `make models` to assemble "
+            "the default ones. Nothing in your memory file was changed.",
+            offer_settings=True,
+        )
+
+    def _set_enabled(self, on: bool) -> None:
+        for widget in (self.send_button, self.agent_box):
+            widget.setEnabled(on)
+
+    # -- the agent on screen -----------------------------------------------------------
+    def _show_agent(self) -> None:
+        """Redraw everything for the current agent: list, chat history, panels, context. Input
+        waits until the history is drawn, so nothing typed lands in a chat about to be redrawn."""
+        self.loaded = False
+        self._set_enabled(False)
+        self.worker.submit(
+            lambda s: (s.agents(), s.agent.name, s.transcript(HISTORY_PAGE), s.usage()),
+            self._agent_shown,
+        )
+        self.refresh_panels()
+
+    def _agent_shown(
+        self, result: tuple[list[AgentInfo], str, list[TranscriptEntry], ContextUsage]
+    ) -> None:
+        agents, current, entries, usage = result
+        self._fill_agents(agents, current)
+        self._show_history(entries)
+        self.context_panel.show_usage(usage)
+        self.loaded = True
+        self._set_enabled(True)
+        self._restart_idle()
+
+    def _fill_agents(self, agents: list[AgentInfo], current: str) -> None:
+        self.agent_box.clear()
+        for agent in agents:
+            self.agent_box.addItem(agent.name)
+        self.agent_box.setCurrentText(current)
+        self.chat.speaker = current
+        self.setWindowTitle(f"Memex — {current}")
+        if self.settings.agent != current:
+            self._update_settings(dataclasses.replace(self.settings, agent=current))
+
+    def _show_history(self, entries: list[TranscriptEntry]) -> None:
+        self.chat.clear()
+        self._streaming.clear()
+        for entry in entries:
+            self.chat.add_entry(entry)
+        self._oldest_id = next((e.message_id for e in entries if e.message_id), None)
+        self.chat.earlier.setVisible(len(entries) >= HISTORY_PAGE)
+        self.input.history = [e.text for e in entries if e.kind == "user"]
+        self.input.remember("")
+        self.chat.scroll_to_end()
+
+    def _load_earlier(self) -> None:
+        before = self._oldest_id
+        self.worker.submit(lambda s: s.transcript(HISTORY_PAGE, before), self._prepend)
+
+    def _prepend(self, entries: list[TranscriptEntry]) -> None:
+        for entry in reversed(entries):
+            self.chat.add_entry(entry, at_top=True)
+        self._oldest_id = next((e.message_id for e in entries if e.message_id), self._oldest_id)
+        self.chat.earlier.setVisible(len(entries) >= HISTORY_PAGE)
+
+    def refresh_usage(self) -> None:
+        if self.loaded:
+            self.worker.submit(lambda s: s.usage(), self.context_panel.show_usage)
+
+    def refresh_panels(self) -> None:
+        for panel in (self.core_panel, self.archival_panel, self.recall_panel):
+            panel.refresh()
+
+    # -- a turn ------------------------------------------------------------------------
+    def _send_typed(self) -> None:
+        self.input._send()
+
+    def send(self, text: str) -> None:
+        """Show the message and run a step for it, or queue it while a step runs."""
+        if not self.loaded:
+            self.status.setText("No model is loaded yet: the message was not sent")
+            self.input.setPlainText(text)  # nothing typed is lost
+            return
+        bubble = self.chat.bubble("user", text)
+        self.chat.scroll_to_end()
+        if self.stepping:
+            bubble.set_tag("queued")
+            self._queue.append((text, bubble))
+            self.status.setText(f"{len(self._queue)} message(s) queued until this step ends")
+            return
+        self._start_step(text, bubble)
+
+    def _start_step(self, text: str, bubble: MessageBubble) -> None:
+        bubble.set_tag("")
+        self._begin_step("Thinking…")
+        emit = self.worker.emit_event
+        self.worker.submit(
+            lambda s: s.step(text, emit), self._step_done, lambda e: self._step_failed(e, bubble)
+        )
+
+    def reflect(self) -> None:
+        """An idle turn: the agent reviews and saves what matters; shown as its own turn."""
+        if not self.loaded or self.stepping:
+            return
+        self.chat.add(Divider("heartbeat", f"{self.chat.speaker} reflects (no user message)"))
+        self._begin_step("Reflecting…")
+        emit = self.worker.emit_event
+        self.worker.submit(lambda s: s.heartbeat(emit), self._step_done, self._step_failed)
+
+    def stop(self) -> None:
+        if self.stepping:
+            self.status.setText("Stopping…")
+            self.worker.cancel()
+
+    def _begin_step(self, status: str) -> None:
+        self.stepping = True
+        self._idle.stop()
+        self._streaming.clear()
+        self.stop_button.setEnabled(True)
+        self.agent_box.setEnabled(False)
+        self.status.setText(status)
+
+    def _on_event(self, event: StepEvent) -> None:
+        if isinstance(event, ModelCallStarted) and event.index:
+            self.status.setText(f"Thinking… (model call {event.index + 1})")
+        elif isinstance(event, ReplyDelta):
+            self._reply_bubble(event.index).append(event.text)
+        elif isinstance(event, ToolDone):
+            self._tool_done(event)
+        elif isinstance(event, PagedOut):
+            now = dt.datetime.now(dt.UTC)
+            entry = pageout_entry(event.first_message_id, event.last_message_id, event.summary, now)
+            self.chat.add_entry(entry)
+
+    def _reply_bubble(self, index: int) -> MessageBubble:
+        if index not in self._streaming:
+            self._streaming[index] = self.chat.bubble("assistant", "")
+        return self._streaming[index]
+
+    def _tool_done(self, event: ToolDone) -> None:
+        call, result = event.call, event.result
+        if call is not None and call.name == "send_message":
+            bubble = self._reply_bubble(event.index)
+            if result.ok:
+                bubble.set_text(str(call.arguments.get("message", bubble.text)))
+            else:
+                bubble.mark_failed("not sent: " + result.content)
+            return
+        if event.operation is not None:
+            summary, ok = event.operation.summary, event.operation.ok
+        elif call is None:
+            summary, ok = "a reply the engine could not read (sent back to the model)", False
+        else:
+            summary, ok = f"{call.name}: {result.content.splitlines()[0][:100]}", result.ok
+        self.chat.add(ExpandableRow("operation", summary, result.content, ok))
+
+    def _step_done(self, outcome: StepOutcome) -> None:
+        result = outcome.result
+        for note in result.notes:
+            if not note.startswith("Paged out"):  # the divider already shows those
+                self.chat.add(ExpandableRow("note", note, ""))
+        if result.cancelled:
+            for bubble in self._streaming.values():
+                bubble.set_tag("stopped")
+            self.chat.add(ExpandableRow("note", "Stopped: the reply was not finished.", ""))
+        self.context_panel.show_usage(outcome.usage)
+        self._end_step("Stopped" if result.cancelled else self._model_line())
+
+    def _step_failed(self, error: BaseException, bubble: MessageBubble | None = None) -> None:
+        if bubble is not None:
+            bubble.mark_failed("saved; no reply")
+        self._end_step("The step failed")
+        self.show_error(error, title="The assistant could not answer")
+
+    def _end_step(self, status: str) -> None:
+        self.stepping = False
+        self.stop_button.setEnabled(False)
+        self.agent_box.setEnabled(True)
+        self.status.setText(status)
+        self.refresh_panels()
+        self.refresh_usage()
+        if self._queue:
+            text, bubble = self._queue.popleft()
+            self._start_step(text, bubble)
+        else:
+            self._restart_idle()
+
+    def _restart_idle(self) -> None:
+        if self.settings.idle_minutes > 0:
+            self._idle.start(self.settings.idle_minutes * 60_000)
+
+    # -- agents ------------------------------------------------------------------------
+    def switch_agent(self, name: str) -> None:
+        if self.stepping or not name or name == self.chat.speaker:
+            return
+        self.worker.submit(lambda s: s.switch(name), lambda _: self._show_agent())
+
+    def create_agent(self, name: str) -> None:
+        self.worker.submit(lambda s: s.create(name), lambda _: self._show_agent())
+
+    def rename_agent(self, name: str) -> None:
+        self.worker.submit(lambda s: s.rename(name), lambda _: self._show_agent())
+
+    def delete_agent(self, name: str) -> None:
+        self.worker.submit(lambda s: s.delete(name), lambda _: self._show_agent())
+
+    def _ask_new_agent(self) -> None:
+        name, ok = QInputDialog.getText(self, "New agent", "Name of the new agent:")
+        if ok and name.strip():
+            self.create_agent(name)
+
+    def _ask_rename_agent(self) -> None:
+        current = self.agent_box.currentText()
+        name, ok = QInputDialog.getText(self, "Rename agent", "New name:", text=current)
+        if ok and name.strip() and name != current:
+            self.rename_agent(name)
+
+    def _ask_delete_agent(self) -> None:
+        name = self.agent_box.currentText()
+        answer = QMessageBox.question(
+            self,
+            "Delete agent",
+            f"Delete {name!r} and all its memory (messages, core blocks, archival passages)? "
+            "This cannot be undone.",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete_agent(name)
+
+    # -- settings ----------------------------------------------------------------------
+    def open_settings(self) -> None:
+        from desktop.settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.worker, self.settings, self)
+        if dialog.exec():
+            self.apply_settings(dialog.result_settings())
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Save new settings and reload the models and file with them."""
+        changed = settings != self.settings
+        self._update_settings(settings)
+        self.session.settings = settings
+        if changed or not self.loaded:
+            self.load()
+        self._restart_idle()
+
+    def _update_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        try:
+            self._save(settings)
+        except OSError as exc:
+            self.status.setText(f"Settings not saved: {exc}")
+
+    # -- errors ------------------------------------------------------------------------
+    def show_error(
+        self,
+        error: BaseException,
+        title: str = "Something went wrong",
+        hint: str = "",
+        offer_settings: bool = False,
+    ) -> QMessageBox:
+        """A non-blocking dialog saying what failed and what to do."""
+        box = QMessageBox(QMessageBox.Icon.Critical, title, str(error) or type(error).__name__)
+        box.setObjectName("error-dialog")
+        if hint:
+            box.setInformativeText(hint)
+        if offer_settings:
+            settings = box.addButton("Open Settings…", QMessageBox.ButtonRole.AcceptRole)
+            settings.clicked.connect(lambda: QTimer.singleShot(0, self.open_settings))
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+        self.error_box = box
+        logger.info("%s: %s", title, error)
+        return box
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        self._idle.stop()
+        self.worker.shutdown()
+        super().closeEvent(event)

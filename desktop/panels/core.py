@@ -1,0 +1,331 @@
+"""The core-memory panel: every block of the agent shown, editable by the user, with undo and history."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.panels import WARNING_STYLE, StatusLabel, error_message, local_time, submit
+from desktop.session import EngineSession
+from desktop.worker import EngineWorker, Job
+from engine.errors import InvalidInput
+from engine.memory.core import Block, BlockEdit
+
+ERROR_COLOR = "#c62828"
+
+
+def change_summary(before: str, after: str, width: int = 60) -> str:
+    """An edit in one line: only the part that changed, with '…' where equal text is left out."""
+    start = 0
+    while start < min(len(before), len(after)) and before[start] == after[start]:
+        start += 1
+    end = 0
+    while end < min(len(before), len(after)) - start and before[-1 - end] == after[-1 - end]:
+        end += 1
+    lead = "…" if start else ""
+    tail = "…" if end else ""
+
+    def part(text: str) -> str:
+        middle = text[start : len(text) - end]
+        middle = middle.replace("\n", "⏎")
+        if len(middle) > width:
+            middle = middle[: width - 1] + "…"
+        return f"“{lead}{middle}{tail}”" if middle else "(nothing)"
+
+    return f"{part(before)} → {part(after)}"
+
+
+def _same_block(session: EngineSession, label: str, block_id: int) -> None:
+    """Runs on the engine thread before an edit: the agent may have been switched since the
+    editor was filled, and the user's text must not land in another agent's block."""
+    if not any(b.id == block_id and b.label == label for b in session.blocks()):
+        raise InvalidInput(
+            f"section {label!r} now belongs to another agent; your text is kept — copy it, "
+            "then reload the panel"
+        )
+
+
+class BlockEditor(QFrame):
+    """One block: its text, size against its limit, Save / Revert / Undo and its history."""
+
+    edited = Signal()
+
+    def __init__(self, worker: EngineWorker, block: Block, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._worker = worker
+        self._block = block
+        self._loaded = block.value  # the stored text the user's edits started from
+        self._pending = 0  # edits in flight: refreshes must not touch the editor meanwhile
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self._build()
+        self.editor.setPlainText(block.value)
+        self._update_state()
+
+    # -- building ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        label = self._block.label
+        layout = QVBoxLayout(self)
+        title = QLabel(
+            f"<b>{html.escape(label)}</b>"
+            + (" <i>(read-only for the model)</i>" if self._block.read_only else "")
+        )
+        title.setObjectName(f"core-title-{label}")
+        layout.addWidget(title)
+        if self._block.description:
+            description = QLabel(self._block.description)
+            description.setTextFormat(Qt.TextFormat.PlainText)
+            description.setWordWrap(True)
+            description.setStyleSheet("color: palette(mid);")
+            layout.addWidget(description)
+
+        self.editor = QPlainTextEdit()
+        self.editor.setObjectName(f"core-editor-{label}")
+        self.editor.textChanged.connect(self._update_state)
+        layout.addWidget(self.editor)
+
+        row = QHBoxLayout()
+        self.size_label = QLabel()
+        self.size_label.setObjectName(f"core-size-{label}")
+        row.addWidget(self.size_label)
+        self.on_disk_label = QLabel("changed on disk since you started editing")
+        self.on_disk_label.setObjectName(f"core-ondisk-{label}")
+        self.on_disk_label.setStyleSheet(WARNING_STYLE)
+        self.on_disk_label.setToolTip(
+            "The stored text changed (the model or an undo edited it). Save writes your text "
+            "over it; Revert shows the stored text."
+        )
+        self.on_disk_label.hide()
+        row.addWidget(self.on_disk_label)
+        row.addStretch()
+        self.save_button = self._button("Save", f"core-save-{label}", self._save)
+        self.revert_button = self._button("Revert", f"core-revert-{label}", self._revert)
+        self.undo_button = self._button("Undo", f"core-undo-{label}", self._undo)
+        self.undo_button.setToolTip("Revert the latest edit of this section, by the model or you")
+        for button in (self.save_button, self.revert_button, self.undo_button):
+            row.addWidget(button)
+        layout.addLayout(row)
+
+        self.status = StatusLabel()
+        self.status.setObjectName(f"core-error-{label}")
+        self.status.hide()
+        layout.addWidget(self.status)
+
+        self.history_toggle = QToolButton()
+        self.history_toggle.setObjectName(f"core-history-toggle-{label}")
+        self.history_toggle.setText("History")
+        self.history_toggle.setCheckable(True)
+        self.history_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.history_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.history_toggle.toggled.connect(self._toggle_history)
+        layout.addWidget(self.history_toggle)
+        self.history = QListWidget()
+        self.history.setObjectName(f"core-history-{label}")
+        self.history.setMaximumHeight(160)
+        self.history.hide()
+        layout.addWidget(self.history)
+
+    def _button(self, text: str, name: str, slot: Callable[[], None]) -> QPushButton:
+        button = QPushButton(text)
+        button.setObjectName(name)
+        button.clicked.connect(slot)
+        return button
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def block(self) -> Block:
+        return self._block
+
+    def has_unsaved(self) -> bool:
+        return self.editor.toPlainText() != self._loaded
+
+    def set_stored(self, block: Block) -> None:
+        """The engine's current block: shown unless the user has unsaved text, which is kept
+        (with a "changed on disk" mark if the stored text moved under it)."""
+        self._block = block
+        if self._pending:
+            return  # the edit's own answer brings the editor up to date
+        if not self.has_unsaved():
+            self._loaded = block.value
+            if self.editor.toPlainText() != block.value:
+                self.editor.setPlainText(block.value)
+        elif self.editor.toPlainText() == block.value:
+            self._loaded = block.value  # the user typed what is stored now: no conflict
+        self._update_state()
+        if self.history_toggle.isChecked():
+            self._load_history()
+
+    def _update_state(self) -> None:
+        text = self.editor.toPlainText()
+        limit = self._block.limit
+        self.size_label.setText(f"{len(text)} / {limit} chars")
+        over = len(text) > limit
+        self.size_label.setStyleSheet(f"color: {ERROR_COLOR};" if over else "")
+        self.size_label.setProperty("over", over)
+        idle = not self._pending
+        self.save_button.setEnabled(idle and text != self._block.value)
+        self.revert_button.setEnabled(idle and self.has_unsaved())
+        self.undo_button.setEnabled(idle)
+        self.on_disk_label.setVisible(self.has_unsaved() and self._block.value != self._loaded)
+
+    # -- actions -----------------------------------------------------------------------------
+    def _save(self) -> None:
+        label, block_id, text = self._block.label, self._block.id, self.editor.toPlainText()
+
+        def job(session: EngineSession) -> Block:
+            _same_block(session, label, block_id)
+            return session.set_block(label, text)
+
+        self._run(job, "Saving…", "Saved.", adopt=True)
+
+    def _undo(self) -> None:
+        label, block_id = self._block.label, self._block.id
+
+        def job(session: EngineSession) -> Block:
+            _same_block(session, label, block_id)
+            return session.undo_block(label)
+
+        self._run(job, "Undoing…", "Undone.", adopt=False)
+
+    def _revert(self) -> None:
+        self._loaded = self._block.value
+        self.editor.setPlainText(self._block.value)
+        self.status.hide()
+
+    def _run(self, job: Job, busy: str, done: str, adopt: bool) -> None:
+        """Run an edit; `adopt`: the user's text became the stored text (a save), so what they
+        type meanwhile counts as unsaved against it."""
+        self._pending += 1
+        self.status.busy(busy)
+        self._update_state()
+
+        def on_done(block: Block) -> None:
+            self._pending -= 1
+            self.status.info(done)
+            if adopt:
+                self._loaded = block.value
+            self.set_stored(block)
+            self.edited.emit()
+
+        def on_error(exc: BaseException) -> None:
+            self._pending -= 1
+            self.status.error(error_message(exc))  # the editor keeps whatever the user typed
+            self._update_state()
+
+        submit(self, self._worker, job, on_done, on_error)
+
+    # -- history -----------------------------------------------------------------------------
+    def _toggle_history(self, shown: bool) -> None:
+        self.history_toggle.setArrowType(
+            Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
+        )
+        self.history.setVisible(shown)
+        if shown:
+            self._load_history()
+
+    def _load_history(self) -> None:
+        label = self._block.label
+        if not self.history.count():
+            self.history.addItem("Loading…")
+        submit(
+            self,
+            self._worker,
+            lambda session: session.history(label),
+            self._show_history,
+            lambda exc: self.status.error(error_message(exc)),
+        )
+
+    def _show_history(self, edits: list[BlockEdit]) -> None:
+        self.history.clear()
+        if not edits:
+            self.history.addItem("No edits yet.")
+        for edit in reversed(edits):  # newest first
+            self.history.addItem(_history_item(edit))
+
+
+def _history_item(edit: BlockEdit) -> QListWidgetItem:
+    text = f"{local_time(edit.created_at)}  {edit.actor}: {change_summary(edit.before, edit.after)}"
+    item = QListWidgetItem(text + ("  (undone)" if edit.undone else ""))
+    item.setToolTip(f"Before:\n{edit.before}\n\nAfter:\n{edit.after}")
+    item.setData(Qt.ItemDataRole.UserRole, edit.id)
+    if edit.undone:
+        font = QFont(item.font())
+        font.setStrikeOut(True)
+        item.setFont(font)
+        item.setForeground(QBrush(QColor("gray")))
+    return item
+
+
+class CorePanel(QWidget):
+    """Every core block of the current agent, one BlockEditor each."""
+
+    edited = Signal()  # a save or undo went through: the prompt changed
+
+    def __init__(self, worker: EngineWorker, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._worker = worker
+        self._editors: dict[int, BlockEditor] = {}  # by block id: labels repeat across agents
+        layout = QVBoxLayout(self)
+        self.status = StatusLabel()
+        self.status.setObjectName("core-status")
+        layout.addWidget(self.status)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        self._body = QWidget()
+        self._blocks_layout = QVBoxLayout(self._body)
+        self._blocks_layout.addStretch()
+        scroll.setWidget(self._body)
+        layout.addWidget(scroll)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Reload the blocks; editors with unsaved text keep it."""
+        if not self._editors:
+            self.status.busy("Loading…")
+        submit(
+            self,
+            self._worker,
+            lambda session: session.blocks(),
+            self._show_blocks,
+            lambda exc: self.status.error(error_message(exc)),
+        )
+
+    def has_unsaved(self) -> bool:
+        """Whether any block has text the user has not saved (worth asking before closing)."""
+        return any(e.has_unsaved() for e in self._editors.values())
+
+    def editor(self, label: str) -> BlockEditor | None:
+        return next((e for e in self._editors.values() if e.block.label == label), None)
+
+    def _show_blocks(self, blocks: list[Block]) -> None:
+        self.status.hide()
+        for block_id in set(self._editors) - {b.id for b in blocks}:
+            editor = self._editors.pop(block_id)  # another agent's block, after a switch
+            self._blocks_layout.removeWidget(editor)
+            editor.deleteLater()
+        for position, block in enumerate(blocks):
+            editor = self._editors.get(block.id)
+            if editor is None:
+                editor = BlockEditor(self._worker, block, self._body)
+                editor.edited.connect(self.edited)
+                self._editors[block.id] = editor
+            else:
+                editor.set_stored(block)
+            if self._blocks_layout.indexOf(editor) != position:
+                self._blocks_layout.removeWidget(editor)
+                self._blocks_layout.insertWidget(position, editor)

@@ -1,0 +1,81 @@
+"""Render the main window to a PNG after a short real conversation with the default model.
+
+    python -m desktop.screenshot --out docs/screenshot.png
+
+Runs offscreen unless a display is set (Xvfb or a desktop); uses a temporary memory file and
+settings folder, so the user's own are never touched. It takes a minute or two on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONVERSATION = (
+    "Hi! I'm Dana. I live in Oslo and I keep bees.",
+    "What do you remember about me?",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs/screenshot.png")
+    parser.add_argument("--model", default="chat", help='"chat", "small" or a GGUF path')
+    args = parser.parse_args(argv)
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    scratch = Path(tempfile.mkdtemp(prefix="memex-shot-"))
+    os.environ["MEMEX_CONFIG_DIR"] = str(scratch / "config")
+
+    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.chat_view import ExpandableRow
+    from desktop.main_window import MainWindow
+    from desktop.settings import Settings
+
+    app = QApplication(sys.argv[:1])
+    settings = Settings(chat_model=args.model, db_path=str(scratch / "memex.db"), agent="Memex")
+    window = MainWindow(settings)
+    window.resize(1280, 800)
+    window.show()
+
+    def wait(done, timeout: float = 600.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the window did not get there in time")
+            app.processEvents()
+            time.sleep(0.01)
+
+    wait(lambda: window.loaded or window.error_box is not None)
+    if not window.loaded:
+        print(window.error_box.text(), file=sys.stderr)
+        return 1
+    for text in CONVERSATION:
+        window.send(text)
+        wait(lambda: not window.stepping and not window.worker.busy)
+    for row in window.chat.entries():
+        if isinstance(row, ExpandableRow) and row.kind == "operation":
+            row.toggle.click()  # show one operation expanded
+            break
+    window.chat.scroll_to_end()
+    for _ in range(20):
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not window.grab().save(str(out)):
+        print(f"could not write {out}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""What the window works on: the open file, the loaded models and the agent shown, behind the
+engine's public API. No Qt here: every method runs on the engine worker's thread (see worker.py),
+so the UI thread never waits on the model or the disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from desktop.settings import Settings
+from engine.agent import EventSink, MemGPTAgent, StepResult
+from engine.agents import AgentInfo, check_name, delete_agent, list_agents
+from engine.context import Thresholds
+from engine.errors import InvalidInput, ModelLoadError
+from engine.llm.base import LLMClient
+from engine.llm.factory import resolve_model_path
+from engine.llm.llama import LlamaClient, read_gguf_metadata
+from engine.memory.archival import Passage
+from engine.memory.core import Block, BlockEdit
+from engine.memory.search import Page
+from engine.store.db import Store, default_db_path, open_store
+from engine.store.embed import Embedder
+from engine.store.migrations import EMBEDDING_DIM
+from engine.transcript import TranscriptEntry, transcript
+from engine.types import ContextUsage, Message, Persona
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int], None]  # what is happening, percent done
+ClientFactory = Callable[[Settings], LLMClient]
+EmbedderFactory = Callable[[Settings], Embedder]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a GGUF file's header says, for the settings dialog."""
+
+    path: Path
+    name: str
+    architecture: str
+    size_bytes: int
+    context_length: int | None
+    embedding_length: int | None
+    has_chat_template: bool
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """A finished step and the context as the next step will see it."""
+
+    result: StepResult
+    usage: ContextUsage
+
+
+def model_info(model: str) -> ModelInfo:
+    """Header facts of a model ("chat", "small", "embed" or a path); ModelLoadError if the file
+    is missing or is not a GGUF file."""
+    path = _model_file(model)
+    meta = read_gguf_metadata(path)
+    arch = str(meta.get("general.architecture", "?"))
+    return ModelInfo(
+        path=path,
+        name=str(meta.get("general.name", path.stem)),
+        architecture=arch,
+        size_bytes=path.stat().st_size,
+        context_length=_int_or_none(meta.get(f"{arch}.context_length")),
+        embedding_length=_int_or_none(meta.get(f"{arch}.embedding_length")),
+        has_chat_template=isinstance(meta.get("tokenizer.chat_template"), str),
+    )
+
+
+def _model_file(model: str) -> Path:
+    if model == "embed":
+        from models.fetch import model_path
+
+        return Path(model_path("embed"))
+    path = resolve_model_path(model)
+    if not path.is_file():
+        raise ModelLoadError(
+            f"model file not found: {path}. Choose a GGUF file in Settings, or run "
+            "`make models` to assemble the default models."
+        )
+    return path
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, int) else None
+
+
+def llama_client(settings: Settings) -> LLMClient:
+    return LlamaClient(
+        _model_file(settings.chat_model),
+        n_ctx=settings.n_ctx,
+        n_threads=settings.n_threads or None,
+    )
+
+
+def embedder_for(settings: Settings) -> Embedder:
+    path = _model_file(settings.embed_model)
+    name = "all-MiniLM-L6-v2" if settings.embed_model == "embed" else None
+    embedder = Embedder(path, name=name, n_threads=settings.n_threads or None)
+    if embedder.dim != EMBEDDING_DIM:
+        embedder.close()
+        raise ModelLoadError(
+            f"{path} makes {embedder.dim}-dimensional vectors; a Memex file stores "
+            f"{EMBEDDING_DIM}-dimensional ones (all-MiniLM-L6-v2). Choose a model with "
+            f"{EMBEDDING_DIM} dimensions."
+        )
+    return embedder
+
+
+class EngineSession:
+    """One open Memex file with its models and the agent on screen."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client_factory: ClientFactory = llama_client,
+        embedder_factory: EmbedderFactory = embedder_for,
+        close_models: bool = True,
+    ) -> None:
+        """`close_models=False` leaves the models the factories return open at close() (tests
+        share one loaded model between sessions)."""
+        self.settings = settings
+        self._close_models = close_models
+        self._client_factory = client_factory
+        self._embedder_factory = embedder_factory
+        self.store: Store | None = None
+        self.llm: LLMClient | None = None
+        self._agent: MemGPTAgent | None = None
+
+    # -- loading -----------------------------------------------------------------------------
+    def load(self, progress: Progress) -> None:
+        """Load the models, open the file and the agent; ModelLoadError or StoreError say what
+        to do. Whatever was open before stays open until the new parts loaded."""
+        settings = self.settings.checked()
+        progress("Loading the embedding model…", 10)
+        embedder = self._embedder_factory(settings)
+        progress("Loading the chat model…", 35)
+        try:
+            llm = self._client_factory(settings)
+        except BaseException:
+            if self._close_models:
+                embedder.close()
+            raise
+        progress("Opening the memory file…", 80)
+        store = open_store(settings.db_path or default_db_path(), embedder=embedder)
+        self.close()
+        self.store, self.llm = store, llm
+        progress("Opening the agent…", 90)
+        self._agent = self._open(settings.agent)
+        progress("Ready", 100)
+
+    @property
+    def loaded(self) -> bool:
+        return self._agent is not None
+
+    @property
+    def agent(self) -> MemGPTAgent:
+        if self._agent is None:
+            raise InvalidInput("no model is loaded yet; choose models in Settings")
+        return self._agent
+
+    def _open(self, name: str, persona: Persona | None = None) -> MemGPTAgent:
+        assert self.store is not None and self.llm is not None
+        s = self.settings
+        return MemGPTAgent(
+            persona=persona,
+            archival_store=self.store,
+            llm_client=self.llm,
+            name=name,
+            thresholds=Thresholds(s.warn_at, s.flush_at, s.target_at),
+        )
+
+    def close(self) -> None:
+        self._agent = None
+        if self.store is not None:
+            embedder = self.store._embedder
+            self.store.close()
+            if embedder is not None and self._close_models:
+                embedder.close()
+        if self.llm is not None and self._close_models and hasattr(self.llm, "close"):
+            self.llm.close()  # type: ignore[attr-defined]
+        self.store = self.llm = None
+
+    # -- conversation ------------------------------------------------------------------------
+    def step(self, text: str, on_event: EventSink) -> StepOutcome:
+        result = self.agent.step(text, on_event=on_event)
+        return StepOutcome(result, self.agent.context_window())
+
+    def heartbeat(self, on_event: EventSink) -> StepOutcome:
+        result = self.agent.heartbeat(on_event=on_event)
+        return StepOutcome(result, self.agent.context_window())
+
+    def transcript(self, limit: int = 200, before_id: int | None = None) -> list[TranscriptEntry]:
+        return transcript(self.agent.recall, self.agent.summaries, limit, before_id)
+
+    def usage(self) -> ContextUsage:
+        return self.agent.context_window()
+
+    # -- agents ------------------------------------------------------------------------------
+    def agents(self) -> list[AgentInfo]:
+        return list_agents(self._store())
+
+    def switch(self, name: str) -> None:
+        if name not in {a.name for a in self.agents()}:
+            raise InvalidInput(f"there is no agent called {name!r}")
+        self._agent = self._open(name)
+
+    def create(self, name: str, persona: Persona | None = None) -> None:
+        name = check_name(name)
+        if name in {a.name for a in self.agents()}:
+            raise InvalidInput(f"there is already an agent called {name!r}")
+        self._agent = self._open(name, persona)
+
+    def rename(self, new_name: str) -> str:
+        self.agent.rename(new_name)
+        return self.agent.name
+
+    def delete(self, name: str) -> str:
+        """Delete agent `name`; returns the agent shown now (a new default one if none is left)."""
+        delete_agent(self._store(), name)
+        if self._agent is not None and self._agent.name == name:
+            left = self.agents()
+            self._agent = self._open(left[0].name if left else "memex")
+        return self.agent.name
+
+    def _store(self) -> Store:
+        if self.store is None:
+            raise InvalidInput("no memory file is open yet")
+        return self.store
+
+    # -- core memory -------------------------------------------------------------------------
+    def blocks(self) -> list[Block]:
+        return self.agent.memory.blocks()
+
+    def history(self, label: str) -> list[BlockEdit]:
+        return self.agent.memory.history(label)
+
+    def set_block(self, label: str, value: str) -> Block:
+        block = self.agent.memory.set(label, value, actor="user")
+        self.agent.context.refresh()  # the next prompt shows the user's edit
+        return block
+
+    def undo_block(self, label: str) -> Block:
+        block = self.agent.memory.undo(label, actor="user")
+        self.agent.context.refresh()
+        return block
+
+    # -- archival memory ---------------------------------------------------------------------
+    def archival_search(self, query: str, limit: int = 50) -> list[Passage]:
+        if not query.strip():
+            return self.agent.archival.recent(limit)
+        return self.agent.archival.search(query, limit)[1]
+
+    def archival_add(self, text: str, tags: list[str]) -> Passage:
+        if not text.strip():
+            raise InvalidInput("the passage is empty")
+        return self.agent.archival.get(self.agent.archival.insert(text, tags, source="user"))
+
+    def archival_update(self, passage_id: int, text: str, tags: list[str]) -> Passage:
+        if not text.strip():
+            raise InvalidInput("the passage is empty; delete it instead")
+        return self.agent.archival.update(passage_id, text, tags)
+
+    def archival_delete(self, passage_id: int) -> None:
+        self.agent.archival.delete(passage_id)
+
+    # -- recall memory -----------------------------------------------------------------------
+    def recall_search(self, query: str, limit: int = 50) -> tuple[Page, list[Message]]:
+        return self.agent.recall.search(query, limit)
+
+    def recall_between(
+        self, start: dt.date, end: dt.date, limit: int = 200
+    ) -> tuple[Page, list[Message]]:
+        """Messages from the start of `start` to the end of `end` (local days, as the user
+        picked them)."""
+        if end < start:
+            raise InvalidInput(f"the end date {end} is before the start date {start}")
+        local = dt.datetime.now().astimezone().tzinfo
+        since = dt.datetime.combine(start, dt.time(), local)
+        until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), local)
+        ids = self.agent.recall.dated(since.astimezone(dt.UTC), until.astimezone(dt.UTC))
+        return self.agent.recall.page_of(ids, limit, 0)

@@ -1,0 +1,87 @@
+"""The app's settings: which models, context size, threads, memory-pressure lines, idle reflection.
+
+Kept as JSON in the user's config folder (platformdirs), so they survive restarts. No Qt here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from engine.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+MIN_CONTEXT = 1024
+MAX_CONTEXT = 131072
+
+
+@dataclass(frozen=True)
+class Settings:
+    chat_model: str = "chat"  # "chat", "small" (the shipped models) or a GGUF path
+    embed_model: str = "embed"  # "embed" (the shipped one) or a GGUF path
+    db_path: str = ""  # "" = the default file (platformdirs' user data folder)
+    n_ctx: int = 4096
+    n_threads: int = 0  # 0 = every core
+    warn_at: float = 0.7  # shares of the prompt budget, see engine.context.Thresholds
+    flush_at: float = 0.9
+    target_at: float = 0.6
+    idle_minutes: int = 0  # reflect (heartbeat) after this many idle minutes; 0 = never
+    agent: str = "memex"  # the agent shown at start
+
+    def checked(self) -> Settings:
+        """These settings, or InvalidInput saying which value is wrong and why."""
+        if not MIN_CONTEXT <= self.n_ctx <= MAX_CONTEXT:
+            raise InvalidInput(f"context size must be {MIN_CONTEXT}-{MAX_CONTEXT} tokens")
+        if self.n_threads < 0:
+            raise InvalidInput("threads must be 0 (every core) or more")
+        if not 0 < self.target_at < self.warn_at < self.flush_at <= 1:
+            raise InvalidInput(
+                "memory-pressure lines must satisfy 0 < page-out target < warning < page-out <= 1"
+            )
+        if self.idle_minutes < 0:
+            raise InvalidInput("idle minutes must be 0 (off) or more")
+        if not self.chat_model.strip() or not self.embed_model.strip():
+            raise InvalidInput("choose a chat model and an embedding model")
+        return self
+
+
+def config_dir() -> Path:
+    """MEMEX_CONFIG_DIR if set (tests, portable installs), else the platform's config folder."""
+    override = os.environ.get("MEMEX_CONFIG_DIR")
+    return Path(override) if override else Path(platformdirs.user_config_dir("memex"))
+
+
+def settings_path() -> Path:
+    return config_dir() / "settings.json"
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """The saved settings; defaults for a missing file, and for a damaged one (logged, the file
+    kept beside as settings.json.bad so nothing the user set is lost silently)."""
+    path = path or settings_path()
+    if not path.exists():
+        return Settings()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in dataclasses.fields(Settings)}
+        return Settings(**{k: v for k, v in data.items() if k in known}).checked()
+    except (OSError, ValueError, TypeError, InvalidInput) as exc:
+        logger.warning("settings file %s is unreadable (%s); using defaults", path, exc)
+        path.replace(path.with_suffix(".json.bad"))
+        return Settings()
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> None:
+    """Write atomically: a crash mid-write leaves the old file, not half a new one."""
+    path = path or settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(dataclasses.asdict(settings), indent=2), encoding="utf-8")
+    partial.replace(path)

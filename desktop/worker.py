@@ -1,0 +1,130 @@
+"""The engine worker: one QThread that runs every engine call (model and disk), one at a time.
+
+The UI thread submits jobs (callables taking the EngineSession) and gets their results or errors
+back as queued signals, in its own thread, in the order they were submitted (the pattern of
+Anki's task manager). Step events (the reply as it is written, tool runs, page-outs) come back
+the same way while a step runs. `cancel()` is the one call made across threads directly: it only
+sets a flag the step checks between tokens.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from desktop.session import EngineSession
+
+logger = logging.getLogger(__name__)
+
+Job = Callable[[EngineSession], Any]
+OnDone = Callable[[Any], None]
+OnError = Callable[[BaseException], None]
+
+
+@dataclass(frozen=True)
+class _Task:
+    id: int
+    job: Job
+    on_done: OnDone | None
+    on_error: OnError | None
+
+
+class _Runner(QObject):
+    """Lives on the worker thread; runs tasks as their signal arrives."""
+
+    finished = Signal(int, object, object)  # task id, result, error
+
+    def __init__(self, session: EngineSession) -> None:
+        super().__init__()
+        self.session = session
+
+    @Slot(object)
+    def run(self, task: _Task) -> None:
+        try:
+            result = task.job(self.session)
+        except Exception as exc:  # every failure goes back to the UI as an error to show
+            logger.debug("engine job failed", exc_info=True)
+            self.finished.emit(task.id, None, exc)
+            return
+        self.finished.emit(task.id, result, None)
+
+
+class EngineWorker(QObject):
+    """The UI thread's handle on the engine thread."""
+
+    event = Signal(object)  # a StepEvent (engine.types), delivered on the UI thread
+    progress = Signal(str, int)  # loading: what is happening, percent
+    busy_changed = Signal(bool)
+    failed = Signal(object)  # an error of a job submitted without on_error
+    _submit = Signal(object)
+
+    def __init__(self, session: EngineSession, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self._thread = QThread()
+        self._thread.setObjectName("memex-engine")
+        self._runner = _Runner(session)
+        self._runner.moveToThread(self._thread)
+        self._submit.connect(self._runner.run, Qt.ConnectionType.QueuedConnection)
+        self._runner.finished.connect(self._finish, Qt.ConnectionType.QueuedConnection)
+        self._tasks: dict[int, _Task] = {}
+        self._ids = itertools.count(1)
+        self._thread.start()
+
+    # -- from the UI thread --------------------------------------------------------------
+    def submit(
+        self, job: Job, on_done: OnDone | None = None, on_error: OnError | None = None
+    ) -> int:
+        """Run `job(session)` on the engine thread; `on_done(result)` or `on_error(exc)` run
+        on the UI thread afterwards."""
+        task = _Task(next(self._ids), job, on_done, on_error)
+        self._tasks[task.id] = task
+        if len(self._tasks) == 1:
+            self.busy_changed.emit(True)
+        self._submit.emit(task)
+        return task.id
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    def emit_event(self, event: object) -> None:
+        """For jobs: hand a step event to the UI thread (a queued signal; safe from any thread)."""
+        self.event.emit(event)
+
+    def emit_progress(self, text: str, percent: int) -> None:
+        self.progress.emit(text, percent)
+
+    def cancel(self) -> None:
+        """Stop the running step, if any (the agent checks the flag between tokens)."""
+        agent = self.session._agent
+        if agent is not None:
+            agent.cancel()
+
+    def shutdown(self, timeout_ms: int = 30_000) -> None:
+        """Stop the step, let the thread finish its current job, then close the file."""
+        self.cancel()
+        self._thread.quit()
+        if not self._thread.wait(timeout_ms):
+            logger.warning("the engine thread did not stop in %d ms", timeout_ms)
+            return
+        self.session.close()
+
+    # -- back on the UI thread -----------------------------------------------------------
+    @Slot(int, object, object)
+    def _finish(self, task_id: int, result: object, error: object) -> None:
+        task = self._tasks.pop(task_id)
+        if not self._tasks:
+            self.busy_changed.emit(False)
+        if error is None:
+            if task.on_done is not None:
+                task.on_done(result)
+        elif task.on_error is not None:
+            task.on_error(error)  # type: ignore[arg-type]
+        else:
+            self.failed.emit(error)

@@ -1,0 +1,89 @@
+"""The conversation as a person reads it: stored messages turned into chat entries.
+
+The model's replies are JSON tool calls and every call has a tool message after it; a person wants
+to see the messages to them, what each call did to memory in one line, the idle turns, and where
+old messages left the window. A GUI or a terminal renders these entries; the same entries come
+live from a step's events (see engine.types.StepEvent).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from engine.context import HEARTBEAT_PREFIX
+from engine.memory.recall import RecallMemory
+from engine.memory.summaries import SummaryLog
+from engine.types import Message
+
+EntryKind = Literal["user", "assistant", "operation", "heartbeat", "note", "pageout"]
+
+
+@dataclass(frozen=True)
+class TranscriptEntry:
+    kind: EntryKind
+    text: str
+    created_at: dt.datetime
+    message_id: int | None = None
+    detail: str = ""  # shown on demand: a tool's full result, a page-out's summary
+    ok: bool = True
+
+
+def transcript(
+    recall: RecallMemory, summaries: SummaryLog, limit: int = 200, before_id: int | None = None
+) -> list[TranscriptEntry]:
+    """Entries for the newest `limit` stored messages (before `before_id`), oldest first, with
+    a page-out entry where each summary was written."""
+    messages = recall.recent(limit, before_id)
+    entries = _message_entries(messages)
+    if messages:
+        start = messages[0].created_at
+        end = messages[-1].created_at if before_id is not None else None
+        entries += [
+            pageout_entry(s.first_message_id, s.last_message_id, s.text, s.created_at)
+            for s in summaries.all()
+            if s.created_at >= start and (end is None or s.created_at <= end)
+        ]
+    # stable: a page-out written at the same instant as a message comes after it
+    return sorted(entries, key=lambda e: e.created_at)
+
+
+def pageout_entry(
+    first_id: int, last_id: int, summary: str | None, at: dt.datetime
+) -> TranscriptEntry:
+    text = f"Messages {first_id}-{last_id} left the context window; they stay searchable."
+    return TranscriptEntry("pageout", text, at, detail=summary or "(summary pending)")
+
+
+def _message_entries(messages: list[Message]) -> list[TranscriptEntry]:
+    results = {m.id: m for m in messages if m.role == "tool"}
+    entries: list[TranscriptEntry] = []
+    for index, m in enumerate(messages):
+        if m.role == "user":
+            entries.append(TranscriptEntry("user", m.content, m.created_at, m.id))
+        elif m.role == "system":
+            kind: EntryKind = "heartbeat" if m.content.startswith(HEARTBEAT_PREFIX) else "note"
+            entries.append(TranscriptEntry(kind, m.content, m.created_at, m.id))
+        elif m.role == "assistant":
+            following = messages[index + 1] if index + 1 < len(messages) else None
+            result = following if following is not None and following.id in results else None
+            entries.append(_call_entry(m, result))
+    return entries
+
+
+def _call_entry(reply: Message, result: Message | None) -> TranscriptEntry:
+    outcome = (result.tool_result if result is not None else None) or {}
+    ok = outcome.get("status", "OK") == "OK"
+    call = reply.tool_call
+    if call is None:
+        return TranscriptEntry(
+            "operation", "a reply the engine could not read", reply.created_at, reply.id,
+            detail=str(outcome.get("message", reply.content)), ok=False,
+        )  # fmt: skip
+    if call.get("tool") == "send_message" and ok:
+        text = str(call.get("arguments", {}).get("message", ""))
+        return TranscriptEntry("assistant", text, reply.created_at, reply.id)
+    summary = outcome.get("operation") or f"{call.get('tool')}: {outcome.get('status', '?')}"
+    detail = str(outcome.get("message", ""))
+    return TranscriptEntry("operation", str(summary), reply.created_at, reply.id, detail, ok)

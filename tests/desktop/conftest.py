@@ -1,0 +1,74 @@
+"""Desktop fixtures: Qt offscreen, a temp config folder, and an EngineSession on a fresh temp
+database with the scripted model client (the real embedder, shared per test session)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any QApplication exists
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from desktop.session import EngineSession  # noqa: E402
+from desktop.settings import Settings  # noqa: E402
+from engine.llm.scripted import ScriptedClient  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings go to a temp folder, never the user's."""
+    folder = tmp_path / "config"
+    monkeypatch.setenv("MEMEX_CONFIG_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(db_path=str(tmp_path / "memex.db"))
+
+
+@pytest.fixture
+def scripted() -> ScriptedClient:
+    """The model of the test: enqueue replies (engine.llm.scripted.call) before sending."""
+    return ScriptedClient(n_ctx=4096)
+
+
+@pytest.fixture
+def make_session(
+    settings: Settings, scripted: ScriptedClient, embedder
+) -> Iterator[Callable[..., EngineSession]]:
+    """EngineSession factory: the scripted client and the shared embedder, not closed after."""
+    sessions: list[EngineSession] = []
+
+    def make(s: Settings | None = None, client=None) -> EngineSession:
+        session = EngineSession(
+            s or settings,
+            client_factory=lambda _: client or scripted,
+            embedder_factory=lambda _: embedder,
+            close_models=False,
+        )
+        sessions.append(session)
+        return session
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+@pytest.fixture
+def loaded_session(make_session) -> EngineSession:
+    session = make_session()
+    session.load(lambda text, percent: None)
+    return session
+
+
+@pytest.fixture
+def worker(qtbot, loaded_session: EngineSession):
+    from desktop.worker import EngineWorker
+
+    w = EngineWorker(loaded_session)
+    yield w
+    w.shutdown()

@@ -1,0 +1,282 @@
+"""The main window end to end with the scripted model: the same parse, dispatch and store path
+as the real model, a real SQLite file and the real embedder."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QWidget
+
+from desktop.chat_view import Divider, ExpandableRow, MessageBubble
+from desktop.main_window import MainWindow
+from desktop.session import EngineSession
+from engine.llm.scripted import ScriptedClient, call
+from engine.types import ReplyDelta
+
+TIMEOUT = 20_000
+
+
+@pytest.fixture
+def saved():
+    return []
+
+
+@pytest.fixture
+def open_window(qtbot, make_session, saved):
+    windows = []
+
+    def open_(settings, client=None) -> MainWindow:
+        window = MainWindow(settings, lambda s: make_session(s, client), saved.append)
+        qtbot.addWidget(window)
+        window.show()
+        qtbot.waitUntil(lambda: window.loaded or window.error_box is not None, timeout=TIMEOUT)
+        windows.append(window)
+        return window
+
+    yield open_
+    for window in windows:
+        window.close()
+
+
+@pytest.fixture
+def window(open_window, settings) -> MainWindow:
+    w = open_window(settings)
+    assert w.loaded
+    return w
+
+
+def bubbles(window: MainWindow, role: str) -> list[MessageBubble]:
+    return [w for w in window.chat.entries() if isinstance(w, MessageBubble) and w.role == role]
+
+
+def rows(window: MainWindow, kind: str) -> list[ExpandableRow]:
+    return [w for w in window.chat.entries() if isinstance(w, ExpandableRow) and w.kind == kind]
+
+
+def send_and_wait(qtbot, window: MainWindow, text: str) -> None:
+    window.input.setPlainText(text)
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not window.stepping and not window.worker.busy, timeout=TIMEOUT)
+
+
+def test_send_streams_the_reply_into_a_bubble(qtbot, window, scripted):
+    scripted.enqueue([call("send_message", message="Hello Sam, nice to meet you.")])
+    deltas = []
+    window.worker.event.connect(
+        lambda e: deltas.append(e.text) if isinstance(e, ReplyDelta) else None
+    )
+    send_and_wait(qtbot, window, "Hi, I'm Sam")
+    assert [b.text for b in bubbles(window, "user")] == ["Hi, I'm Sam"]
+    assert [b.text for b in bubbles(window, "assistant")] == ["Hello Sam, nice to meet you."]
+    assert len(deltas) > 3 and "".join(deltas) == "Hello Sam, nice to meet you."
+    assert window.input.toPlainText() == ""
+
+
+def test_memory_operation_shows_inline_and_expands(qtbot, window, scripted):
+    scripted.enqueue(
+        [
+            call("core_memory_append", heartbeat=True, section="human", content="Name: Sam"),
+            call("send_message", message="Noted, Sam."),
+        ]
+    )
+    send_and_wait(qtbot, window, "My name is Sam")
+    (row,) = rows(window, "operation")
+    assert row.summary.text() == "saved to core memory (human): Name: Sam"
+    assert not row.expanded
+    qtbot.mouseClick(row.toggle, Qt.MouseButton.LeftButton)
+    assert row.expanded and "Appended to 'human'" in row.detail.text()
+    editor = window.core_panel.findChild(QWidget, "core-editor-human")
+    qtbot.waitUntil(lambda: editor.toPlainText() == "Name: Sam", timeout=TIMEOUT)
+
+
+def test_failed_tool_call_is_shown_red_and_the_model_corrects_itself(qtbot, window, scripted):
+    scripted.enqueue(
+        [
+            call("core_memory_append", section="nosuch", content="x"),
+            call("send_message", message="Sorry, fixed."),
+        ]
+    )
+    send_and_wait(qtbot, window, "remember x")
+    (row,) = rows(window, "operation")
+    assert not row.ok and "nosuch" in row.summary.text()
+    assert bubbles(window, "assistant")[-1].text == "Sorry, fixed."
+
+
+def test_context_bar_updates_after_every_step(qtbot, window, scripted):
+    qtbot.waitUntil(lambda: window.context_panel.bar.usage is not None, timeout=TIMEOUT)
+    before = window.context_panel.bar.usage
+    scripted.enqueue([call("send_message", message="A reply of some length " * 5)])
+    send_and_wait(qtbot, window, "a message of some length " * 20)
+    after = window.context_panel.bar.usage
+    assert after.sections["messages"] > before.sections["messages"]
+    assert sum(after.sections.values()) == after.context_window
+    assert f"{after.prompt_tokens:,} of {after.context_window:,}" in (
+        window.context_panel.headline.text()
+    )
+
+
+def test_core_edit_and_undo_through_the_panel(qtbot, window):
+    panel = window.core_panel
+    editor = panel.findChild(QWidget, "core-editor-human")
+    qtbot.waitUntil(lambda: editor is not None and editor.isEnabled(), timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: window.context_panel.bar.usage is not None, timeout=TIMEOUT)
+    before = window.context_panel.bar.usage.sections["core_memory"]
+    editor.setPlainText("Likes tea. Lives in Lyon.")
+    qtbot.mouseClick(panel.findChild(QWidget, "core-save-human"), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(
+        lambda: window.context_panel.bar.usage.sections["core_memory"] > before, timeout=TIMEOUT
+    )
+    assert window.session.agent.core_memory["human"] == "Likes tea. Lives in Lyon."
+    qtbot.mouseClick(panel.findChild(QWidget, "core-undo-human"), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: editor.toPlainText() == "", timeout=TIMEOUT)
+    qtbot.waitUntil(
+        lambda: window.context_panel.bar.usage.sections["core_memory"] == before, timeout=TIMEOUT
+    )
+    assert window.session.agent.core_memory["human"] == ""
+
+
+def test_stop_cancels_the_generation_and_keeps_the_message(qtbot, open_window, settings):
+    slow = ScriptedClient(n_ctx=4096, piece_chars=2, piece_delay=0.02)
+    window = open_window(settings, slow)
+    slow.enqueue([call("send_message", message="word " * 200), call("send_message", message="ok")])
+    window.input.setPlainText("tell me a long story")
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: bool(bubbles(window, "assistant")), timeout=TIMEOUT)
+    assert window.stop_button.isEnabled()
+    qtbot.mouseClick(window.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.stepping, timeout=TIMEOUT)
+    partial = bubbles(window, "assistant")[0]
+    assert "stopped" in partial.header.text() and len(partial.text) < len("word " * 200)
+    assert not window.stop_button.isEnabled()
+    stored = [m.content for m in window.session.agent.recall.all() if m.role == "user"]
+    assert stored == ["tell me a long story"]
+    send_and_wait(qtbot, window, "short one please")
+    assert bubbles(window, "assistant")[-1].text == "ok"
+
+
+def test_message_sent_during_a_step_is_queued_then_answered(qtbot, open_window, settings):
+    slow = ScriptedClient(n_ctx=4096, piece_chars=4, piece_delay=0.01)
+    window = open_window(settings, slow)
+    slow.enqueue([call("send_message", message="first answer"), call("send_message", message="2")])
+    window.send("first")
+    window.send("second")
+    assert "queued" in bubbles(window, "user")[1].header.text()
+    qtbot.waitUntil(lambda: len(bubbles(window, "assistant")) == 2, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not window.stepping, timeout=TIMEOUT)
+    assert [b.text for b in bubbles(window, "assistant")] == ["first answer", "2"]
+    assert "queued" not in bubbles(window, "user")[1].header.text()
+
+
+def test_agents_create_switch_rename_delete(qtbot, window, scripted):
+    scripted.enqueue([call("send_message", message="hi from memex")])
+    send_and_wait(qtbot, window, "hello memex")
+    window.create_agent("work")
+    qtbot.waitUntil(lambda: window.agent_box.currentText() == "work", timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not bubbles(window, "user"), timeout=TIMEOUT)
+    assert [window.agent_box.itemText(i) for i in range(window.agent_box.count())] == [
+        "memex",
+        "work",
+    ]
+    scripted.enqueue([call("send_message", message="hi from work")])
+    send_and_wait(qtbot, window, "hello work")
+    window.switch_agent("memex")
+    qtbot.waitUntil(
+        lambda: [b.text for b in bubbles(window, "user")] == ["hello memex"], timeout=TIMEOUT
+    )
+    window.rename_agent("home")
+    qtbot.waitUntil(lambda: window.agent_box.currentText() == "home", timeout=TIMEOUT)
+    window.delete_agent("home")
+    qtbot.waitUntil(lambda: window.agent_box.currentText() == "work", timeout=TIMEOUT)
+    qtbot.waitUntil(
+        lambda: [b.text for b in bubbles(window, "user")] == ["hello work"], timeout=TIMEOUT
+    )
+    assert window.agent_box.count() == 1
+
+
+def test_everything_is_where_it_was_after_a_restart(qtbot, open_window, settings, saved, scripted):
+    first = open_window(settings)
+    scripted.enqueue(
+        [
+            call("core_memory_append", heartbeat=True, section="human", content="Has a cat"),
+            call("send_message", message="Cats are great."),
+        ]
+    )
+    send_and_wait(qtbot, first, "I have a cat")
+    first.create_agent("second")
+    qtbot.waitUntil(lambda: first.agent_box.currentText() == "second", timeout=TIMEOUT)
+    first.switch_agent("memex")
+    qtbot.waitUntil(lambda: bool(saved) and saved[-1].agent == "memex", timeout=TIMEOUT)
+    first.close()
+    again = open_window(saved[-1])
+    qtbot.waitUntil(lambda: bool(bubbles(again, "assistant")), timeout=TIMEOUT)
+    assert [b.text for b in bubbles(again, "user")] == ["I have a cat"]
+    assert [b.text for b in bubbles(again, "assistant")] == ["Cats are great."]
+    assert [r.summary.text() for r in rows(again, "operation")] == [
+        "saved to core memory (human): Has a cat"
+    ]
+    assert again.agent_box.count() == 2
+    assert again.input.history == ["I have a cat"]
+
+
+def test_up_arrow_recalls_earlier_input(qtbot, window, scripted):
+    scripted.enqueue([call("send_message", message="a"), call("send_message", message="b")])
+    send_and_wait(qtbot, window, "first line")
+    send_and_wait(qtbot, window, "second line")
+    qtbot.keyClick(window.input, Qt.Key.Key_Up)
+    assert window.input.toPlainText() == "second line"
+    qtbot.keyClick(window.input, Qt.Key.Key_Up)
+    assert window.input.toPlainText() == "first line"
+    qtbot.keyClick(window.input, Qt.Key.Key_Down)
+    qtbot.keyClick(window.input, Qt.Key.Key_Down)
+    assert window.input.toPlainText() == ""
+
+
+def test_page_out_shows_a_divider_with_the_summary(qtbot, open_window, settings):
+    small = ScriptedClient(n_ctx=2048)
+    window = open_window(settings, small)
+    for turn in range(30):
+        small.enqueue([call("send_message", message=f"reply {turn} " + "ok " * 20)])
+        send_and_wait(qtbot, window, f"message {turn} about topic{turn} " + "words " * 80)
+        if any(isinstance(w, Divider) and w.kind == "pageout" for w in window.chat.entries()):
+            break
+    (divider,) = [w for w in window.chat.entries() if isinstance(w, Divider)]
+    assert "left the context window" in divider.summary.text()
+    assert "topic0" in divider.detail.text() or "message 0" in divider.detail.text()
+
+
+def test_reflect_runs_a_heartbeat_turn_shown_as_the_assistants_own(qtbot, window, scripted):
+    scripted.enqueue([call("archival_memory_insert", content="User likes tea")])
+    window.reflect()
+    qtbot.waitUntil(lambda: not window.stepping, timeout=TIMEOUT)
+    kinds = [w.kind for w in window.chat.entries() if isinstance(w, ExpandableRow)]
+    assert kinds == ["heartbeat", "operation"]
+    assert "saved to archival memory: User likes tea" in rows(window, "operation")[0].summary.text()
+
+
+def test_idle_timer_follows_the_setting(qtbot, open_window, settings):
+    window = open_window(dataclasses.replace(settings, idle_minutes=7))
+    assert window._idle.isActive() and window._idle.interval() == 7 * 60_000
+    off = open_window(dataclasses.replace(settings, db_path=settings.db_path + "2"))
+    assert not off._idle.isActive()
+
+
+def test_missing_model_shows_a_dialog_not_a_crash(qtbot, embedder, settings, tmp_path):
+    missing = dataclasses.replace(settings, chat_model=str(tmp_path / "gone.gguf"))
+    window = MainWindow(
+        missing,
+        lambda s: EngineSession(s, embedder_factory=lambda _: embedder, close_models=False),
+        save=lambda s: None,
+    )
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.error_box is not None, timeout=TIMEOUT)
+    box = window.error_box
+    assert box.isVisible()
+    assert "model file not found" in box.text() and "gone.gguf" in box.text()
+    assert "Settings" in box.informativeText()
+    assert not window.loaded and not window.send_button.isEnabled()
+    window.send("hello?")  # refused visibly, the text kept
+    assert window.input.toPlainText() == "hello?"
+    assert "not sent" in window.status.text()
+    window.close()

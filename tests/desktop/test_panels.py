@@ -1,0 +1,286 @@
+"""The memory panels on a real session (temp database, real embedder, scripted model): core edits
+with undo and history, archival add/search/edit/delete, recall by words and by date."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from PySide6.QtCore import QDate, Qt
+from PySide6.QtWidgets import QLabel, QListWidget, QPlainTextEdit, QPushButton, QToolButton
+
+from desktop.panels.archival import ArchivalPanel, parse_tags
+from desktop.panels.core import CorePanel, change_summary
+from desktop.panels.recall import RecallPanel
+from engine.llm.scripted import call
+
+WAIT_MS = 10_000
+
+
+def run(qtbot, worker, job) -> Any:
+    """Run `job` on the engine thread, as the panels do, and return its result."""
+    answer: dict[str, Any] = {}
+    worker.submit(
+        job,
+        on_done=lambda r: answer.setdefault("result", r),
+        on_error=lambda e: answer.setdefault("error", e),
+    )
+    qtbot.waitUntil(lambda: bool(answer), timeout=WAIT_MS)
+    if "error" in answer:
+        raise answer["error"]
+    return answer["result"]
+
+
+def stored(qtbot, worker, label: str) -> str:
+    return run(qtbot, worker, lambda s: {b.label: b.value for b in s.blocks()})[label]
+
+
+def click(qtbot, button: QPushButton) -> None:
+    assert button.isEnabled(), button.objectName()
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+# -- core ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def core(qtbot, worker) -> CorePanel:
+    panel = CorePanel(worker)
+    qtbot.addWidget(panel)
+    qtbot.waitUntil(lambda: panel.editor("human") is not None, timeout=WAIT_MS)
+    return panel
+
+
+def find(panel, kind, name: str):
+    widget = panel.findChild(kind, name)
+    assert widget is not None, name
+    return widget
+
+
+def test_core_panel_shows_every_block_with_its_size(qtbot, worker, core):
+    blocks = run(qtbot, worker, lambda s: s.blocks())
+    human = next(b for b in blocks if b.label == "human")
+    assert [b.label for b in blocks] == ["persona", "human", "system"]
+    for block in blocks:
+        assert find(core, QPlainTextEdit, f"core-editor-{block.label}").toPlainText() == block.value
+        size = find(core, QLabel, f"core-size-{block.label}")
+        assert size.text() == f"{len(block.value)} / {block.limit} chars"
+    assert "read-only" in find(core, QLabel, "core-title-system").text()
+    assert "read-only" not in find(core, QLabel, "core-title-human").text()
+
+    editor = find(core, QPlainTextEdit, "core-editor-human")
+    save = find(core, QPushButton, "core-save-human")
+    assert not save.isEnabled()  # nothing to save yet
+    qtbot.keyClicks(editor, "Sam")
+    assert find(core, QLabel, "core-size-human").text() == f"3 / {human.limit} chars"
+    assert save.isEnabled()
+
+
+def test_save_shows_in_history_and_undo_restores(qtbot, worker, core):
+    editor = find(core, QPlainTextEdit, "core-editor-human")
+    editor.setPlainText("Name: Sam. Likes tea.")
+    with qtbot.waitSignal(core.edited, timeout=WAIT_MS):
+        click(qtbot, find(core, QPushButton, "core-save-human"))
+    assert stored(qtbot, worker, "human") == "Name: Sam. Likes tea."
+    assert not find(core, QPushButton, "core-save-human").isEnabled()
+
+    find(core, QToolButton, "core-history-toggle-human").click()
+    history = find(core, QListWidget, "core-history-human")
+    qtbot.waitUntil(lambda: "user:" in history.item(0).text(), timeout=WAIT_MS)
+    assert "Name: Sam. Likes tea." in history.item(0).text()
+
+    with qtbot.waitSignal(core.edited, timeout=WAIT_MS):
+        click(qtbot, find(core, QPushButton, "core-undo-human"))
+    assert editor.toPlainText() == ""
+    assert stored(qtbot, worker, "human") == ""
+    qtbot.waitUntil(lambda: "undo:user" in history.item(0).text(), timeout=WAIT_MS)
+    undone = history.item(1)
+    assert undone.font().strikeOut() and "(undone)" in undone.text()
+
+
+def test_over_limit_save_shows_the_error_and_keeps_the_text(qtbot, worker, core):
+    limit = core.editor("human").block.limit
+    editor = find(core, QPlainTextEdit, "core-editor-human")
+    text = "x" * (limit + 1)
+    editor.setPlainText(text)
+    size = find(core, QLabel, "core-size-human")
+    assert size.property("over") and "#c62828" in size.styleSheet()
+    click(qtbot, find(core, QPushButton, "core-save-human"))
+    error = find(core, QLabel, "core-error-human")
+    qtbot.waitUntil(lambda: bool(error.property("error")), timeout=WAIT_MS)
+    assert f"over its limit of {limit}" in error.text()
+    assert editor.toPlainText() == text
+    assert stored(qtbot, worker, "human") == ""
+
+
+def test_refresh_keeps_unsaved_text_and_marks_a_stored_change(qtbot, worker, core):
+    human = find(core, QPlainTextEdit, "core-editor-human")
+    human.setPlainText("my draft")
+
+    def model_edits(s) -> None:  # as the model's tools would, between two refreshes
+        s.agent.memory.append("human", "Name: Sam", actor="tool:core_memory_append")
+        s.agent.memory.append("persona", "Calm.", actor="tool:core_memory_append")
+
+    run(qtbot, worker, model_edits)
+    persona = find(core, QPlainTextEdit, "core-editor-persona")
+    core.refresh()
+    qtbot.waitUntil(lambda: persona.toPlainText().endswith("\nCalm."), timeout=WAIT_MS)
+    assert human.toPlainText() == "my draft"  # the user's text survives the refresh
+    assert not find(core, QLabel, "core-ondisk-human").isHidden()
+    assert find(core, QLabel, "core-ondisk-persona").isHidden()
+    assert core.has_unsaved()
+
+    click(qtbot, find(core, QPushButton, "core-revert-human"))
+    assert human.toPlainText() == "Name: Sam"
+    assert find(core, QLabel, "core-ondisk-human").isHidden()
+    assert not core.has_unsaved()
+
+
+def test_change_summary_shows_only_what_changed():
+    assert change_summary("", "Name: Sam") == "(nothing) → “Name: Sam”"
+    assert change_summary("likes tea a lot", "likes coffee a lot") == "“…tea…” → “…coffee…”"
+
+
+# -- archival --------------------------------------------------------------------------------
+
+
+def test_archival_add_search_edit_delete(qtbot, worker, monkeypatch):
+    panel = ArchivalPanel(worker)
+    qtbot.addWidget(panel)
+    qtbot.waitUntil(lambda: panel.count.text() == "No passages.", timeout=WAIT_MS)
+
+    for count, (text, tags) in enumerate(
+        [
+            ("My dog Rex loves the beach", "pets, dog"),
+            ("The quarterly report is due on Friday", "work"),
+        ],
+        start=1,
+    ):
+        click(qtbot, panel.new_button)
+        panel.text.setPlainText(text)
+        panel.tags.setText(tags)
+        with qtbot.waitSignal(panel.edited, timeout=WAIT_MS):
+            click(qtbot, panel.add_button)
+        qtbot.waitUntil(lambda n=count: panel.results.rowCount() == n, timeout=WAIT_MS)
+    assert panel.count.text() == "2 newest passages"
+    assert "quarterly" in panel.results.item(0, 2).text()  # newest first, and selected
+    assert panel.results.selectionModel().selectedRows()[0].row() == 0
+    saved = run(qtbot, worker, lambda s: s.archival_search("", 50))
+    assert [p.tags for p in saved] == [["work"], ["pets", "dog"]]
+
+    panel.query.setText("Rex beach")
+    qtbot.keyClick(panel.query, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: "match" in panel.count.text(), timeout=WAIT_MS)
+    assert "Rex" in panel.results.item(0, 2).text()
+    assert panel.results.item(0, 1).text() == "pets, dog"
+
+    panel.results.selectRow(0)
+    assert panel.text.toPlainText() == "My dog Rex loves the beach"
+    panel.text.setPlainText("My dog Rex loves the sea")
+    panel.tags.setText("pets")
+    with qtbot.waitSignal(panel.edited, timeout=WAIT_MS):
+        click(qtbot, panel.save_button)
+    rex = run(qtbot, worker, lambda s: s.archival_search("", 50))[1]
+    assert (rex.text, rex.tags) == ("My dog Rex loves the sea", ["pets"])
+    qtbot.waitUntil(lambda: panel.results.item(0, 2).text().endswith("sea"), timeout=WAIT_MS)
+
+    monkeypatch.setattr(panel, "_confirm", lambda text: False)
+    click(qtbot, panel.delete_button)  # declined: nothing happens
+    assert panel.delete_button.isEnabled()
+    monkeypatch.setattr(panel, "_confirm", lambda text: "Rex" in text)
+    with qtbot.waitSignal(panel.edited, timeout=WAIT_MS):
+        click(qtbot, panel.delete_button)
+    left = run(qtbot, worker, lambda s: s.archival_search("", 50))
+    assert [p.text for p in left] == ["The quarterly report is due on Friday"]
+    assert panel.text.toPlainText() == ""
+
+
+def test_archival_error_is_shown_and_the_text_kept(qtbot, worker):
+    run(qtbot, worker, lambda s: s.archival_add("A passage to empty", []))
+    panel = ArchivalPanel(worker)
+    qtbot.addWidget(panel)
+    qtbot.waitUntil(lambda: panel.results.rowCount() == 1, timeout=WAIT_MS)
+    panel.results.selectRow(0)
+    panel.text.setPlainText("   ")
+    panel.tags.setText("kept, tags")
+    click(qtbot, panel.save_button)
+    qtbot.waitUntil(lambda: bool(panel.status.property("error")), timeout=WAIT_MS)
+    assert "delete it instead" in panel.status.text()
+    assert (panel.text.toPlainText(), panel.tags.text()) == ("   ", "kept, tags")
+
+
+def test_parse_tags():
+    assert parse_tags(" pets, dog,,pets , ") == ["pets", "dog"]
+    assert parse_tags("") == []
+
+
+# -- recall ----------------------------------------------------------------------------------
+
+
+def chat(qtbot, worker, scripted, user: str, reply: str) -> None:
+    scripted.enqueue([call("send_message", message=reply)])
+    run(qtbot, worker, lambda s: s.step(user, worker.emit_event))
+
+
+def test_recall_search_and_date_range(qtbot, worker, scripted):
+    chat(qtbot, worker, scripted, "my dog is called Rex", "Rex is a fine name for a dog!")
+    panel = RecallPanel(worker)
+    qtbot.addWidget(panel)
+
+    panel.query.setText("Rex")
+    click(qtbot, panel.findChild(QPushButton, "recall-search"))
+    qtbot.waitUntil(lambda: panel.header.text() == "2 results", timeout=WAIT_MS)
+    texts = [panel.results.item(i).text() for i in range(panel.results.count())]
+    assert any("user: my dog is called Rex" in t for t in texts)
+    assert any("assistant: Rex is a fine name for a dog!" in t for t in texts)
+    assert not any('"tool"' in t for t in texts)  # the readable text, not the model's JSON
+
+    today = QDate.currentDate()
+    assert (panel.start.date(), panel.end.date()) == (today.addDays(-7), today)
+    panel.end.setDate(today.addDays(-1))
+    click(qtbot, panel.findChild(QPushButton, "recall-show"))
+    qtbot.waitUntil(lambda: panel.header.text() == "0 results", timeout=WAIT_MS)
+    assert panel.results.count() == 0
+
+    panel.end.setDate(today)
+    click(qtbot, panel.findChild(QPushButton, "recall-show"))
+    qtbot.waitUntil(lambda: panel.header.text() == "2 results", timeout=WAIT_MS)
+    first = panel.results.item(0)
+    assert first.text().startswith(dt.datetime.now().strftime("%Y-%m-%d"))  # local time
+
+    chat(qtbot, worker, scripted, "he is three years old", "Noted!")
+    panel.refresh()  # the last query (the date range) again
+    qtbot.waitUntil(lambda: panel.header.text() == "4 results", timeout=WAIT_MS)
+
+    panel.start.setDate(today.addDays(1))
+    click(qtbot, panel.findChild(QPushButton, "recall-show"))
+    qtbot.waitUntil(lambda: bool(panel.header.property("error")), timeout=WAIT_MS)
+    assert "before the start date" in panel.header.text()
+
+
+def test_recall_double_click_names_the_message(qtbot, worker, scripted):
+    chat(qtbot, worker, scripted, "remember the blue door", "I will remember the blue door.")
+    user_id = run(qtbot, worker, lambda s: s.recall_search("blue door", 5))[1]
+    panel = RecallPanel(worker)
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.show_dates()
+    qtbot.waitUntil(lambda: panel.results.count() == 2, timeout=WAIT_MS)
+    item = panel.results.item(0)  # oldest first: the user's message
+    expected = int(item.data(Qt.ItemDataRole.UserRole))
+    assert expected in {m.id for m in user_id}
+    rect = panel.results.visualItemRect(item)
+    viewport = panel.results.viewport()
+    with qtbot.waitSignal(panel.message_activated, timeout=WAIT_MS) as signal:
+        # a real double-click: QTest's double-click event alone lacks the press before it
+        qtbot.mouseClick(viewport, Qt.MouseButton.LeftButton, pos=rect.center())
+        qtbot.mouseDClick(viewport, Qt.MouseButton.LeftButton, pos=rect.center())
+    assert signal.args == [expected]
+
+
+def test_recall_empty_search_asks_for_words(qtbot, worker):
+    panel = RecallPanel(worker)
+    qtbot.addWidget(panel)
+    panel.search()
+    assert panel.header.property("error") and "Type some words" in panel.header.text()

@@ -1,0 +1,109 @@
+"""The settings dialog: model headers read on the engine thread, checks on OK, the new Settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFileDialog
+
+from desktop.settings_dialog import SettingsDialog
+from models.fetch import models_dir
+
+WAIT_MS = 10_000
+
+
+@pytest.fixture
+def dialog(qtbot, worker, settings) -> SettingsDialog:
+    dlg = SettingsDialog(worker, settings)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    return dlg
+
+
+def press_ok(qtbot, dlg: SettingsDialog) -> None:
+    ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+    qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+
+
+def settled(label) -> bool:
+    return not label.text().startswith("Reading")
+
+
+def test_shipped_models_show_their_headers(qtbot, dialog):
+    chat, embed = dialog.chat.info, dialog.embed.info
+    qtbot.waitUntil(lambda: settled(chat) and settled(embed), timeout=WAIT_MS)
+    assert "qwen2" in chat.text() and "MB" in chat.text()
+    assert "Warning" not in chat.text() and not chat.property("error")
+    assert "embedding length 384" in embed.text() and "Warning" not in embed.text()
+
+
+def test_wrong_kind_of_model_warns(qtbot, dialog):
+    dialog.chat.combo.setCurrentText("embed")  # the embedding model has no chat template
+    dialog.embed.combo.setCurrentText("chat")  # the chat model makes 896-dim vectors
+    qtbot.waitUntil(lambda: "chat template" in dialog.chat.info.text(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "Warning" in dialog.embed.info.text(), timeout=WAIT_MS)
+    assert "384" in dialog.embed.info.text()
+
+
+def test_missing_or_broken_model_file_shows_the_error(qtbot, dialog, tmp_path: Path):
+    info = dialog.chat.info
+    dialog.chat.combo.setCurrentText(str(tmp_path / "missing.gguf"))
+    qtbot.waitUntil(lambda: bool(info.property("error")), timeout=WAIT_MS)
+    assert "model file not found" in info.text()
+
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all, just some bytes")
+    dialog.chat.combo.setCurrentText(str(junk))
+    qtbot.waitUntil(lambda: "junk.gguf" in info.text(), timeout=WAIT_MS)
+    assert info.property("error") and "#c62828" in info.styleSheet()
+
+
+def test_browse_picks_a_model_file(qtbot, dialog, monkeypatch):
+    small = next(models_dir().glob("SmolLM2*.gguf"))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(small), ""))
+    qtbot.mouseClick(dialog.findChild(object, "settings-chat-browse"), Qt.MouseButton.LeftButton)
+    assert dialog.chat.value() == str(small)
+    qtbot.waitUntil(lambda: "llama" in dialog.chat.info.text(), timeout=WAIT_MS)
+
+
+def test_bad_thresholds_keep_the_dialog_open(qtbot, dialog, settings):
+    dialog.target_at.setValue(80)  # above the 70 % warning line
+    press_ok(qtbot, dialog)
+    assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
+    assert dialog.error.property("error") and "memory-pressure" in dialog.error.text()
+    assert dialog.result_settings() == settings
+
+    dialog.target_at.setValue(50)
+    press_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted
+    assert dialog.result_settings().target_at == 0.5
+
+
+def test_ok_returns_the_new_settings(qtbot, dialog, settings, tmp_path: Path):
+    dialog.chat.combo.setCurrentText("small")
+    dialog.db_path.setText(str(tmp_path / "other.db"))
+    dialog.n_ctx.setValue(8192)
+    dialog.threads.setValue(4)
+    dialog.warn_at.setValue(75)
+    dialog.flush_at.setValue(95)
+    dialog.idle.setValue(10)
+    press_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted
+    assert dialog.result_settings() == dataclasses.replace(
+        settings,
+        chat_model="small",
+        db_path=str(tmp_path / "other.db"),
+        n_ctx=8192,
+        n_threads=4,
+        warn_at=0.75,
+        flush_at=0.95,
+        idle_minutes=10,
+    )
+
+
+def test_untouched_dialog_returns_the_same_settings(qtbot, dialog, settings):
+    press_ok(qtbot, dialog)
+    assert dialog.result_settings() == settings
