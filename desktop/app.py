@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
 from PySide6.QtWidgets import QApplication
 
 from desktop.main_window import MainWindow
-from desktop.settings import load_settings
+from desktop.settings import load_settings, save_settings_later
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,11 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     app = QApplication(sys.argv[:1])
     app.setApplicationName("Memex")
-    settings = load_settings()
-    if args.db:
-        import dataclasses
+    saved = load_settings()
+    settings, save = saved, save_settings_later
+    if args.db:  # for this run only: the saved memory file stays the default
+        settings = dataclasses.replace(saved, db_path=args.db)
 
-        settings = dataclasses.replace(settings, db_path=args.db)
-    window = MainWindow(settings)
+        def save(new):  # noqa: ANN001, ANN202
+            kept = saved.db_path if new.db_path == args.db else new.db_path
+            return save_settings_later(dataclasses.replace(new, db_path=kept))
+
+    window = MainWindow(settings, save=save)
     window.show()
     return app.exec()

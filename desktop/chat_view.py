@@ -186,7 +186,19 @@ class ChatView(QScrollArea):
         return widget
 
     def add_entry(self, entry: TranscriptEntry, at_top: bool = False) -> QWidget:
-        return self.add(self.widget_for(entry), at_top)
+        widget = self.add(self.widget_for(entry), at_top)
+        widget.setProperty("message_id", entry.message_id)
+        return widget
+
+    def show_message(self, message_id: int) -> bool:
+        """Scroll to the entry of a stored message and flash it; False if it is not loaded."""
+        for widget in self.entries():
+            if widget.property("message_id") == message_id:
+                self._stick = False
+                self.ensureWidgetVisible(widget, 0, 40)
+                widget.setStyleSheet(widget.styleSheet() + "border:2px solid #f59e0b;")
+                return True
+        return False
 
     def widget_for(self, entry: TranscriptEntry) -> QWidget:
         if entry.kind in ("user", "assistant"):

@@ -13,8 +13,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -35,7 +35,13 @@ from desktop.panels.archival import ArchivalPanel
 from desktop.panels.core import CorePanel
 from desktop.panels.recall import RecallPanel
 from desktop.session import EngineSession, StepOutcome
-from desktop.settings import Settings, save_settings
+from desktop.settings import (
+    Settings,
+    WindowState,
+    load_window_state,
+    save_settings_later,
+    save_window_state_later,
+)
 from desktop.worker import EngineWorker
 from engine.agents import AgentInfo
 from engine.transcript import TranscriptEntry, pageout_entry
@@ -59,7 +65,7 @@ class MainWindow(QMainWindow):
         self,
         settings: Settings,
         session_factory: SessionFactory = EngineSession,
-        save: Callable[[Settings], None] = save_settings,
+        save: Callable[[Settings], object] = save_settings_later,
     ) -> None:
         super().__init__()
         self.setWindowTitle("Memex")
@@ -81,6 +87,7 @@ class MainWindow(QMainWindow):
         self._idle = QTimer(self)
         self._idle.setSingleShot(True)
         self._idle.timeout.connect(self.reflect)
+        self._restore_layout()
         self.load()
 
     # -- layout ------------------------------------------------------------------------
@@ -118,6 +125,7 @@ class MainWindow(QMainWindow):
         self.recall_panel = RecallPanel(self.worker)
         self.core_panel.edited.connect(self.refresh_usage)
         self.archival_panel.edited.connect(self.refresh_usage)
+        self.recall_panel.message_activated.connect(self.show_message)
         docks = []
         for title, widget in (
             ("Context window", self.context_panel),
@@ -137,6 +145,16 @@ class MainWindow(QMainWindow):
         self.resizeDocks([docks[0], docks[1]], [230, 520], Qt.Orientation.Vertical)
         self.resizeDocks([docks[0]], [420], Qt.Orientation.Horizontal)
 
+    def _restore_layout(self) -> None:
+        """Size, position and docks as the user left them (QMainWindow's own state format)."""
+        state = load_window_state()
+        if state:
+            self.restoreGeometry(QByteArray(state.geometry))
+            self.restoreState(QByteArray(state.docks))
+
+    def _layout_state(self) -> WindowState:
+        return WindowState(bytes(self.saveGeometry().data()), bytes(self.saveState().data()))
+
     def _build_toolbar(self) -> None:
         bar = self.addToolBar("Agents")
         bar.setObjectName("toolbar")
@@ -146,18 +164,22 @@ class MainWindow(QMainWindow):
         self.agent_box.setMinimumWidth(160)
         self.agent_box.activated.connect(lambda i: self.switch_agent(self.agent_box.itemText(i)))
         bar.addWidget(self.agent_box)
-        for text, slot in (
-            ("New agent…", self._ask_new_agent),
-            ("Rename…", self._ask_rename_agent),
-            ("Delete…", self._ask_delete_agent),
-            ("Reflect now", self.reflect),
-            ("Settings…", self.open_settings),
+        for text, slot, keys in (
+            ("New agent…", self._ask_new_agent, "Ctrl+N"),
+            ("Rename…", self._ask_rename_agent, ""),
+            ("Delete…", self._ask_delete_agent, ""),
+            ("Reflect now", self.reflect, "Ctrl+R"),
+            ("Settings…", self.open_settings, "Ctrl+,"),
         ):
             action = QAction(text, self)
             action.triggered.connect(slot)
+            if keys:
+                action.setShortcut(QKeySequence(keys))
+                action.setToolTip(f"{text} ({keys})")
             bar.addAction(action)
             if text == "Delete…":
                 bar.addSeparator()
+        QShortcut(QKeySequence("Escape"), self, activated=self.stop)
 
     def _build_status(self) -> None:
         self.status = QLabel("Starting…")
@@ -196,9 +218,10 @@ class MainWindow(QMainWindow):
         self.status.setText("No model loaded: open Settings to choose one")
         self.show_error(
             error,
-            title="Memex could not start its models",
-            hint="Open Settings to choose another GGUF file, or run `make models` to assemble "
-            "the default ones. Nothing in your memory file was changed.",
+            title="Memex could not start",
+            hint="Open Settings to choose another model file or memory file (or run "
+            "`make models` to assemble the default models). Nothing in your memory file was "
+            "changed.",
             offer_settings=True,
         )
 
@@ -267,6 +290,13 @@ class MainWindow(QMainWindow):
     def refresh_panels(self) -> None:
         for panel in (self.core_panel, self.archival_panel, self.recall_panel):
             panel.refresh()
+
+    def show_message(self, message_id: int) -> None:
+        """Scroll the chat to a message picked in the recall panel."""
+        if not self.chat.show_message(message_id):
+            self.status.setText(
+                f"Message {message_id} is older than the chat shows: use “Load earlier messages”"
+            )
 
     # -- a turn ------------------------------------------------------------------------
     def _send_typed(self) -> None:
@@ -472,5 +502,6 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self._idle.stop()
+        save_window_state_later(self._layout_state())
         self.worker.shutdown()
         super().closeEvent(event)

@@ -131,6 +131,7 @@ class EngineSession:
         self._embedder_factory = embedder_factory
         self.store: Store | None = None
         self.llm: LLMClient | None = None
+        self.embedder: Embedder | None = None
         self._agent: MemGPTAgent | None = None
 
     # -- loading -----------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class EngineSession:
         progress("Opening the memory file…", 80)
         store = open_store(settings.db_path or default_db_path(), embedder=embedder)
         self.close()
-        self.store, self.llm = store, llm
+        self.store, self.llm, self.embedder = store, llm, embedder
         progress("Opening the agent…", 90)
         self._agent = self._open(settings.agent)
         progress("Ready", 100)
@@ -179,13 +180,19 @@ class EngineSession:
     def close(self) -> None:
         self._agent = None
         if self.store is not None:
-            embedder = self.store._embedder
             self.store.close()
-            if embedder is not None and self._close_models:
-                embedder.close()
-        if self.llm is not None and self._close_models and hasattr(self.llm, "close"):
-            self.llm.close()  # type: ignore[attr-defined]
-        self.store = self.llm = None
+        if self._close_models:
+            if self.embedder is not None:
+                self.embedder.close()
+            if self.llm is not None and hasattr(self.llm, "close"):
+                self.llm.close()  # type: ignore[attr-defined]
+        self.store = self.llm = self.embedder = None
+
+    def cancel(self) -> None:
+        """Stop the running step; safe from any thread (it only sets the agent's flag)."""
+        agent = self._agent
+        if agent is not None:
+            agent.cancel()
 
     # -- conversation ------------------------------------------------------------------------
     def step(self, text: str, on_event: EventSink) -> StepOutcome:
@@ -242,14 +249,10 @@ class EngineSession:
         return self.agent.memory.history(label)
 
     def set_block(self, label: str, value: str) -> Block:
-        block = self.agent.memory.set(label, value, actor="user")
-        self.agent.context.refresh()  # the next prompt shows the user's edit
-        return block
+        return self.agent.edit_core_memory(label, value)
 
     def undo_block(self, label: str) -> Block:
-        block = self.agent.memory.undo(label, actor="user")
-        self.agent.context.refresh()
-        return block
+        return self.agent.undo_core_memory(label)
 
     # -- archival memory ---------------------------------------------------------------------
     def archival_search(self, query: str, limit: int = 50) -> list[Passage]:

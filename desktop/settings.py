@@ -5,10 +5,12 @@ Kept as JSON in the user's config folder (platformdirs), so they survive restart
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +87,58 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
     partial = path.with_suffix(".json.tmp")
     partial.write_text(json.dumps(dataclasses.asdict(settings), indent=2), encoding="utf-8")
     partial.replace(path)
+
+
+# One writer thread: saves run in order, off the UI thread (which must never wait on the disk).
+_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memex-settings")
+
+
+def save_settings_later(settings: Settings, path: Path | None = None) -> Future[None]:
+    """save_settings on the writer thread; a failure is logged (the app goes on)."""
+    future = _writer.submit(save_settings, settings, path)
+    future.add_done_callback(_log_failure)
+    return future
+
+
+def _log_failure(future: Future[None]) -> None:
+    if future.exception() is not None:
+        logger.warning("settings not saved: %s", future.exception())
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """The window's geometry and dock layout, in Qt's own byte formats."""
+
+    geometry: bytes
+    docks: bytes
+
+
+def window_state_path() -> Path:
+    return config_dir() / "window.json"
+
+
+def load_window_state() -> WindowState | None:
+    try:
+        data = json.loads(window_state_path().read_text(encoding="utf-8"))
+        return WindowState(base64.b64decode(data["geometry"]), base64.b64decode(data["docks"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no saved layout, or a damaged one: the default layout is fine
+
+
+def save_window_state_later(state: WindowState) -> Future[None]:
+    def write() -> None:
+        path = window_state_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        text = json.dumps(
+            {
+                "geometry": base64.b64encode(state.geometry).decode(),
+                "docks": base64.b64encode(state.docks).decode(),
+            }
+        )
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+
+    future = _writer.submit(write)
+    future.add_done_callback(_log_failure)
+    return future

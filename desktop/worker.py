@@ -102,9 +102,7 @@ class EngineWorker(QObject):
 
     def cancel(self) -> None:
         """Stop the running step, if any (the agent checks the flag between tokens)."""
-        agent = self.session._agent
-        if agent is not None:
-            agent.cancel()
+        self.session.cancel()
 
     def shutdown(self, timeout_ms: int = 30_000) -> None:
         """Stop the step, let the thread finish its current job, then close the file."""

@@ -14,7 +14,7 @@ from engine.llm.base import LLMClient
 from engine.llm.grammar import reply_schema
 from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import ArchivalMemory
-from engine.memory.core import DEFAULT_BLOCK_LIMIT, BlockTemplate, CoreMemory
+from engine.memory.core import DEFAULT_BLOCK_LIMIT, Block, BlockTemplate, CoreMemory
 from engine.memory.recall import RecallMemory
 from engine.memory.summaries import SummaryLog
 from engine.store.db import Store, now_iso
@@ -200,6 +200,19 @@ class MemGPTAgent:
         """Stop the running step (from any thread): the reply being generated is dropped, what
         the step already committed stays, and the step returns with `cancelled=True`."""
         self._cancel.set()
+
+    def edit_core_memory(self, label: str, value: str) -> Block:
+        """The user's own edit of a core block (read-only blocks too), versioned like the
+        model's; the next prompt shows it. CoreMemoryError says why an edit cannot be made."""
+        block = self.memory.set(label, value, actor="user")
+        self.context.refresh()
+        return block
+
+    def undo_core_memory(self, label: str) -> Block:
+        """Revert the latest edit of a core block, whoever made it."""
+        block = self.memory.undo(label, actor="user")
+        self.context.refresh()
+        return block
 
     def rename(self, new_name: str) -> None:
         """Give this agent another name in the store (names are unique in a file)."""

@@ -280,3 +280,46 @@ def test_missing_model_shows_a_dialog_not_a_crash(qtbot, embedder, settings, tmp
     assert window.input.toPlainText() == "hello?"
     assert "not sent" in window.status.text()
     window.close()
+
+
+def test_escape_stops_a_step(qtbot, open_window, settings):
+    slow = ScriptedClient(n_ctx=4096, piece_chars=2, piece_delay=0.02)
+    window = open_window(settings, slow)
+    slow.enqueue([call("send_message", message="word " * 200)])
+    window.send("go on and on")
+    qtbot.waitUntil(lambda: bool(bubbles(window, "assistant")), timeout=TIMEOUT)
+    qtbot.keyClick(window.input, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not window.stepping, timeout=TIMEOUT)
+    assert "stopped" in bubbles(window, "assistant")[0].header.text()
+
+
+def test_recall_hit_scrolls_the_chat_to_the_message(qtbot, window, scripted):
+    scripted.enqueue([call("send_message", message=f"reply {i}") for i in range(3)])
+    for i in range(3):
+        send_and_wait(qtbot, window, f"message number {i}")
+    target = [m for m in window.session.agent.recall.all() if m.content == "message number 0"][0]
+    window.recall_panel.message_activated.emit(target.id)
+    assert "border" in bubbles(window, "user")[0].styleSheet()
+    window.recall_panel.message_activated.emit(10_000)
+    assert "older than the chat shows" in window.status.text()
+
+
+def test_window_layout_is_restored(qtbot, open_window, settings, config_dir):
+    first = open_window(settings)
+    first.resize(700, 500)  # inside the offscreen screen (800 x 600)
+    size = (first.width(), first.height())  # the layout's minimum height may win over 500
+    assert size != (1200, 780)
+    first.close()
+    qtbot.waitUntil(lambda: (config_dir / "window.json").exists(), timeout=TIMEOUT)
+    again = open_window(settings)
+    assert (again.width(), again.height()) == size
+
+
+def test_damaged_memory_file_shows_a_dialog(qtbot, open_window, settings, tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not a database" * 100)
+    window = open_window(dataclasses.replace(settings, db_path=str(bad)))
+    box = window.error_box
+    assert box is not None and box.isVisible()
+    assert "not a Memex database or is damaged" in box.text()
+    assert bad.read_bytes() == b"this is not a database" * 100  # nothing was changed
