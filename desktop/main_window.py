@@ -191,19 +191,27 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.progress)
 
     # -- loading -----------------------------------------------------------------------
-    def load(self) -> None:
-        """Load the models and the file on the worker; the window stays usable meanwhile."""
+    def load(self, settings: Settings | None = None) -> None:
+        """Load the models and the file (with new `settings`) on the worker; the window stays
+        usable meanwhile. New settings are kept only once they load."""
+        settings = settings or self.settings
         self.loaded = False
         self.progress.setVisible(True)
         self._set_enabled(False)
         report = self.worker.emit_progress
-        self.worker.submit(lambda s: s.load(report), self._loaded, self._load_failed)
+        self.worker.submit(
+            lambda s: s.load(report, settings),
+            lambda _: self._loaded(settings),
+            self._load_failed,
+        )
 
     def _on_progress(self, text: str, percent: int) -> None:
         self.status.setText(text)
         self.progress.setValue(percent)
 
-    def _loaded(self, _result: object) -> None:
+    def _loaded(self, settings: Settings) -> None:
+        if settings != self.settings:
+            self._update_settings(settings)
         self.progress.setVisible(False)
         self.status.setText(self._model_line())
         self._show_agent()
@@ -215,7 +223,11 @@ class MainWindow(QMainWindow):
 
     def _load_failed(self, error: BaseException) -> None:
         self.progress.setVisible(False)
-        self.status.setText("No model loaded: open Settings to choose one")
+        if self.session.loaded:  # new settings failed: the previous models are still in use
+            self.status.setText("The new settings did not load; the previous ones are in use")
+            self._show_agent()
+        else:
+            self.status.setText("No model loaded: open Settings to choose one")
         self.show_error(
             error,
             title="Memex could not start",
@@ -462,13 +474,9 @@ class MainWindow(QMainWindow):
             self.apply_settings(dialog.result_settings())
 
     def apply_settings(self, settings: Settings) -> None:
-        """Save new settings and reload the models and file with them."""
-        changed = settings != self.settings
-        self._update_settings(settings)
-        self.session.settings = settings
-        if changed or not self.loaded:
-            self.load()
-        self._restart_idle()
+        """Reload the models and file with new settings; they are saved once they load."""
+        if settings != self.settings or not self.session.loaded:
+            self.load(settings)
 
     def _update_settings(self, settings: Settings) -> None:
         self.settings = settings

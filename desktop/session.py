@@ -113,6 +113,18 @@ def embedder_for(settings: Settings) -> Embedder:
     return embedder
 
 
+def _make_agent(
+    store: Store, llm: LLMClient, settings: Settings, name: str, persona: Persona | None = None
+) -> MemGPTAgent:
+    return MemGPTAgent(
+        persona=persona,
+        archival_store=store,
+        llm_client=llm,
+        name=name,
+        thresholds=Thresholds(settings.warn_at, settings.flush_at, settings.target_at),
+    )
+
+
 class EngineSession:
     """One open Memex file with its models and the agent on screen."""
 
@@ -135,25 +147,30 @@ class EngineSession:
         self._agent: MemGPTAgent | None = None
 
     # -- loading -----------------------------------------------------------------------------
-    def load(self, progress: Progress) -> None:
-        """Load the models, open the file and the agent; ModelLoadError or StoreError say what
-        to do. Whatever was open before stays open until the new parts loaded."""
-        settings = self.settings.checked()
-        progress("Loading the embedding model…", 10)
-        embedder = self._embedder_factory(settings)
-        progress("Loading the chat model…", 35)
+    def load(self, progress: Progress, settings: Settings | None = None) -> None:
+        """Load the models, open the file and the agent (with `settings`, which then become
+        this session's). ModelLoadError or StoreError say what to do; on failure whatever was
+        open before stays open and in use."""
+        settings = (settings or self.settings).checked()
+        opened: list[object] = []
         try:
+            progress("Loading the embedding model…", 10)
+            embedder = self._embedder_factory(settings)
+            opened.append(embedder)
+            progress("Loading the chat model…", 35)
             llm = self._client_factory(settings)
+            opened.append(llm)
+            progress("Opening the memory file…", 80)
+            store = open_store(settings.db_path or default_db_path(), embedder=embedder)
+            opened.append(store)
+            progress("Opening the agent…", 90)
+            agent = _make_agent(store, llm, settings, settings.agent)
         except BaseException:
-            if self._close_models:
-                embedder.close()
+            self._close_parts(opened)
             raise
-        progress("Opening the memory file…", 80)
-        store = open_store(settings.db_path or default_db_path(), embedder=embedder)
         self.close()
-        self.store, self.llm, self.embedder = store, llm, embedder
-        progress("Opening the agent…", 90)
-        self._agent = self._open(settings.agent)
+        self.settings = settings
+        self.store, self.llm, self.embedder, self._agent = store, llm, embedder, agent
         progress("Ready", 100)
 
     @property
@@ -167,25 +184,20 @@ class EngineSession:
         return self._agent
 
     def _open(self, name: str, persona: Persona | None = None) -> MemGPTAgent:
-        assert self.store is not None and self.llm is not None
-        s = self.settings
-        return MemGPTAgent(
-            persona=persona,
-            archival_store=self.store,
-            llm_client=self.llm,
-            name=name,
-            thresholds=Thresholds(s.warn_at, s.flush_at, s.target_at),
-        )
+        if self.store is None or self.llm is None:
+            raise InvalidInput("no model is loaded yet; choose models in Settings")
+        return _make_agent(self.store, self.llm, self.settings, name, persona)
+
+    def _close_parts(self, parts: list[object]) -> None:
+        for part in reversed(parts):
+            if isinstance(part, Store) or self._close_models:
+                close = getattr(part, "close", None)
+                if callable(close):
+                    close()
 
     def close(self) -> None:
         self._agent = None
-        if self.store is not None:
-            self.store.close()
-        if self._close_models:
-            if self.embedder is not None:
-                self.embedder.close()
-            if self.llm is not None and hasattr(self.llm, "close"):
-                self.llm.close()  # type: ignore[attr-defined]
+        self._close_parts([p for p in (self.embedder, self.llm, self.store) if p is not None])
         self.store = self.llm = self.embedder = None
 
     def cancel(self) -> None:

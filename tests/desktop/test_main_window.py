@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QWidget
 
 from desktop.chat_view import Divider, ExpandableRow, MessageBubble
 from desktop.main_window import MainWindow
-from desktop.session import EngineSession
+from desktop.session import EngineSession, llama_client
 from engine.llm.scripted import ScriptedClient, call
 from engine.types import ReplyDelta
 
@@ -323,3 +323,44 @@ def test_damaged_memory_file_shows_a_dialog(qtbot, open_window, settings, tmp_pa
     assert box is not None and box.isVisible()
     assert "not a Memex database or is damaged" in box.text()
     assert bad.read_bytes() == b"this is not a database" * 100  # nothing was changed
+
+
+def test_bad_new_settings_keep_the_previous_model(
+    qtbot, scripted, embedder, settings, saved, tmp_path
+):
+    def session(s):
+        return EngineSession(
+            s,
+            # the shipped key gets the scripted model; a path goes to the real loader
+            client_factory=lambda st: scripted if st.chat_model == "chat" else llama_client(st),
+            embedder_factory=lambda _: embedder,
+            close_models=False,
+        )
+
+    window = MainWindow(settings, session, saved.append)
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.loaded, timeout=TIMEOUT)
+    good = window.settings
+    bad = dataclasses.replace(good, chat_model=str(tmp_path / "missing.gguf"), n_ctx=2048)
+    window.apply_settings(bad)
+    qtbot.waitUntil(lambda: window.error_box is not None, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: window.loaded, timeout=TIMEOUT)
+    assert "missing.gguf" in window.error_box.text()
+    assert window.settings == good and bad not in saved
+    assert "previous ones are in use" in window.status.text()
+    scripted.enqueue([call("send_message", message="still here")])
+    send_and_wait(qtbot, window, "are you there?")
+    assert bubbles(window, "assistant")[-1].text == "still here"
+    window.close()
+
+
+def test_new_settings_reload_and_are_saved(qtbot, window, saved):
+    qtbot.waitUntil(lambda: window.context_panel.bar.usage is not None, timeout=TIMEOUT)
+    before = window.context_panel.bar.usage
+    changed = dataclasses.replace(window.settings, warn_at=0.5, target_at=0.4)
+    window.apply_settings(changed)
+    qtbot.waitUntil(lambda: window.loaded and window.settings == changed, timeout=TIMEOUT)
+    assert saved[-1] == changed
+    qtbot.waitUntil(lambda: window.context_panel.bar.usage is not before, timeout=TIMEOUT)
+    after = window.context_panel.bar.usage
+    assert after.warn_at < before.warn_at and after.target_at < before.target_at
