@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 from PySide6.QtWidgets import QApplication
@@ -19,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if not _display_available():
+        print(
+            "memex: no display found (DISPLAY / WAYLAND_DISPLAY are not set). Run it on a "
+            "desktop, use `make chat` for the terminal chat, or set QT_QPA_PLATFORM=offscreen.",
+            file=sys.stderr,
+        )
+        return 2
     app = QApplication(sys.argv[:1])
     app.setApplicationName("Memex")
     saved = load_settings()
@@ -33,3 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(settings, save=save)
     window.show()
     return app.exec()
+
+
+def _display_available() -> bool:
+    """Qt on Linux aborts the process without a display; say so plainly instead."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

@@ -8,7 +8,6 @@ on the worker's thread (desktop.worker); this module only submits jobs and draws
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.chat_view import ChatView, Divider, ExpandableRow, InputBox, MessageBubble
+from desktop.chat_view import ChatView, Divider, InputBox, MessageBubble
 from desktop.context_bar import ContextPanel
 from desktop.panels.archival import ArchivalPanel
 from desktop.panels.core import CorePanel
@@ -42,17 +41,11 @@ from desktop.settings import (
     save_settings_later,
     save_window_state_later,
 )
+from desktop.turn import TurnRenderer
 from desktop.worker import EngineWorker
 from engine.agents import AgentInfo
-from engine.transcript import TranscriptEntry, pageout_entry
-from engine.types import (
-    ContextUsage,
-    ModelCallStarted,
-    PagedOut,
-    ReplyDelta,
-    StepEvent,
-    ToolDone,
-)
+from engine.transcript import TranscriptEntry
+from engine.types import ContextUsage, ModelCallStarted, StepEvent
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +73,10 @@ class MainWindow(QMainWindow):
         self.loaded = False
         self.stepping = False
         self._queue: deque[tuple[str, MessageBubble]] = deque()
-        self._streaming: dict[int, MessageBubble] = {}  # model call index -> its bubble
         self._oldest_id: int | None = None
         self.error_box: QMessageBox | None = None
         self._build_ui()
+        self.turn = TurnRenderer(self.chat)
         self._idle = QTimer(self)
         self._idle.setSingleShot(True)
         self._idle.timeout.connect(self.reflect)
@@ -276,7 +269,6 @@ class MainWindow(QMainWindow):
 
     def _show_history(self, entries: list[TranscriptEntry]) -> None:
         self.chat.clear()
-        self._streaming.clear()
         for entry in entries:
             self.chat.add_entry(entry)
         self._oldest_id = next((e.message_id for e in entries if e.message_id), None)
@@ -354,7 +346,7 @@ class MainWindow(QMainWindow):
     def _begin_step(self, status: str) -> None:
         self.stepping = True
         self._idle.stop()
-        self._streaming.clear()
+        self.turn.begin()
         self.stop_button.setEnabled(True)
         self.agent_box.setEnabled(False)
         self.status.setText(status)
@@ -362,52 +354,17 @@ class MainWindow(QMainWindow):
     def _on_event(self, event: StepEvent) -> None:
         if isinstance(event, ModelCallStarted) and event.index:
             self.status.setText(f"Thinking… (model call {event.index + 1})")
-        elif isinstance(event, ReplyDelta):
-            self._reply_bubble(event.index).append(event.text)
-        elif isinstance(event, ToolDone):
-            self._tool_done(event)
-        elif isinstance(event, PagedOut):
-            now = dt.datetime.now(dt.UTC)
-            entry = pageout_entry(event.first_message_id, event.last_message_id, event.summary, now)
-            self.chat.add_entry(entry)
-
-    def _reply_bubble(self, index: int) -> MessageBubble:
-        if index not in self._streaming:
-            self._streaming[index] = self.chat.bubble("assistant", "")
-        return self._streaming[index]
-
-    def _tool_done(self, event: ToolDone) -> None:
-        call, result = event.call, event.result
-        if call is not None and call.name == "send_message":
-            bubble = self._reply_bubble(event.index)
-            if result.ok:
-                bubble.set_text(str(call.arguments.get("message", bubble.text)))
-            else:
-                bubble.mark_failed("not sent: " + result.content)
-            return
-        if event.operation is not None:
-            summary, ok = event.operation.summary, event.operation.ok
-        elif call is None:
-            summary, ok = "a reply the engine could not read (sent back to the model)", False
-        else:
-            summary, ok = f"{call.name}: {result.content.splitlines()[0][:100]}", result.ok
-        self.chat.add(ExpandableRow("operation", summary, result.content, ok))
+        self.turn.on_event(event)
 
     def _step_done(self, outcome: StepOutcome) -> None:
-        result = outcome.result
-        for note in result.notes:
-            if not note.startswith("Paged out"):  # the divider already shows those
-                self.chat.add(ExpandableRow("note", note, ""))
-        if result.cancelled:
-            for bubble in self._streaming.values():
-                bubble.set_tag("stopped")
-            self.chat.add(ExpandableRow("note", "Stopped: the reply was not finished.", ""))
+        self.turn.finish(outcome.result)
         self.context_panel.show_usage(outcome.usage)
-        self._end_step("Stopped" if result.cancelled else self._model_line())
+        self._end_step("Stopped" if outcome.result.cancelled else self._model_line())
 
     def _step_failed(self, error: BaseException, bubble: MessageBubble | None = None) -> None:
         if bubble is not None:
             bubble.mark_failed("saved; no reply")
+        self.refresh_usage()
         self._end_step("The step failed")
         self.show_error(error, title="The assistant could not answer")
 
@@ -417,7 +374,6 @@ class MainWindow(QMainWindow):
         self.agent_box.setEnabled(True)
         self.status.setText(status)
         self.refresh_panels()
-        self.refresh_usage()
         if self._queue:
             text, bubble = self._queue.popleft()
             self._start_step(text, bubble)

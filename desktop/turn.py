@@ -1,0 +1,63 @@
+"""Draws one step into the chat as it happens: the reply streaming into its bubble, a line per
+memory operation, page-out dividers, and the step's closing notes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from desktop.chat_view import ChatView, ExpandableRow, MessageBubble
+from engine.agent import StepResult
+from engine.transcript import pageout_entry
+from engine.types import PagedOut, ReplyDelta, StepEvent, ToolDone
+
+
+class TurnRenderer:
+    """The chat side of one running step (begin() starts the next one)."""
+
+    def __init__(self, chat: ChatView) -> None:
+        self.chat = chat
+        self._bubbles: dict[int, MessageBubble] = {}  # model call index -> its reply bubble
+
+    def begin(self) -> None:
+        self._bubbles.clear()
+
+    def on_event(self, event: StepEvent) -> None:
+        if isinstance(event, ReplyDelta):
+            self._bubble(event.index).append(event.text)
+        elif isinstance(event, ToolDone):
+            self._tool_done(event)
+        elif isinstance(event, PagedOut):
+            now = dt.datetime.now(dt.UTC)
+            entry = pageout_entry(event.first_message_id, event.last_message_id, event.summary, now)
+            self.chat.add_entry(entry)
+
+    def finish(self, result: StepResult) -> None:
+        for note in result.notes:
+            if not note.startswith("Paged out"):  # the divider already shows those
+                self.chat.add(ExpandableRow("note", note, ""))
+        if result.cancelled:
+            for bubble in self._bubbles.values():
+                bubble.set_tag("stopped")
+            self.chat.add(ExpandableRow("note", "Stopped: the reply was not finished.", ""))
+
+    def _bubble(self, index: int) -> MessageBubble:
+        if index not in self._bubbles:
+            self._bubbles[index] = self.chat.bubble("assistant", "")
+        return self._bubbles[index]
+
+    def _tool_done(self, event: ToolDone) -> None:
+        call, result = event.call, event.result
+        if call is not None and call.name == "send_message":
+            bubble = self._bubble(event.index)
+            if result.ok:  # the stored message, whatever the stream showed
+                bubble.set_text(str(call.arguments.get("message", bubble.text)))
+            else:
+                bubble.mark_failed("not sent: " + result.content)
+            return
+        if event.operation is not None:
+            summary, ok = event.operation.summary, event.operation.ok
+        elif call is None:
+            summary, ok = "a reply the engine could not read (sent back to the model)", False
+        else:
+            summary, ok = f"{call.name}: {result.content.splitlines()[0][:100]}", result.ok
+        self.chat.add(ExpandableRow("operation", summary, result.content, ok))
