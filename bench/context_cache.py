@@ -33,6 +33,7 @@ from typing import Any
 
 import llama_cpp
 
+from bench.report import write_section
 from engine import MemGPTAgent, Persona, open_store
 from engine.llm.base import Completion
 from engine.llm.llama import LlamaClient
@@ -40,8 +41,6 @@ from engine.llm.scripted import call, extractive_summary
 from engine.store.embed import default_embedder
 from engine.types import ChatMessage
 from models.fetch import model_path
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
 def markers(n_ctx: int) -> tuple[str, str]:
@@ -297,14 +296,7 @@ def report(cached: RunResult, reset: RunResult | None, turns: int, n_ctx: int) -
 
 
 def write(section: str, n_ctx: int) -> None:
-    begin, end = markers(n_ctx)
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    if begin in text:
-        head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    BENCHMARKS.write_text(text)
+    write_section(section, *markers(n_ctx))
 
 
 def main() -> None:
