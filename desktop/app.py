@@ -6,8 +6,10 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop.main_window import MainWindow
@@ -40,7 +42,18 @@ def main(argv: list[str] | None = None) -> int:
 
     window = MainWindow(settings, save=save)
     window.show()
+    _close_on_signals(window)
     return app.exec()
+
+
+def _close_on_signals(window: MainWindow) -> None:
+    """Ctrl+C or a kill in the terminal closes the window the normal way (the running step
+    stops, the file closes). Python only sees a signal when it runs, hence the idle timer."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: window.close())
+    wake = QTimer(window)
+    wake.timeout.connect(lambda: None)
+    wake.start(250)
 
 
 def _display_available() -> bool:

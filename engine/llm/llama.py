@@ -82,8 +82,12 @@ _NATIVE_LEVELS = {
 }
 
 
-# Warnings llama.cpp logs for every healthy BERT GGUF (the embedder): demoted to DEBUG.
-_BENIGN_WARNINGS = ("special_eos_id is not in special_eog_ids",)
+# Warnings llama.cpp logs for every load of healthy files (the embedder's BERT GGUF; the default
+# Qwen GGUF's vocab, which llama.cpp fixes itself): demoted to DEBUG.
+_BENIGN_WARNINGS = (
+    "special_eos_id is not in special_eog_ids",
+    "was not control-type; this is probably a bug in the model",
+)
 
 
 class _NativeLog:

@@ -61,3 +61,34 @@ def test_event_loop_never_stalls_during_a_real_step(qtbot, chat_client, embedder
         f" {len(deltas)} streamed pieces"
     )
     window.close()
+
+
+def test_stop_halts_the_real_model_mid_reply(qtbot, chat_client, embedder, settings):
+    window = MainWindow(
+        settings,
+        lambda s: EngineSession(
+            s,
+            client_factory=lambda _: chat_client,
+            embedder_factory=lambda _: embedder,
+            close_models=False,
+        ),
+        save=lambda s: None,
+    )
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.loaded and not window.worker.busy, timeout=60_000)
+    first_piece: list[float] = []
+    window.worker.event.connect(
+        lambda e: first_piece.append(time.perf_counter())
+        if isinstance(e, ReplyDelta) and not first_piece
+        else None
+    )
+    window.send("Write a long poem about the sea, at least twenty lines.")
+    qtbot.waitUntil(lambda: bool(first_piece), timeout=300_000)
+    window.stop()
+    stopped_at = time.perf_counter()
+    qtbot.waitUntil(lambda: not window.stepping, timeout=60_000)
+    assert time.perf_counter() - stopped_at < 2.0  # a token or two, not the rest of the reply
+    stored = [(m.role, m.content) for m in window.session.agent.recall.all()]
+    assert stored[0] == ("user", "Write a long poem about the sea, at least twenty lines.")
+    assert stored[-1][0] == "system" and "stopped" in stored[-1][1]
+    window.close()
