@@ -77,6 +77,7 @@ class MainWindow(QMainWindow):
         self.error_box: QMessageBox | None = None
         self._build_ui()
         self.turn = TurnRenderer(self.chat)
+        self._reflected = False
         self._idle = QTimer(self)
         self._idle.setSingleShot(True)
         self._idle.timeout.connect(self.reflect)
@@ -323,6 +324,7 @@ class MainWindow(QMainWindow):
 
     def _start_step(self, text: str, bubble: MessageBubble) -> None:
         bubble.set_tag("")
+        self._reflected = False  # the user is back: the next idle spell earns a reflection
         self._begin_step("Thinking…")
         emit = self.worker.emit_event
         self.worker.submit(
@@ -333,6 +335,7 @@ class MainWindow(QMainWindow):
         """An idle turn: the agent reviews and saves what matters; shown as its own turn."""
         if not self.loaded or self.stepping:
             return
+        self._reflected = True
         self.chat.add(Divider("heartbeat", f"{self.chat.speaker} reflects (no user message)"))
         self._begin_step("Reflecting…")
         emit = self.worker.emit_event
@@ -381,7 +384,9 @@ class MainWindow(QMainWindow):
             self._restart_idle()
 
     def _restart_idle(self) -> None:
-        if self.settings.idle_minutes > 0:
+        """Arm the idle reflection: once per idle spell, not again and again while the user
+        is away (each costs a model call)."""
+        if self.settings.idle_minutes > 0 and not self._reflected:
             self._idle.start(self.settings.idle_minutes * 60_000)
 
     # -- agents ------------------------------------------------------------------------

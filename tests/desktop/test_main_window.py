@@ -364,3 +364,15 @@ def test_new_settings_reload_and_are_saved(qtbot, window, saved):
     qtbot.waitUntil(lambda: window.context_panel.bar.usage is not before, timeout=TIMEOUT)
     after = window.context_panel.bar.usage
     assert after.warn_at < before.warn_at and after.target_at < before.target_at
+
+
+def test_idle_reflection_runs_once_per_idle_spell(qtbot, open_window, settings, scripted):
+    window = open_window(dataclasses.replace(settings, idle_minutes=5))
+    assert window._idle.isActive()
+    scripted.enqueue([call("archival_memory_insert", content="a note")])
+    window._idle.timeout.emit()  # as if 5 idle minutes passed
+    qtbot.waitUntil(lambda: not window.stepping, timeout=TIMEOUT)
+    assert not window._idle.isActive()  # no reflection after reflection while the user is away
+    scripted.enqueue([call("send_message", message="welcome back")])
+    send_and_wait(qtbot, window, "I'm back")
+    assert window._idle.isActive() and window._idle.interval() == 5 * 60_000

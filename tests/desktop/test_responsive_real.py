@@ -78,9 +78,11 @@ def test_stop_halts_the_real_model_mid_reply(qtbot, chat_client, embedder, setti
     qtbot.waitUntil(lambda: window.loaded and not window.worker.busy, timeout=60_000)
     first_piece: list[float] = []
     window.worker.event.connect(
-        lambda e: first_piece.append(time.perf_counter())
-        if isinstance(e, ReplyDelta) and not first_piece
-        else None
+        lambda e: (
+            first_piece.append(time.perf_counter())
+            if isinstance(e, ReplyDelta) and not first_piece
+            else None
+        )
     )
     window.send("Write a long poem about the sea, at least twenty lines.")
     qtbot.waitUntil(lambda: bool(first_piece), timeout=300_000)
