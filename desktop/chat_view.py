@@ -60,6 +60,7 @@ class MessageBubble(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 6, 10, 8)
         self.header = QLabel()
+        self.header.setTextFormat(Qt.TextFormat.PlainText)  # agent names are not markup
         self.header.setStyleSheet("color:#6b7280; font-size:11px;")
         self._speaker, self._at = speaker, at
         self._tag = ""

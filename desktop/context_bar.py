@@ -95,7 +95,7 @@ class ContextPanel(QWidget):
 
     def show_usage(self, usage: ContextUsage) -> None:
         self.bar.show_usage(usage)
-        window = usage.context_window
+        window = max(1, usage.context_window)  # 0 only before a model is loaded
         self.headline.setText(
             f"Prompt {usage.prompt_tokens:,} of {window:,} tokens "
             f"({100 * usage.fraction:.0f}%): {PRESSURE_WORDS[usage.pressure]}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 
@@ -44,7 +45,8 @@ from desktop.settings import (
 from desktop.turn import TurnRenderer
 from desktop.worker import EngineWorker
 from engine.agents import AgentInfo
-from engine.transcript import TranscriptEntry
+from engine.errors import InvalidInput
+from engine.transcript import TranscriptPage
 from engine.types import ContextUsage, ModelCallStarted, StepEvent
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class MainWindow(QMainWindow):
         self.worker.failed.connect(self.show_error)
         self.loaded = False
         self.stepping = False
+        self._cancel: threading.Event | None = None
         self._queue: deque[tuple[str, MessageBubble]] = deque()
         self._oldest_id: int | None = None
         self.error_box: QMessageBox | None = None
@@ -150,6 +153,7 @@ class MainWindow(QMainWindow):
         return WindowState(bytes(self.saveGeometry().data()), bytes(self.saveState().data()))
 
     def _build_toolbar(self) -> None:
+        self._agent_actions: list[QAction] = []
         bar = self.addToolBar("Agents")
         bar.setObjectName("toolbar")
         bar.addWidget(QLabel(" Agent: "))
@@ -167,6 +171,8 @@ class MainWindow(QMainWindow):
         ):
             action = QAction(text, self)
             action.triggered.connect(slot)
+            if text in ("New agent…", "Delete…"):
+                self._agent_actions.append(action)
             if keys:
                 action.setShortcut(QKeySequence(keys))
                 action.setToolTip(f"{text} ({keys})")
@@ -177,6 +183,7 @@ class MainWindow(QMainWindow):
 
     def _build_status(self) -> None:
         self.status = QLabel("Starting…")
+        self.status.setTextFormat(Qt.TextFormat.PlainText)
         self.status.setObjectName("status")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
@@ -194,8 +201,8 @@ class MainWindow(QMainWindow):
         self._set_enabled(False)
         report = self.worker.emit_progress
         self.worker.submit(
-            lambda s: s.load(report, settings),
-            lambda _: self._loaded(settings),
+            lambda s: (s.load(report, settings), s.settings)[1],  # as loaded (agent included)
+            self._loaded,
             self._load_failed,
         )
 
@@ -248,11 +255,11 @@ class MainWindow(QMainWindow):
         self.refresh_panels()
 
     def _agent_shown(
-        self, result: tuple[list[AgentInfo], str, list[TranscriptEntry], ContextUsage]
+        self, result: tuple[list[AgentInfo], str, TranscriptPage, ContextUsage]
     ) -> None:
-        agents, current, entries, usage = result
+        agents, current, page, usage = result
         self._fill_agents(agents, current)
-        self._show_history(entries)
+        self._show_history(page)
         self.context_panel.show_usage(usage)
         self.loaded = True
         self._set_enabled(True)
@@ -268,25 +275,32 @@ class MainWindow(QMainWindow):
         if self.settings.agent != current:
             self._update_settings(dataclasses.replace(self.settings, agent=current))
 
-    def _show_history(self, entries: list[TranscriptEntry]) -> None:
+    def _show_history(self, page: TranscriptPage) -> None:
         self.chat.clear()
-        for entry in entries:
+        for entry in page.entries:
             self.chat.add_entry(entry)
-        self._oldest_id = next((e.message_id for e in entries if e.message_id), None)
-        self.chat.earlier.setVisible(len(entries) >= HISTORY_PAGE)
-        self.input.history = [e.text for e in entries if e.kind == "user"]
+        self._show_earlier_button(page)
+        self.input.history = [e.text for e in page.entries if e.kind == "user"]
         self.input.remember("")
         self.chat.scroll_to_end()
 
     def _load_earlier(self) -> None:
+        if not self.chat.earlier.isEnabled():
+            return  # a page is on its way: one page at a time
         before = self._oldest_id
+        self.chat.earlier.setEnabled(False)
         self.worker.submit(lambda s: s.transcript(HISTORY_PAGE, before), self._prepend)
 
-    def _prepend(self, entries: list[TranscriptEntry]) -> None:
-        for entry in reversed(entries):
+    def _prepend(self, page: TranscriptPage) -> None:
+        for entry in reversed(page.entries):
             self.chat.add_entry(entry, at_top=True)
-        self._oldest_id = next((e.message_id for e in entries if e.message_id), self._oldest_id)
-        self.chat.earlier.setVisible(len(entries) >= HISTORY_PAGE)
+        self._show_earlier_button(page)
+
+    def _show_earlier_button(self, page: TranscriptPage) -> None:
+        if page.first_message_id is not None:
+            self._oldest_id = page.first_message_id
+        self.chat.earlier.setVisible(page.has_earlier)
+        self.chat.earlier.setEnabled(True)
 
     def refresh_usage(self) -> None:
         if self.loaded:
@@ -325,10 +339,12 @@ class MainWindow(QMainWindow):
     def _start_step(self, text: str, bubble: MessageBubble) -> None:
         bubble.set_tag("")
         self._reflected = False  # the user is back: the next idle spell earns a reflection
-        self._begin_step("Thinking…")
+        cancel = self._begin_step("Thinking…")
         emit = self.worker.emit_event
         self.worker.submit(
-            lambda s: s.step(text, emit), self._step_done, lambda e: self._step_failed(e, bubble)
+            lambda s: s.step(text, emit, cancel),
+            self._step_done,
+            lambda e: self._step_failed(e, bubble, text),
         )
 
     def reflect(self) -> None:
@@ -337,22 +353,28 @@ class MainWindow(QMainWindow):
             return
         self._reflected = True
         self.chat.add(Divider("heartbeat", f"{self.chat.speaker} reflects (no user message)"))
-        self._begin_step("Reflecting…")
+        cancel = self._begin_step("Reflecting…")
         emit = self.worker.emit_event
-        self.worker.submit(lambda s: s.heartbeat(emit), self._step_done, self._step_failed)
+        self.worker.submit(lambda s: s.heartbeat(emit, cancel), self._step_done, self._step_failed)
 
     def stop(self) -> None:
-        if self.stepping:
+        """Stop the running step, even one still waiting for the engine thread."""
+        if self.stepping and self._cancel is not None:
             self.status.setText("Stopping…")
-            self.worker.cancel()
+            self._cancel.set()
 
-    def _begin_step(self, status: str) -> None:
+    def _begin_step(self, status: str) -> threading.Event:
+        """UI state for a running step; returns the step's stop flag (set by Stop, read by the
+        engine between tokens)."""
+        self._cancel = threading.Event()
         self.stepping = True
+        self._set_agent_actions(False)
         self._idle.stop()
         self.turn.begin()
         self.stop_button.setEnabled(True)
         self.agent_box.setEnabled(False)
         self.status.setText(status)
+        return self._cancel
 
     def _on_event(self, event: StepEvent) -> None:
         if isinstance(event, ModelCallStarted) and event.index:
@@ -364,8 +386,14 @@ class MainWindow(QMainWindow):
         self.context_panel.show_usage(outcome.usage)
         self._end_step("Stopped" if outcome.result.cancelled else self._model_line())
 
-    def _step_failed(self, error: BaseException, bubble: MessageBubble | None = None) -> None:
-        if bubble is not None:
+    def _step_failed(
+        self, error: BaseException, bubble: MessageBubble | None = None, text: str = ""
+    ) -> None:
+        if bubble is not None and isinstance(error, InvalidInput):
+            bubble.mark_failed("not sent")  # refused before it was stored: give the text back
+            if not self.input.toPlainText():
+                self.input.setPlainText(text)
+        elif bubble is not None:
             bubble.mark_failed("saved; no reply")
         self.refresh_usage()
         self._end_step("The step failed")
@@ -373,6 +401,7 @@ class MainWindow(QMainWindow):
 
     def _end_step(self, status: str) -> None:
         self.stepping = False
+        self._cancel = None
         self.stop_button.setEnabled(False)
         self.agent_box.setEnabled(True)
         self.status.setText(status)
@@ -381,6 +410,7 @@ class MainWindow(QMainWindow):
             text, bubble = self._queue.popleft()
             self._start_step(text, bubble)
         else:
+            self._set_agent_actions(True)
             self._restart_idle()
 
     def _restart_idle(self) -> None:
@@ -391,18 +421,39 @@ class MainWindow(QMainWindow):
 
     # -- agents ------------------------------------------------------------------------
     def switch_agent(self, name: str) -> None:
-        if self.stepping or not name or name == self.chat.speaker:
-            return
-        self.worker.submit(lambda s: s.switch(name), lambda _: self._show_agent())
+        if name and name != self.chat.speaker and self._agents_free():
+            self.worker.submit(lambda s: s.switch(name), lambda _: self._show_agent())
 
     def create_agent(self, name: str) -> None:
-        self.worker.submit(lambda s: s.create(name), lambda _: self._show_agent())
+        if self._agents_free():
+            self.worker.submit(lambda s: s.create(name), lambda _: self._show_agent())
 
     def rename_agent(self, name: str) -> None:
-        self.worker.submit(lambda s: s.rename(name), lambda _: self._show_agent())
+        """Renaming keeps the agent (and a running step and its queue); only labels change."""
+        self.worker.submit(lambda s: s.rename(name), self._renamed)
+
+    def _renamed(self, name: str) -> None:
+        self.agent_box.setItemText(self.agent_box.currentIndex(), name)
+        self.chat.speaker = name
+        self.setWindowTitle(f"Memex — {name}")
+        self._update_settings(dataclasses.replace(self.settings, agent=name))
 
     def delete_agent(self, name: str) -> None:
-        self.worker.submit(lambda s: s.delete(name), lambda _: self._show_agent())
+        if self._agents_free():
+            self.worker.submit(lambda s: s.delete(name), lambda _: self._show_agent())
+
+    def _agents_free(self) -> bool:
+        """Agents change only between steps: a running step and the messages queued behind
+        it belong to the agent they were typed to."""
+        if self.stepping or self._queue:
+            self.status.setText("Wait for the assistant to finish before changing agents")
+            self.agent_box.setCurrentText(self.chat.speaker)
+            return False
+        return True
+
+    def _set_agent_actions(self, on: bool) -> None:
+        for action in self._agent_actions:
+            action.setEnabled(on)
 
     def _ask_new_agent(self) -> None:
         name, ok = QInputDialog.getText(self, "New agent", "Name of the new agent:")
@@ -456,6 +507,7 @@ class MainWindow(QMainWindow):
     ) -> QMessageBox:
         """A non-blocking dialog saying what failed and what to do."""
         box = QMessageBox(QMessageBox.Icon.Critical, title, str(error) or type(error).__name__)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # messages quote names and paths verbatim
         box.setObjectName("error-dialog")
         if hint:
             box.setInformativeText(hint)
@@ -472,5 +524,11 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self._idle.stop()
         save_window_state_later(self._layout_state())
+        if self._cancel is not None:
+            self._cancel.set()
+        queued = [text for text, _ in self._queue]
+        self._queue.clear()
+        if queued:  # typed but not sent: stored for the next step to answer
+            self.worker.submit(lambda s: s.keep_unanswered(queued))
         self.worker.shutdown()
         super().closeEvent(event)

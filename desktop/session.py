@@ -5,8 +5,10 @@ so the UI thread never waits on the model or the disk.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from engine.memory.search import Page
 from engine.store.db import Store, default_db_path, open_store
 from engine.store.embed import Embedder
 from engine.store.migrations import EMBEDDING_DIM
-from engine.transcript import TranscriptEntry, transcript
+from engine.transcript import TranscriptPage, transcript
 from engine.types import ContextUsage, Message, Persona
 
 logger = logging.getLogger(__name__)
@@ -152,6 +154,8 @@ class EngineSession:
         this session's). ModelLoadError or StoreError say what to do; on failure whatever was
         open before stays open and in use."""
         settings = (settings or self.settings).checked()
+        if self._agent is not None:  # a reload keeps the agent on screen (renamed or not)
+            settings = dataclasses.replace(settings, agent=self._agent.name)
         opened: list[object] = []
         try:
             progress("Loading the embedding model…", 10)
@@ -200,22 +204,25 @@ class EngineSession:
         self._close_parts([p for p in (self.embedder, self.llm, self.store) if p is not None])
         self.store = self.llm = self.embedder = None
 
-    def cancel(self) -> None:
-        """Stop the running step; safe from any thread (it only sets the agent's flag)."""
-        agent = self._agent
-        if agent is not None:
-            agent.cancel()
-
     # -- conversation ------------------------------------------------------------------------
-    def step(self, text: str, on_event: EventSink) -> StepOutcome:
-        result = self.agent.step(text, on_event=on_event)
+    def step(
+        self, text: str, on_event: EventSink, cancel: threading.Event | None = None
+    ) -> StepOutcome:
+        result = self.agent.step(text, on_event=on_event, cancel=cancel)
         return StepOutcome(result, self.agent.context_window())
 
-    def heartbeat(self, on_event: EventSink) -> StepOutcome:
-        result = self.agent.heartbeat(on_event=on_event)
+    def heartbeat(self, on_event: EventSink, cancel: threading.Event | None = None) -> StepOutcome:
+        result = self.agent.heartbeat(on_event=on_event, cancel=cancel)
         return StepOutcome(result, self.agent.context_window())
 
-    def transcript(self, limit: int = 200, before_id: int | None = None) -> list[TranscriptEntry]:
+    def keep_unanswered(self, texts: list[str]) -> None:
+        """Store messages typed while a step ran that will not be sent now (the app closes):
+        nothing typed is lost, and the next step answers them. (Agents cannot be switched
+        while messages wait, so they are the current agent's.)"""
+        for text in texts:
+            self.agent.add_user_message(text)
+
+    def transcript(self, limit: int = 200, before_id: int | None = None) -> TranscriptPage:
         return transcript(self.agent.recall, self.agent.summaries, limit, before_id)
 
     def usage(self) -> ContextUsage:

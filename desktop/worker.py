@@ -54,6 +54,11 @@ class _Runner(QObject):
         self.finished.emit(task.id, result, None)
 
 
+def _quit_engine_thread(_session: EngineSession) -> None:
+    """The last job: the thread's event loop ends once the jobs before it ran."""
+    QThread.currentThread().quit()
+
+
 class EngineWorker(QObject):
     """The UI thread's handle on the engine thread."""
 
@@ -100,14 +105,10 @@ class EngineWorker(QObject):
     def emit_progress(self, text: str, percent: int) -> None:
         self.progress.emit(text, percent)
 
-    def cancel(self) -> None:
-        """Stop the running step, if any (the agent checks the flag between tokens)."""
-        self.session.cancel()
-
     def shutdown(self, timeout_ms: int = 30_000) -> None:
-        """Stop the step, let the thread finish its current job, then close the file."""
-        self.cancel()
-        self._thread.quit()
+        """Let the thread finish every job submitted so far (saves queued behind a step are
+        not lost), then close the file. The caller stops a running step first."""
+        self._submit.emit(_Task(next(self._ids), _quit_engine_thread, None, None))
         if not self._thread.wait(timeout_ms):
             logger.warning("the engine thread did not stop in %d ms", timeout_ms)
             return
@@ -116,7 +117,9 @@ class EngineWorker(QObject):
     # -- back on the UI thread -----------------------------------------------------------
     @Slot(int, object, object)
     def _finish(self, task_id: int, result: object, error: object) -> None:
-        task = self._tasks.pop(task_id)
+        task = self._tasks.pop(task_id, None)
+        if task is None:
+            return  # the shutdown job: nothing waits for it
         if not self._tasks:
             self.busy_changed.emit(False)
         if error is None:

@@ -174,11 +174,25 @@ class MemGPTAgent:
     def core_memory(self) -> dict[str, str]:
         return dict(self.memory)
 
-    def step(self, text: str | bytes, on_event: EventSink | None = None) -> StepResult:
+    def step(
+        self,
+        text: str | bytes,
+        on_event: EventSink | None = None,
+        cancel: threading.Event | None = None,
+    ) -> StepResult:
         """One user turn: store the message, then let the model act until it is done.
 
         `on_event` hears what happens while the step runs (StepEvent: each model call, the reply
-        as it is written, each tool run, page-outs); it is called on the step's thread."""
+        as it is written, each tool run, page-outs); it is called on the step's thread.
+        `cancel`, when set (from any thread, even before the step starts), stops the step:
+        see cancel()."""
+        self.add_user_message(text)
+        return self._run(require_reply=True, on_event=on_event, cancel=cancel)
+
+    def add_user_message(self, text: str | bytes) -> Message:
+        """Store a user message without running the model (the next step answers it), e.g. a
+        message typed while a step ran, kept when the app closes. InvalidInput if it cannot be
+        stored as given; then nothing is stored."""
         text = _clean_text(text)
         with self.store.atomic() as conn:
             message = self._add("user", text)
@@ -189,17 +203,19 @@ class MemGPTAgent:
         if message.token_count > self.context.view_limit():
             # Too big to show whole: the window shows it cut, archival holds it in parts.
             self.archival.insert_message_parts(message.id, text)
-        return self._run(require_reply=True, on_event=on_event)
+        return message
 
-    def heartbeat(self, on_event: EventSink | None = None) -> StepResult:
+    def heartbeat(
+        self, on_event: EventSink | None = None, cancel: threading.Event | None = None
+    ) -> StepResult:
         """A turn with no user message, e.g. to reflect and consolidate memory when idle."""
         self._add("system", self._heartbeat_note())
-        return self._run(require_reply=False, on_event=on_event)
+        return self._run(require_reply=False, on_event=on_event, cancel=cancel)
 
     def cancel(self) -> None:
         """Stop the running step (from any thread): the reply being generated is dropped, what
         the step already committed stays, and the step returns with `cancelled=True`."""
-        self._cancel.set()
+        self._cancel.set()  # the running step's event (each step gets its own)
 
     def edit_core_memory(self, label: str, value: str) -> Block:
         """The user's own edit of a core block (read-only blocks too), versioned like the
@@ -225,8 +241,10 @@ class MemGPTAgent:
         return self.context.measure()
 
     # -- the loop ----------------------------------------------------------------------------
-    def _run(self, require_reply: bool, on_event: EventSink | None) -> StepResult:
-        self._cancel.clear()
+    def _run(
+        self, require_reply: bool, on_event: EventSink | None, cancel: threading.Event | None
+    ) -> StepResult:
+        self._cancel = cancel or threading.Event()
         self._on_event = on_event
         try:
             return self._loop(require_reply)
@@ -243,6 +261,8 @@ class MemGPTAgent:
         records: list[ModelCall] = []
         usage = ContextUsage(0, self.llm.context_window)
         for index in range(self.max_steps):
+            if self._cancel.is_set():  # stopped before this call began
+                return self._stopped(records, usage)
             window = self.context.build()
             self._report_page_outs()
             usage = window.usage
@@ -252,8 +272,7 @@ class MemGPTAgent:
                 window.messages, schema, self.context.reply_tokens, on_text=self._streamer(index)
             )
             if completion.finish_reason == "cancelled" or self._cancel.is_set():
-                self._add("system", STOPPED_NOTE)
-                return self._response(records, usage, stopped=False, cancelled=True)
+                return self._stopped(records, usage)  # the cut reply is dropped
             call, result = self._act(completion.text, index)
             records.append(
                 ModelCall(
@@ -271,6 +290,10 @@ class MemGPTAgent:
                 return self._response(records, usage, stopped=False)
         self._add("system", f"Step limit reached: stopped after {self.max_steps} model calls.")
         return self._response(records, usage, stopped=True)
+
+    def _stopped(self, records: list[ModelCall], usage: ContextUsage) -> StepResult:
+        self._add("system", STOPPED_NOTE)  # so the model knows its last answer was cut off
+        return self._response(records, usage, stopped=False, cancelled=True)
 
     def _act(self, reply_text: str, index: int) -> tuple[ToolCall | None, ToolResult]:
         """Parse, dispatch and store one reply and its result in one transaction."""

@@ -30,12 +30,30 @@ class TranscriptEntry:
     ok: bool = True
 
 
+@dataclass(frozen=True)
+class TranscriptPage:
+    """A page of the transcript: its entries, the id of its first stored message (the
+    `before_id` of the page before it) and whether older messages exist."""
+
+    entries: list[TranscriptEntry]
+    first_message_id: int | None
+    has_earlier: bool
+
+
 def transcript(
     recall: RecallMemory, summaries: SummaryLog, limit: int = 200, before_id: int | None = None
-) -> list[TranscriptEntry]:
+) -> TranscriptPage:
     """Entries for the newest `limit` stored messages (before `before_id`), oldest first, with
     a page-out entry where each summary was written."""
     messages = recall.recent(limit, before_id)
+    first = messages[0].id if messages else None
+    has_earlier = first is not None and bool(recall.recent(1, first))
+    return TranscriptPage(_entries(messages, summaries, before_id), first, has_earlier)
+
+
+def _entries(
+    messages: list[Message], summaries: SummaryLog, before_id: int | None
+) -> list[TranscriptEntry]:
     entries = _message_entries(messages)
     if messages:
         start = messages[0].created_at

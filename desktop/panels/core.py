@@ -61,6 +61,25 @@ def _same_block(session: EngineSession, label: str, block_id: int) -> None:
         )
 
 
+class StoredTextChanged(InvalidInput):
+    """The block changed (the model edited it) after the panel last showed it."""
+
+    def __init__(self, block: Block) -> None:
+        super().__init__(
+            f"the model changed section {block.label!r} while you were editing; your text is "
+            "kept. Save again to write it over the model's edit, or Revert to see it."
+        )
+        self.block = block
+
+
+def _unchanged_since_seen(session: EngineSession, label: str, seen: str) -> None:
+    """Runs on the engine thread before a save: a save queued behind a step must not silently
+    overwrite what the model wrote in that step."""
+    current = next(b for b in session.blocks() if b.label == label)
+    if current.value != seen:
+        raise StoredTextChanged(current)
+
+
 class BlockEditor(QFrame):
     """One block: its text, size against its limit, Save / Revert / Undo and its history."""
 
@@ -186,9 +205,11 @@ class BlockEditor(QFrame):
     # -- actions -----------------------------------------------------------------------------
     def _save(self) -> None:
         label, block_id, text = self._block.label, self._block.id, self.editor.toPlainText()
+        seen = self._block.value  # the stored text this panel last showed
 
         def job(session: EngineSession) -> Block:
             _same_block(session, label, block_id)
+            _unchanged_since_seen(session, label, seen)
             return session.set_block(label, text)
 
         self._run(job, "Saving…", "Saved.", adopt=True)
@@ -225,6 +246,8 @@ class BlockEditor(QFrame):
         def on_error(exc: BaseException) -> None:
             self._pending -= 1
             self.status.error(error_message(exc))  # the editor keeps whatever the user typed
+            if isinstance(exc, StoredTextChanged):
+                self.set_stored(exc.block)  # shows "changed on disk"; Save again writes over it
             self._update_state()
 
         submit(self, self._worker, job, on_done, on_error)

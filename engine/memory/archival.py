@@ -129,10 +129,14 @@ class ArchivalMemory:
         return [self.get(r[0]) for r in rows]
 
     def delete(self, passage_id: int) -> None:
+        """Delete one of this agent's passages; KeyError if it is not one (then nothing of
+        another agent's, index rows included, is touched)."""
         with self.store.atomic() as conn:
             conn.execute(
                 "DELETE FROM passages WHERE id = ? AND agent_id = ?", (passage_id, self.agent_id)
             )
+            if conn.changes() == 0:
+                raise KeyError(passage_id)
             conn.execute("DELETE FROM passages_fts WHERE rowid = ?", (passage_id,))
             conn.execute("DELETE FROM passage_vectors WHERE rowid = ?", (passage_id,))
 

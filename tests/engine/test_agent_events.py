@@ -106,7 +106,9 @@ def test_transcript_reads_like_the_conversation(store) -> None:
     agent = make_agent(store, client)
     agent.step("What do you know about tea?")
     agent.heartbeat()
-    entries = transcript(agent.recall, agent.summaries)
+    page = transcript(agent.recall, agent.summaries)
+    entries = page.entries
+    assert not page.has_earlier and page.first_message_id == agent.recall.all()[0].id
     assert [(e.kind, e.ok) for e in entries] == [
         ("user", True),
         ("operation", False),
@@ -122,7 +124,30 @@ def test_transcript_reads_like_the_conversation(store) -> None:
     assert entries[5].text == "saved to archival memory: likes green tea"
     assert "Saved to archival memory as passage" in entries[5].detail
     # a window of the newest entries
-    assert [e.kind for e in transcript(agent.recall, agent.summaries, limit=3)] == [
-        "heartbeat",
-        "operation",
-    ]
+    newest = transcript(agent.recall, agent.summaries, limit=3)
+    assert [e.kind for e in newest.entries] == ["heartbeat", "operation"]
+    assert newest.has_earlier
+    older = transcript(agent.recall, agent.summaries, limit=100, before_id=newest.first_message_id)
+    assert [e.kind for e in older.entries] == [e.kind for e in entries[:4]]
+    assert not older.has_earlier
+
+
+def test_a_step_stopped_before_it_starts_stores_the_message_and_calls_no_model(store) -> None:
+    client = ScriptedClient([call("send_message", message="never sent")])
+    agent = make_agent(store, client)
+    stop = threading.Event()
+    stop.set()
+    result = agent.step("hello?", cancel=stop)
+    assert result.cancelled and result.steps == 0 and client.history == []
+    assert [m.role for m in agent.recall.all()] == ["user", "system"]
+    assert agent.step("again").message == "never sent"  # a new step is not stopped
+
+
+def test_add_user_message_stores_without_a_model_call(store) -> None:
+    client = ScriptedClient([call("send_message", message="answering both")])
+    agent = make_agent(store, client)
+    agent.add_user_message("typed while a step ran")
+    assert client.history == []
+    agent.step("and this one")
+    seen = [m.content for m in client.history[-1] if m.role == "user"]
+    assert seen == ["typed while a step ran", "and this one"]
