@@ -24,6 +24,9 @@ from PySide6.QtWidgets import (
 
 from engine.transcript import TranscriptEntry
 
+# Longer messages show their start: laying out a 200k-character label freezes the UI for a
+# second; the whole text is in recall (and searchable) anyway.
+SHOWN_CHARS = 20_000
 USER_STYLE = "background:#dbeafe; border-radius:8px;"
 ASSISTANT_STYLE = "background:#f3f4f6; border-radius:8px;"
 FAILED_STYLE = "background:#fee2e2; border-radius:8px;"
@@ -65,19 +68,21 @@ class MessageBubble(QFrame):
         self._speaker, self._at = speaker, at
         self._tag = ""
         self._update_header()
-        self.body = _text_label(text, "bubble-text")
+        self._full = text
+        self.body = _text_label(_shown(text), "bubble-text")
         layout.addWidget(self.header)
         layout.addWidget(self.body)
 
     @property
     def text(self) -> str:
-        return self.body.text()
+        return self._full
 
     def append(self, piece: str) -> None:
-        self.body.setText(self.body.text() + piece)
+        self.set_text(self._full + piece)
 
     def set_text(self, text: str) -> None:
-        self.body.setText(text)
+        self._full = text
+        self.body.setText(_shown(text))
 
     def set_tag(self, tag: str) -> None:
         """A word after the time: "queued", "stopped", "not sent"."""
@@ -230,6 +235,13 @@ class ChatView(QScrollArea):
 
     def _track_bottom(self, value: int) -> None:
         self._stick = value >= self.verticalScrollBar().maximum() - 4
+
+
+def _shown(text: str) -> str:
+    if len(text) <= SHOWN_CHARS:
+        return text
+    hidden = len(text) - SHOWN_CHARS
+    return f"{text[:SHOWN_CHARS]}\n… {hidden:,} more characters (all kept in memory)"
 
 
 def _first_line(text: str, limit: int = 120) -> str:

@@ -56,6 +56,8 @@ HISTORY_PAGE = 200
 
 
 class MainWindow(QMainWindow):
+    ask_before_discarding = True  # closing with unsaved core edits asks first (tests: off)
+
     def __init__(
         self,
         settings: Settings,
@@ -75,6 +77,7 @@ class MainWindow(QMainWindow):
         self.loaded = False
         self.stepping = False
         self._cancel: threading.Event | None = None
+        self._pending_settings: Settings | None = None
         self._queue: deque[tuple[str, MessageBubble]] = deque()
         self._oldest_id: int | None = None
         self.error_box: QMessageBox | None = None
@@ -409,6 +412,10 @@ class MainWindow(QMainWindow):
         if self._queue:
             text, bubble = self._queue.popleft()
             self._start_step(text, bubble)
+        elif self._pending_settings is not None:
+            settings, self._pending_settings = self._pending_settings, None
+            self._set_agent_actions(True)
+            self.load(settings)
         else:
             self._set_agent_actions(True)
             self._restart_idle()
@@ -486,16 +493,20 @@ class MainWindow(QMainWindow):
             self.apply_settings(dialog.result_settings())
 
     def apply_settings(self, settings: Settings) -> None:
-        """Reload the models and file with new settings; they are saved once they load."""
-        if settings != self.settings or not self.session.loaded:
-            self.load(settings)
+        """Reload the models and file with new settings; they are saved once they load. While
+        a step runs (or messages wait) they apply after it: those messages belong to the
+        models and file they were typed to."""
+        if settings == self.settings and self.session.loaded:
+            return
+        if self.stepping or self._queue:
+            self._pending_settings = settings
+            self.status.setText("The new settings apply when the assistant has finished")
+            return
+        self.load(settings)
 
     def _update_settings(self, settings: Settings) -> None:
         self.settings = settings
-        try:
-            self._save(settings)
-        except OSError as exc:
-            self.status.setText(f"Settings not saved: {exc}")
+        self._save(settings)  # off the UI thread; a failure is logged
 
     # -- errors ------------------------------------------------------------------------
     def show_error(
@@ -522,6 +533,17 @@ class MainWindow(QMainWindow):
         return box
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if self.ask_before_discarding and self.core_panel.has_unsaved():
+            answer = QMessageBox.question(
+                self,
+                "Unsaved core memory",
+                "Some core memory edits are not saved. Close and discard them?",
+                QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+                QMessageBox.StandardButton.Cancel,
+            )
+            if answer != QMessageBox.StandardButton.Discard:
+                event.ignore()
+                return
         self._idle.stop()
         save_window_state_later(self._layout_state())
         if self._cancel is not None:
@@ -530,5 +552,6 @@ class MainWindow(QMainWindow):
         self._queue.clear()
         if queued:  # typed but not sent: stored for the next step to answer
             self.worker.submit(lambda s: s.keep_unanswered(queued))
+        self.hide()  # the engine may need a moment to finish the job it is on
         self.worker.shutdown()
         super().closeEvent(event)

@@ -127,6 +127,16 @@ def _make_agent(
     )
 
 
+def _agent_to_open(store: Store, wanted: str) -> str:
+    """`wanted` if the file has it; else the file's most recently used agent (another file
+    opened shows its own conversation); a new file gets `wanted`."""
+    agents = list_agents(store)
+    if not agents or wanted in {a.name for a in agents}:
+        return wanted
+    never = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return max(agents, key=lambda a: (a.last_user_message_at or never, a.id)).name
+
+
 class EngineSession:
     """One open Memex file with its models and the agent on screen."""
 
@@ -154,7 +164,9 @@ class EngineSession:
         this session's). ModelLoadError or StoreError say what to do; on failure whatever was
         open before stays open and in use."""
         settings = (settings or self.settings).checked()
-        if self._agent is not None:  # a reload keeps the agent on screen (renamed or not)
+        path = Path(settings.db_path) if settings.db_path else default_db_path()
+        if self._agent is not None and self.store is not None and self.store.path == path:
+            # a reload of the same file keeps the agent on screen (renamed or not)
             settings = dataclasses.replace(settings, agent=self._agent.name)
         opened: list[object] = []
         try:
@@ -165,9 +177,10 @@ class EngineSession:
             llm = self._client_factory(settings)
             opened.append(llm)
             progress("Opening the memory file…", 80)
-            store = open_store(settings.db_path or default_db_path(), embedder=embedder)
+            store = open_store(path, embedder=embedder)
             opened.append(store)
             progress("Opening the agent…", 90)
+            settings = dataclasses.replace(settings, agent=_agent_to_open(store, settings.agent))
             agent = _make_agent(store, llm, settings, settings.agent)
         except BaseException:
             self._close_parts(opened)
@@ -220,7 +233,10 @@ class EngineSession:
         nothing typed is lost, and the next step answers them. (Agents cannot be switched
         while messages wait, so they are the current agent's.)"""
         for text in texts:
-            self.agent.add_user_message(text)
+            try:
+                self.agent.add_user_message(text)
+            except InvalidInput as exc:  # one bad text must not cost the others
+                logger.warning("a queued message could not be stored: %s", exc)
 
     def transcript(self, limit: int = 200, before_id: int | None = None) -> TranscriptPage:
         return transcript(self.agent.recall, self.agent.summaries, limit, before_id)

@@ -105,13 +105,14 @@ class EngineWorker(QObject):
     def emit_progress(self, text: str, percent: int) -> None:
         self.progress.emit(text, percent)
 
-    def shutdown(self, timeout_ms: int = 30_000) -> None:
+    def shutdown(self) -> None:
         """Let the thread finish every job submitted so far (saves queued behind a step are
-        not lost), then close the file. The caller stops a running step first."""
+        not lost), then close the file. The caller stops a running step first; a job that
+        cannot be stopped (a page-out summary, a model load) is waited for, since a QThread
+        destroyed while running aborts the process."""
         self._submit.emit(_Task(next(self._ids), _quit_engine_thread, None, None))
-        if not self._thread.wait(timeout_ms):
-            logger.warning("the engine thread did not stop in %d ms", timeout_ms)
-            return
+        while not self._thread.wait(10_000):
+            logger.warning("closing: waiting for the engine thread to finish its job")
         self.session.close()
 
     # -- back on the UI thread -----------------------------------------------------------

@@ -46,6 +46,8 @@ def transcript(
     """Entries for the newest `limit` stored messages (before `before_id`), oldest first, with
     a page-out entry where each summary was written."""
     messages = recall.recent(limit, before_id)
+    while messages and messages[0].role == "tool":
+        messages.pop(0)  # the result of a call on the page before: it goes with its call
     first = messages[0].id if messages else None
     has_earlier = first is not None and bool(recall.recent(1, first))
     return TranscriptPage(_entries(messages, summaries, before_id), first, has_earlier)

@@ -18,6 +18,15 @@ from engine.llm.scripted import ScriptedClient  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
+def no_close_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows closed by fixtures must not stop on the unsaved-edits question (a modal dialog
+    would wait forever offscreen); test_main_window tests the question itself."""
+    from desktop.main_window import MainWindow
+
+    monkeypatch.setattr(MainWindow, "ask_before_discarding", False)
+
+
+@pytest.fixture(autouse=True)
 def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Settings go to a temp folder, never the user's."""
     folder = tmp_path / "config"

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QMessageBox, QWidget
 
 from desktop.chat_view import Divider, ExpandableRow, MessageBubble
 from desktop.main_window import MainWindow
@@ -376,3 +376,29 @@ def test_idle_reflection_runs_once_per_idle_spell(qtbot, open_window, settings, 
     scripted.enqueue([call("send_message", message="welcome back")])
     send_and_wait(qtbot, window, "I'm back")
     assert window._idle.isActive() and window._idle.interval() == 5 * 60_000
+
+
+def test_closing_with_unsaved_core_edits_asks_first(qtbot, window, monkeypatch):
+    editor = window.core_panel.findChild(QWidget, "core-editor-human")
+    qtbot.waitUntil(lambda: editor is not None and editor.isEnabled(), timeout=TIMEOUT)
+    editor.setPlainText("not saved yet")
+    asked = []
+    monkeypatch.setattr(MainWindow, "ask_before_discarding", True)
+    monkeypatch.setattr(
+        "desktop.main_window.QMessageBox.question",
+        lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Cancel,
+    )
+    window.close()
+    assert asked and "not saved" in asked[0]
+    assert window.isVisible()  # Cancel keeps the window and the text
+    assert editor.toPlainText() == "not saved yet"
+
+
+def test_a_huge_message_shows_its_start_and_keeps_all(qtbot, window, scripted, monkeypatch):
+    monkeypatch.setattr("desktop.chat_view.SHOWN_CHARS", 100)  # as 20,000 would, cheaper
+    scripted.enqueue([call("send_message", message="got it")])
+    huge = "x" * 1500
+    send_and_wait(qtbot, window, huge)
+    bubble = bubbles(window, "user")[0]
+    assert bubble.text == huge
+    assert bubble.body.text() == "x" * 100 + "\n… 1,400 more characters (all kept in memory)"
