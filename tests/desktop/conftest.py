@@ -81,3 +81,43 @@ def worker(qtbot, loaded_session: EngineSession):
     w = EngineWorker(loaded_session)
     yield w
     w.shutdown()
+
+
+@pytest.fixture
+def saved() -> list[Settings]:
+    """What the window saved, in order (settings are saved through this, not to disk)."""
+    return []
+
+
+@pytest.fixture
+def open_window(qtbot, make_session, saved):
+    """Open a MainWindow on the scripted model (or `client`) and wait until it loaded or
+    failed; closed after the test."""
+    from desktop.main_window import MainWindow
+
+    windows: list[MainWindow] = []
+
+    def open_(s: Settings, client=None) -> MainWindow:
+        window = MainWindow(s, lambda st: make_session(st, client), saved.append)
+        qtbot.addWidget(window)
+        window.show()
+        qtbot.waitUntil(lambda: window.loaded or window.error_box is not None, timeout=20_000)
+        windows.append(window)
+        return window
+
+    yield open_
+    for window in windows:
+        window.close()
+
+
+@pytest.fixture
+def window(open_window, settings):
+    w = open_window(settings)
+    assert w.loaded
+    return w
+
+
+@pytest.fixture
+def slow() -> ScriptedClient:
+    """A model that streams 2 characters every 10 ms: a reply of 1,000 characters takes ~5 s."""
+    return ScriptedClient(n_ctx=4096, piece_chars=2, piece_delay=0.01)

@@ -12,91 +12,20 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import Qt as GuiQt
 from PySide6.QtWidgets import QWidget
 
-from desktop.chat_view import ExpandableRow, MessageBubble
+from desktop.chat_view import MessageBubble
 from desktop.context_bar import ContextPanel
 from desktop.main_window import MainWindow
 from engine.errors import GenerationError
 from engine.llm.scripted import ScriptedClient, call
 from engine.types import ContextUsage
 
-TIMEOUT = 20_000
-
-
-# -- fixtures and helpers (as in test_main_window, kept here so this file stands alone) -------
-
-
-@pytest.fixture
-def saved() -> list:
-    return []
-
-
-@pytest.fixture
-def open_window(qtbot, make_session, saved):
-    windows: list[MainWindow] = []
-
-    def open_(settings, client=None) -> MainWindow:
-        window = MainWindow(settings, lambda s: make_session(s, client), saved.append)
-        qtbot.addWidget(window)
-        window.show()
-        qtbot.waitUntil(lambda: window.loaded or window.error_box is not None, timeout=TIMEOUT)
-        windows.append(window)
-        return window
-
-    yield open_
-    for window in windows:
-        window.close()
-
-
-@pytest.fixture
-def window(open_window, settings) -> MainWindow:
-    w = open_window(settings)
-    assert w.loaded
-    return w
-
-
-@pytest.fixture
-def slow() -> ScriptedClient:
-    """A model that streams 2 characters every 10 ms: a reply of 1,000 characters takes ~5 s."""
-    return ScriptedClient(n_ctx=4096, piece_chars=2, piece_delay=0.01)
-
-
-def bubbles(window: MainWindow, role: str) -> list[MessageBubble]:
-    return [w for w in window.chat.entries() if isinstance(w, MessageBubble) and w.role == role]
-
-
-def rows(window: MainWindow, kind: str) -> list[ExpandableRow]:
-    return [w for w in window.chat.entries() if isinstance(w, ExpandableRow) and w.kind == kind]
-
-
-def idle(window: MainWindow) -> bool:
-    return not window.stepping and not window.worker.busy and window.loaded
-
-
-def send_and_wait(qtbot, window: MainWindow, text: str) -> None:
-    window.input.setPlainText(text)
-    qtbot.keyClick(window.input, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
-
-
-def run(qtbot, window: MainWindow, job) -> Any:
-    """Run `job(session)` on the engine thread (as the window does) and return its result."""
-    answer: dict[str, Any] = {}
-    window.worker.submit(
-        job,
-        on_done=lambda r: answer.setdefault("result", r),
-        on_error=lambda e: answer.setdefault("error", e),
-    )
-    qtbot.waitUntil(lambda: bool(answer), timeout=TIMEOUT)
-    if "error" in answer:
-        raise answer["error"]
-    return answer["result"]
+from .windows import TIMEOUT, bubbles, idle, rows, run, send_and_wait
 
 
 def user_messages_by_agent(qtbot, window: MainWindow) -> dict[str, list[str]]:

@@ -5,60 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from desktop.chat_view import Divider, ExpandableRow, MessageBubble
+from desktop.chat_view import Divider, ExpandableRow
 from desktop.main_window import MainWindow
 from desktop.session import EngineSession, llama_client
 from engine.llm.scripted import ScriptedClient, call
 from engine.types import ReplyDelta
 
-TIMEOUT = 20_000
-
-
-@pytest.fixture
-def saved():
-    return []
-
-
-@pytest.fixture
-def open_window(qtbot, make_session, saved):
-    windows = []
-
-    def open_(settings, client=None) -> MainWindow:
-        window = MainWindow(settings, lambda s: make_session(s, client), saved.append)
-        qtbot.addWidget(window)
-        window.show()
-        qtbot.waitUntil(lambda: window.loaded or window.error_box is not None, timeout=TIMEOUT)
-        windows.append(window)
-        return window
-
-    yield open_
-    for window in windows:
-        window.close()
-
-
-@pytest.fixture
-def window(open_window, settings) -> MainWindow:
-    w = open_window(settings)
-    assert w.loaded
-    return w
-
-
-def bubbles(window: MainWindow, role: str) -> list[MessageBubble]:
-    return [w for w in window.chat.entries() if isinstance(w, MessageBubble) and w.role == role]
-
-
-def rows(window: MainWindow, kind: str) -> list[ExpandableRow]:
-    return [w for w in window.chat.entries() if isinstance(w, ExpandableRow) and w.kind == kind]
-
-
-def send_and_wait(qtbot, window: MainWindow, text: str) -> None:
-    window.input.setPlainText(text)
-    qtbot.keyClick(window.input, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: not window.stepping and not window.worker.busy, timeout=TIMEOUT)
+from .windows import TIMEOUT, bubbles, rows, send_and_wait
 
 
 def test_send_streams_the_reply_into_a_bubble(qtbot, window, scripted):
@@ -392,6 +348,7 @@ def test_closing_with_unsaved_core_edits_asks_first(qtbot, window, monkeypatch):
     assert asked and "not saved" in asked[0]
     assert window.isVisible()  # Cancel keeps the window and the text
     assert editor.toPlainText() == "not saved yet"
+    monkeypatch.setattr(MainWindow, "ask_before_discarding", False)  # let the fixture close it
 
 
 def test_a_huge_message_shows_its_start_and_keeps_all(qtbot, window, scripted, monkeypatch):

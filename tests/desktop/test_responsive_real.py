@@ -19,7 +19,9 @@ TICK_MS = 5
 MAX_GAP_S = 0.100
 
 
-def test_event_loop_never_stalls_during_a_real_step(qtbot, chat_client, embedder, settings):
+@pytest.fixture
+def real_window(qtbot, chat_client, embedder, settings):
+    """The window on the real default chat model (the session's shared one)."""
     window = MainWindow(
         settings,
         lambda s: EngineSession(
@@ -32,8 +34,13 @@ def test_event_loop_never_stalls_during_a_real_step(qtbot, chat_client, embedder
     )
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(lambda: window.loaded, timeout=60_000)
-    qtbot.waitUntil(lambda: not window.worker.busy, timeout=60_000)
+    qtbot.waitUntil(lambda: window.loaded and not window.worker.busy, timeout=60_000)
+    yield window
+    window.close()
+
+
+def test_event_loop_never_stalls_during_a_real_step(qtbot, real_window):
+    window = real_window
     deltas: list[float] = []
     window.worker.event.connect(
         lambda e: deltas.append(time.perf_counter()) if isinstance(e, ReplyDelta) else None
@@ -60,22 +67,10 @@ def test_event_loop_never_stalls_during_a_real_step(qtbot, chat_client, embedder
         f"\nstep {step_seconds:.1f} s, {len(ticks)} ticks, longest gap {max(gaps) * 1000:.1f} ms,"
         f" {len(deltas)} streamed pieces"
     )
-    window.close()
 
 
-def test_stop_halts_the_real_model_mid_reply(qtbot, chat_client, embedder, settings):
-    window = MainWindow(
-        settings,
-        lambda s: EngineSession(
-            s,
-            client_factory=lambda _: chat_client,
-            embedder_factory=lambda _: embedder,
-            close_models=False,
-        ),
-        save=lambda s: None,
-    )
-    qtbot.addWidget(window)
-    qtbot.waitUntil(lambda: window.loaded and not window.worker.busy, timeout=60_000)
+def test_stop_halts_the_real_model_mid_reply(qtbot, real_window):
+    window = real_window
     first_piece: list[float] = []
     window.worker.event.connect(
         lambda e: (
@@ -93,4 +88,3 @@ def test_stop_halts_the_real_model_mid_reply(qtbot, chat_client, embedder, setti
     stored = [(m.role, m.content) for m in window.session.agent.recall.all()]
     assert stored[0] == ("user", "Write a long poem about the sea, at least twenty lines.")
     assert stored[-1][0] == "system" and "stopped" in stored[-1][1]
-    window.close()

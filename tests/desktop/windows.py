@@ -1,0 +1,45 @@
+"""Helpers for window tests: find chat entries, send and wait, run a job on the engine thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+
+from desktop.chat_view import ExpandableRow, MessageBubble
+from desktop.main_window import MainWindow
+
+TIMEOUT = 20_000  # ms; scripted steps take well under a second
+
+
+def bubbles(window: MainWindow, role: str) -> list[MessageBubble]:
+    return [w for w in window.chat.entries() if isinstance(w, MessageBubble) and w.role == role]
+
+
+def rows(window: MainWindow, kind: str) -> list[ExpandableRow]:
+    return [w for w in window.chat.entries() if isinstance(w, ExpandableRow) and w.kind == kind]
+
+
+def idle(window: MainWindow) -> bool:
+    return not window.stepping and not window.worker.busy and window.loaded
+
+
+def send_and_wait(qtbot, window: MainWindow, text: str) -> None:  # noqa: ANN001
+    """Type `text`, press Enter, wait until the step (and every job) is done."""
+    window.input.setPlainText(text)
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
+
+
+def run(qtbot, window: MainWindow, job) -> Any:  # noqa: ANN001
+    """Run `job(session)` on the engine thread (as the window does) and return its result."""
+    answer: dict[str, Any] = {}
+    window.worker.submit(
+        job,
+        on_done=lambda r: answer.setdefault("result", r),
+        on_error=lambda e: answer.setdefault("error", e),
+    )
+    qtbot.waitUntil(lambda: bool(answer), timeout=TIMEOUT)
+    if "error" in answer:
+        raise answer["error"]
+    return answer["result"]
