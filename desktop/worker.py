@@ -9,8 +9,10 @@ sets a flag the step checks between tokens.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +61,18 @@ def _quit_engine_thread(_session: EngineSession) -> None:
     QThread.currentThread().quit()
 
 
+_running: weakref.WeakSet[EngineWorker] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_workers() -> None:
+    """A QThread destroyed while running aborts the process; a worker whose window was never
+    closed (sys.exit, a test that forgot) is shut down at exit instead."""
+    for worker in list(_running):
+        logger.warning("an engine worker was still running at exit; shutting it down")
+        worker.shutdown()
+
+
 class EngineWorker(QObject):
     """The UI thread's handle on the engine thread."""
 
@@ -80,6 +94,7 @@ class EngineWorker(QObject):
         self._tasks: dict[int, _Task] = {}
         self._ids = itertools.count(1)
         self._thread.start()
+        _running.add(self)
 
     # -- from the UI thread --------------------------------------------------------------
     def submit(
@@ -113,7 +128,12 @@ class EngineWorker(QObject):
         self._submit.emit(_Task(next(self._ids), _quit_engine_thread, None, None))
         while not self._thread.wait(10_000):
             logger.warning("closing: waiting for the engine thread to finish its job")
+        _running.discard(self)
         self.session.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.isRunning()
 
     # -- back on the UI thread -----------------------------------------------------------
     @Slot(int, object, object)

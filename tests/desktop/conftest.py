@@ -18,6 +18,19 @@ from engine.llm.scripted import ScriptedClient  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
+def no_engine_thread_left() -> Iterator[None]:
+    """Every window and worker a test opens is shut down by its end (a running QThread left to
+    the interpreter's exit would abort the whole run)."""
+    yield
+    from desktop.worker import _running
+
+    left = [w for w in _running if w.running]
+    for worker in left:
+        worker.shutdown()
+    assert not left, "a test left an engine worker running (close its window)"
+
+
+@pytest.fixture(autouse=True)
 def no_close_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows closed by fixtures must not stop on the unsaved-edits question (a modal dialog
     would wait forever offscreen); test_main_window tests the question itself."""
