@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.panels import first_line
 from engine.transcript import TranscriptEntry
 
 # Longer messages show their start: laying out a 200k-character label freezes the UI for a
@@ -215,7 +216,7 @@ class ChatView(QScrollArea):
         if entry.kind == "heartbeat":
             return Divider("heartbeat", f"{self.speaker} reflects (no user message)", entry.text)
         if entry.kind == "note":
-            return ExpandableRow("note", _first_line(entry.text), entry.text)
+            return ExpandableRow("note", first_line(entry.text), entry.text)
         return ExpandableRow("operation", entry.text, entry.detail, entry.ok)
 
     def bubble(self, role: str, text: str, at: dt.datetime | None = None) -> MessageBubble:
@@ -242,11 +243,6 @@ def _shown(text: str) -> str:
         return text
     hidden = len(text) - SHOWN_CHARS
     return f"{text[:SHOWN_CHARS]}\n… {hidden:,} more characters (all kept in memory)"
-
-
-def _first_line(text: str, limit: int = 120) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 class InputBox(QPlainTextEdit):

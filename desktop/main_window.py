@@ -273,10 +273,14 @@ class MainWindow(QMainWindow):
         for agent in agents:
             self.agent_box.addItem(agent.name)
         self.agent_box.setCurrentText(current)
-        self.chat.speaker = current
-        self.setWindowTitle(f"Memex — {current}")
-        if self.settings.agent != current:
-            self._update_settings(dataclasses.replace(self.settings, agent=current))
+        self._show_agent_name(current)
+
+    def _show_agent_name(self, name: str) -> None:
+        """The agent's name where the window shows it, and as the agent to open next time."""
+        self.chat.speaker = name
+        self.setWindowTitle(f"Memex — {name}")
+        if self.settings.agent != name:
+            self._update_settings(dataclasses.replace(self.settings, agent=name))
 
     def _show_history(self, page: TranscriptPage) -> None:
         self.chat.clear()
@@ -375,7 +379,6 @@ class MainWindow(QMainWindow):
         self._idle.stop()
         self.turn.begin()
         self.stop_button.setEnabled(True)
-        self.agent_box.setEnabled(False)
         self.status.setText(status)
         return self._cancel
 
@@ -406,7 +409,6 @@ class MainWindow(QMainWindow):
         self.stepping = False
         self._cancel = None
         self.stop_button.setEnabled(False)
-        self.agent_box.setEnabled(True)
         self.status.setText(status)
         self.refresh_panels()
         if self._queue:
@@ -441,9 +443,7 @@ class MainWindow(QMainWindow):
 
     def _renamed(self, name: str) -> None:
         self.agent_box.setItemText(self.agent_box.currentIndex(), name)
-        self.chat.speaker = name
-        self.setWindowTitle(f"Memex — {name}")
-        self._update_settings(dataclasses.replace(self.settings, agent=name))
+        self._show_agent_name(name)
 
     def delete_agent(self, name: str) -> None:
         if self._agents_free():
@@ -459,6 +459,8 @@ class MainWindow(QMainWindow):
         return True
 
     def _set_agent_actions(self, on: bool) -> None:
+        """The agent list, New and Delete: off from a step's start until its queue is done."""
+        self.agent_box.setEnabled(on)
         for action in self._agent_actions:
             action.setEnabled(on)
 

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +82,14 @@ def load_settings(path: Path | None = None) -> Settings:
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:
-    """Write atomically: a crash mid-write leaves the old file, not half a new one."""
-    path = path or settings_path()
+    _write_atomically(path or settings_path(), json.dumps(dataclasses.asdict(settings), indent=2))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A crash mid-write leaves the old file, not half a new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(dataclasses.asdict(settings), indent=2), encoding="utf-8")
+    partial = path.with_suffix(path.suffix + ".tmp")
+    partial.write_text(text, encoding="utf-8")
     partial.replace(path)
 
 
@@ -95,7 +99,11 @@ _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memex-settings")
 
 def save_settings_later(settings: Settings, path: Path | None = None) -> Future[None]:
     """save_settings on the writer thread; a failure is logged (the app goes on)."""
-    future = _writer.submit(save_settings, settings, path)
+    return _later(save_settings, settings, path)
+
+
+def _later(write: Callable[..., None], *args: object) -> Future[None]:
+    future = _writer.submit(write, *args)
     future.add_done_callback(_log_failure)
     return future
 
@@ -126,19 +134,10 @@ def load_window_state() -> WindowState | None:
 
 
 def save_window_state_later(state: WindowState) -> Future[None]:
-    def write() -> None:
-        path = window_state_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
-        text = json.dumps(
-            {
-                "geometry": base64.b64encode(state.geometry).decode(),
-                "docks": base64.b64encode(state.docks).decode(),
-            }
-        )
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
-
-    future = _writer.submit(write)
-    future.add_done_callback(_log_failure)
-    return future
+    text = json.dumps(
+        {
+            "geometry": base64.b64encode(state.geometry).decode(),
+            "docks": base64.b64encode(state.docks).decode(),
+        }
+    )
+    return _later(_write_atomically, window_state_path(), text)

@@ -3,8 +3,8 @@
 The UI thread submits jobs (callables taking the EngineSession) and gets their results or errors
 back as queued signals, in its own thread, in the order they were submitted (the pattern of
 Anki's task manager). Step events (the reply as it is written, tool runs, page-outs) come back
-the same way while a step runs. `cancel()` is the one call made across threads directly: it only
-sets a flag the step checks between tokens.
+the same way while a step runs. A step is stopped through the threading.Event its job was given
+(see MainWindow.stop): the one thing shared across threads besides the queued signals.
 """
 
 from __future__ import annotations

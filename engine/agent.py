@@ -337,6 +337,8 @@ class MemGPTAgent:
         return on_text
 
     def _report_page_outs(self) -> None:
+        if not self.context.page_outs:
+            return  # the usual case: no summary to read
         latest = self.summaries.latest()
         for first, last, count in self.context.page_outs:
             covers = latest is not None and latest.last_message_id >= last

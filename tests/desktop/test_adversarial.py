@@ -38,7 +38,7 @@ def user_messages_by_agent(qtbot, window: MainWindow) -> dict[str, list[str]]:
             found[name].append(content)
         return found
 
-    return run(qtbot, window, job)
+    return run(qtbot, window.worker, job)
 
 
 def hold_worker(window: MainWindow) -> threading.Event:
@@ -204,7 +204,7 @@ def test_huge_message_is_stored_and_answered(qtbot, open_window, settings):
     send_and_wait(qtbot, window, text)
     assert bubbles(window, "user")[-1].text == text
     assert bubbles(window, "assistant")[-1].text == "that was long"
-    stored = run(qtbot, window, lambda s: [m.content for m in s.agent.recall.all()])
+    stored = run(qtbot, window.worker, lambda s: [m.content for m in s.agent.recall.all()])
     assert text in stored
 
 
@@ -229,7 +229,7 @@ def test_refused_message_is_not_claimed_saved_and_is_given_back(qtbot, window, m
     qtbot.keyClick(window.input, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: idle(window) and window.error_box is not None, timeout=TIMEOUT)
     assert "60 characters" in window.error_box.text()
-    stored = run(qtbot, window, lambda s: [m.content for m in s.agent.recall.all()])
+    stored = run(qtbot, window.worker, lambda s: [m.content for m in s.agent.recall.all()])
     assert text not in stored
     assert "saved" not in bubbles(window, "user")[-1].header.text()
     assert window.input.toPlainText() == text
@@ -545,7 +545,7 @@ def test_core_save_queued_behind_a_model_edit_does_not_silently_overwrite_it(
     qtbot.mouseClick(editor.save_button, Qt.MouseButton.LeftButton)
     gate.set()
     qtbot.waitUntil(lambda: idle(window) and not editor._pending, timeout=TIMEOUT)
-    stored = run(qtbot, window, lambda s: {b.label: b.value for b in s.blocks()})["human"]
+    stored = run(qtbot, window.worker, lambda s: {b.label: b.value for b in s.blocks()})["human"]
     conflict_shown = editor.status.property("error") or editor.on_disk_label.isVisibleTo(editor)
     assert "Has a cat" in stored or conflict_shown
 
@@ -570,7 +570,7 @@ def test_archival_add_during_a_step_lands_after_it(qtbot, open_window, settings,
 # working tree (KeyError when the passage is not the agent's). The Delete still runs on the
 # wrong agent: see test_agent_change_during_a_step_keeps_queued_messages_with_their_agent.
 def test_archival_delete_racing_an_agent_change_does_not_corrupt_the_passage(qtbot, window):
-    passage = run(qtbot, window, lambda s: s.archival_add("the user keeps bees", ["hobby"]))
+    passage = run(qtbot, window.worker, lambda s: s.archival_add("the user keeps bees", ["hobby"]))
     panel = window.archival_panel
     panel.refresh()
     qtbot.waitUntil(lambda: panel.results.rowCount() == 1, timeout=TIMEOUT)
@@ -588,7 +588,7 @@ def test_archival_delete_racing_an_agent_change_does_not_corrupt_the_passage(qtb
         found = session.agent.archival.search("bees keeps", 10)[1]
         return [p.id for p in rows_], [p.id for p in found]
 
-    listed, found = run(qtbot, window, memex_state)
+    listed, found = run(qtbot, window.worker, memex_state)
     assert (passage.id in listed) == (passage.id in found)  # gone, or still searchable
     assert passage.id not in listed or panel.status.text() != "Deleted."
 
@@ -689,7 +689,7 @@ def test_load_earlier_pages_match_the_whole_transcript(qtbot, open_window, setti
     # the first page starts at a tool result whose call is on the earlier page
     window.chat.load_earlier.emit()  # the button is hidden (see above): ask as it would
     qtbot.waitUntil(lambda: idle(window) and shown_ids(window)[0] == 1, timeout=TIMEOUT)
-    whole = run(qtbot, window, lambda s: s.transcript(10_000))
+    whole = run(qtbot, window.worker, lambda s: s.transcript(10_000))
     whole = getattr(whole, "entries", whole)  # a TranscriptPage, or (at c694ab9) a list
     assert shown_ids(window) == [e.message_id for e in whole if e.message_id]
     assert [describe(w) for w in window.chat.entries()] == [

@@ -15,21 +15,13 @@ from desktop.panels.core import CorePanel, change_summary
 from desktop.panels.recall import RecallPanel
 from engine.llm.scripted import call
 
+from . import windows
+
 WAIT_MS = 10_000
 
 
 def run(qtbot, worker, job) -> Any:
-    """Run `job` on the engine thread, as the panels do, and return its result."""
-    answer: dict[str, Any] = {}
-    worker.submit(
-        job,
-        on_done=lambda r: answer.setdefault("result", r),
-        on_error=lambda e: answer.setdefault("error", e),
-    )
-    qtbot.waitUntil(lambda: bool(answer), timeout=WAIT_MS)
-    if "error" in answer:
-        raise answer["error"]
-    return answer["result"]
+    return windows.run(qtbot, worker, job, WAIT_MS)
 
 
 def stored(qtbot, worker, label: str) -> str:

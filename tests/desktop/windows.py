@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 
 from desktop.chat_view import ExpandableRow, MessageBubble
 from desktop.main_window import MainWindow
+from desktop.worker import EngineWorker
 
 TIMEOUT = 20_000  # ms; scripted steps take well under a second
 
@@ -31,15 +32,15 @@ def send_and_wait(qtbot, window: MainWindow, text: str) -> None:  # noqa: ANN001
     qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
 
 
-def run(qtbot, window: MainWindow, job) -> Any:  # noqa: ANN001
-    """Run `job(session)` on the engine thread (as the window does) and return its result."""
+def run(qtbot, worker: EngineWorker, job, timeout: int = TIMEOUT) -> Any:  # noqa: ANN001
+    """Run `job(session)` on the engine thread (as the window and panels do); its result."""
     answer: dict[str, Any] = {}
-    window.worker.submit(
+    worker.submit(
         job,
         on_done=lambda r: answer.setdefault("result", r),
         on_error=lambda e: answer.setdefault("error", e),
     )
-    qtbot.waitUntil(lambda: bool(answer), timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: bool(answer), timeout=timeout)
     if "error" in answer:
         raise answer["error"]
     return answer["result"]
