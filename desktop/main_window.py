@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
@@ -45,9 +45,10 @@ from desktop.settings import (
 from desktop.turn import TurnRenderer
 from desktop.worker import EngineWorker
 from engine.agents import AgentInfo
-from engine.errors import InvalidInput
+from engine.errors import FileInUse, InvalidInput
 from engine.transcript import TranscriptPage
 from engine.types import ContextUsage, ModelCallStarted, StepEvent
+from models.fetch import repair_hint
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ HISTORY_PAGE = 200
 
 class MainWindow(QMainWindow):
     ask_before_discarding = True  # closing with unsaved core edits asks first (tests: off)
+    ready = Signal()  # an agent is on screen and takes input (after every load and switch)
 
     def __init__(
         self,
@@ -206,7 +208,7 @@ class MainWindow(QMainWindow):
         self.worker.submit(
             lambda s: (s.load(report, settings), s.settings)[1],  # as loaded (agent included)
             self._loaded,
-            self._load_failed,
+            lambda error: self._load_failed(error, settings),
         )
 
     def _on_progress(self, text: str, percent: int) -> None:
@@ -225,18 +227,30 @@ class MainWindow(QMainWindow):
         name = getattr(llm, "name", "?")
         return f"Model: {name} · context {self.settings.n_ctx:,} tokens"
 
-    def _load_failed(self, error: BaseException) -> None:
+    def _load_failed(self, error: BaseException, settings: Settings) -> None:
         self.progress.setVisible(False)
         if self.session.loaded:  # new settings failed: the previous models are still in use
             self.status.setText("The new settings did not load; the previous ones are in use")
             self._show_agent()
         else:
             self.status.setText("No model loaded: open Settings to choose one")
+        if isinstance(error, FileInUse):
+            box = self.show_error(
+                error,
+                title="The memory file is in use",
+                hint="Memex opens a memory file in one place at a time, so that nothing is "
+                "written twice. Close the other Memex and press Retry, or open Settings to "
+                "choose another memory file.",
+                offer_settings=True,
+            )
+            retry = box.addButton("Retry", QMessageBox.ButtonRole.ActionRole)
+            retry.clicked.connect(lambda: QTimer.singleShot(0, lambda: self.load(settings)))
+            return
         self.show_error(
             error,
             title="Memex could not start",
-            hint="Open Settings to choose another model file or memory file (or run "
-            "`make models` to assemble the default models). Nothing in your memory file was "
+            hint="Open Settings to choose another model file or memory file (or "
+            f"{repair_hint()} to get the default models back). Nothing in your memory file was "
             "changed.",
             offer_settings=True,
         )
@@ -267,6 +281,7 @@ class MainWindow(QMainWindow):
         self.loaded = True
         self._set_enabled(True)
         self._restart_idle()
+        self.ready.emit()
 
     def _fill_agents(self, agents: list[AgentInfo], current: str) -> None:
         self.agent_box.clear()

@@ -82,10 +82,7 @@ def _model_file(model: str) -> Path:
         return Path(model_path("embed"))
     path = resolve_model_path(model)
     if not path.is_file():
-        raise ModelLoadError(
-            f"model file not found: {path}. Choose a GGUF file in Settings, or run "
-            "`make models` to assemble the default models."
-        )
+        raise ModelLoadError(f"model file not found: {path}. Choose a GGUF file in Settings.")
     return path
 
 
@@ -127,6 +124,10 @@ def _make_agent(
     )
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
 def _agent_to_open(store: Store, wanted: str) -> str:
     """`wanted` if the file has it; else the file's most recently used agent (another file
     opened shows its own conversation); a new file gets `wanted`."""
@@ -165,7 +166,7 @@ class EngineSession:
         open before stays open and in use."""
         settings = (settings or self.settings).checked()
         path = Path(settings.db_path) if settings.db_path else default_db_path()
-        if self._agent is not None and self.store is not None and self.store.path == path:
+        if self._agent is not None and self.store is not None and _same_file(self.store.path, path):
             # a reload of the same file keeps the agent on screen (renamed or not)
             settings = dataclasses.replace(settings, agent=self._agent.name)
         opened: list[object] = []
@@ -177,18 +178,31 @@ class EngineSession:
             llm = self._client_factory(settings)
             opened.append(llm)
             progress("Opening the memory file…", 80)
-            store = open_store(path, embedder=embedder)
-            opened.append(store)
+            store = self._store_for(path, embedder)
+            if store is not self.store:
+                opened.append(store)
             progress("Opening the agent…", 90)
             settings = dataclasses.replace(settings, agent=_agent_to_open(store, settings.agent))
             agent = _make_agent(store, llm, settings, settings.agent)
         except BaseException:
+            if self.store is not None and self.embedder is not None:
+                self.store.use_embedder(self.embedder)  # the previous models stay in use
             self._close_parts(opened)
             raise
+        if store is self.store:
+            self.store = None  # kept open: close() below lets go of the old models only
         self.close()
         self.settings = settings
         self.store, self.llm, self.embedder, self._agent = store, llm, embedder, agent
         progress("Ready", 100)
+
+    def _store_for(self, path: Path, embedder: Embedder) -> Store:
+        """The open store when `path` is the file already open (a second Store on it would wait
+        for this one's lock), else the file at `path`, opened."""
+        if self.store is not None and _same_file(self.store.path, path):
+            self.store.use_embedder(embedder)
+            return self.store
+        return open_store(path, embedder=embedder)
 
     @property
     def loaded(self) -> bool:

@@ -27,8 +27,10 @@ from desktop.session import ModelInfo, model_info
 from desktop.settings import MAX_CONTEXT, MIN_CONTEXT, Settings
 from desktop.worker import EngineWorker
 from engine.errors import InvalidInput
+from engine.llm.factory import CHAT_MODEL_KEYS
 from engine.store.db import default_db_path
 from engine.store.migrations import EMBEDDING_DIM
+from models.fetch import is_available
 
 INFO_DELAY_MS = 250  # wait for the user to stop typing a path before reading its header
 GGUF_FILTER = "GGUF models (*.gguf);;All files (*)"
@@ -152,7 +154,8 @@ class SettingsDialog(QDialog):
         form = QFormLayout()
         layout.addLayout(form)
 
-        self.chat = ModelField(worker, "chat", ["chat", "small"], settings.chat_model)
+        shipped = [key for key in CHAT_MODEL_KEYS if is_available(key)]  # a built app: its own
+        self.chat = ModelField(worker, "chat", shipped, settings.chat_model)
         self.chat.combo.setToolTip(
             '"chat": Qwen2.5-Coder-0.5B (shipped), "small": SmolLM2-135M, or a GGUF file'
         )

@@ -1,5 +1,7 @@
 """Memex engine: MemGPT-style memory (core, recall, archival) on one SQLite file, local models."""
 
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
+
 from engine.agent import MemGPTAgent, ModelCall, StepResult
 from engine.errors import MemexError
 from engine.llm.factory import default_llm_client

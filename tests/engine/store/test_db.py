@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from engine.errors import SchemaTooNew, StoreError
+from engine.errors import FileInUse, SchemaTooNew, StoreError
 from engine.store.db import Store, open_store
 from engine.store.migrations import LATEST_VERSION
 
@@ -66,3 +69,80 @@ def test_block_over_limit_is_refused_by_the_schema_too(store: Store) -> None:
             "INSERT INTO blocks(label, value, char_limit, created_at, updated_at)"
             " VALUES ('x', 'abcdef', 3, 'x', 'x')"
         )
+
+
+# -- one Memex per file ---------------------------------------------------------------------
+
+HOLDER = """
+import sys, time
+from engine.store.db import open_store
+store = open_store(sys.argv[1])
+with store.atomic() as conn:
+    conn.execute("CREATE TABLE IF NOT EXISTS beats(n INTEGER)")
+print("open", flush=True)
+n = 0
+while True:  # commits as fast as it can until it is told to stop or is killed
+    n += 1
+    with store.atomic() as conn:
+        conn.execute("INSERT INTO beats VALUES (?)", (n,))
+    if n == int(sys.argv[2]):
+        store.close()
+        print("closed", flush=True)
+        time.sleep(60)
+"""
+
+
+def _holder(path: Path, close_after: int = 10**9) -> subprocess.Popen[str]:
+    """Another Memex process with `path` open, writing; prints "open" once it is."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), str(close_after)],
+        cwd=Path(__file__).resolve().parents[3],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "open"
+    return process
+
+
+def test_a_second_store_on_an_open_file_is_told_it_is_in_use(tmp_path: Path) -> None:
+    path = tmp_path / "memex.db"
+    first = open_store(path)
+    start = time.monotonic()
+    with pytest.raises(FileInUse, match="open in another Memex") as caught:
+        open_store(path, wait_s=0.5)
+    assert time.monotonic() - start >= 0.5  # it waited before giving up
+    assert str(path) in str(caught.value)
+    first.close()
+    open_store(path, wait_s=0).close()  # free again once the first one closed
+
+
+def test_another_process_with_the_file_open_keeps_it_to_itself(tmp_path: Path) -> None:
+    path = tmp_path / "memex.db"
+    holder = _holder(path)
+    try:
+        with pytest.raises(FileInUse):
+            open_store(path, wait_s=1.0)
+    finally:
+        holder.kill()  # mid-write: a crash, not a clean close
+        holder.wait()
+    # the lock went with the process: no stale lock, and every commit it made is intact
+    store = open_store(path, wait_s=0)
+    try:
+        assert store.query("PRAGMA integrity_check") == [("ok",)]
+        (count, top) = store.query_one("SELECT count(*), max(n) FROM beats")
+        assert count == top > 0
+    finally:
+        store.close()
+
+
+def test_opening_waits_for_a_memex_that_is_closing(tmp_path: Path) -> None:
+    path = tmp_path / "memex.db"
+    holder = _holder(path, close_after=2000)
+    try:
+        store = open_store(path, wait_s=60)  # the holder closes after its 2,000th commit
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "closed"
+        assert store.query_one("SELECT count(*) FROM beats") == (2000,)
+        store.close()
+    finally:
+        holder.kill()
+        holder.wait()

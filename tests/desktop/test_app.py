@@ -1,0 +1,116 @@
+"""The app's entry point (desktop.app, what the built binary runs): --db / --model for one run,
+--selftest, and one Memex per memory file."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from desktop import app
+from desktop.settings import Settings, load_settings, save_settings
+from engine.store.db import open_store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_db_and_model_given_for_one_run_are_not_saved(config_dir: Path) -> None:
+    saved = Settings(db_path="/home/me/memex.db", chat_model="chat", n_ctx=4096)
+    overrides = {"db_path": "/tmp/other.db", "chat_model": "/tmp/model.gguf"}
+    save = app._saver(saved, overrides)
+    # the window saves what it runs with, a new context size included
+    save(dataclasses.replace(saved, **overrides, n_ctx=2048)).result()
+    kept = load_settings()
+    assert (kept.db_path, kept.chat_model, kept.n_ctx) == ("/home/me/memex.db", "chat", 2048)
+    # a model chosen in the window during that run is the user's choice: saved
+    save(dataclasses.replace(saved, db_path="/tmp/other.db", chat_model="small")).result()
+    assert load_settings().chat_model == "small"
+
+
+def test_selftest_with_a_missing_model_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = app.main(["--selftest", "--model", str(tmp_path / "missing.gguf")])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 1
+    assert len(out) == 1 and out[0].startswith("memex selftest: FAIL at chat model after ")
+    assert "missing.gguf" in out[0] and "Choose a GGUF file" in out[0]
+
+
+def test_selftest_uses_a_temp_file_unless_told(
+    tmp_path: Path, config_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The saved memory file is the user's: a selftest never writes to it by default."""
+    save_settings(Settings(db_path=str(tmp_path / "mine.db"), chat_model=str(tmp_path / "x.gguf")))
+    assert app.main(["--selftest"]) == 1  # fails at the chat model, after the embedder
+    assert not (tmp_path / "mine.db").exists()
+
+
+def test_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "desktop", "--version"], cwd=REPO, capture_output=True, text=True
+    )
+    from engine import __version__
+
+    assert done.returncode == 0 and done.stdout.strip() == f"memex {__version__}"
+
+
+def test_file_open_elsewhere_says_so_and_retry_opens_it_once_free(
+    qtbot, open_window, settings: Settings
+) -> None:
+    held = open_store(settings.db_path)  # another Memex has the file
+    try:
+        window = open_window(settings)
+        assert not window.loaded
+        box = window.error_box
+        assert box is not None and box.windowTitle() == "The memory file is in use"
+        assert "open in another Memex" in box.text() and settings.db_path in box.text()
+        retry = next(b for b in box.buttons() if b.text() == "Retry")
+    finally:
+        held.close()
+    retry.click()
+    qtbot.waitUntil(lambda: window.loaded, timeout=20_000)
+    assert window.session.store is not None and str(window.session.store.path) == settings.db_path
+
+
+def test_new_settings_on_the_same_file_keep_it_open(make_session, settings: Settings) -> None:
+    """Reloading with new settings reuses the open file (a second open would wait for its own
+    lock); a failed reload leaves it, and the previous embedder, in use."""
+    session = make_session()
+    session.load(lambda *_: None)
+    store = session.store
+    session.load(lambda *_: None, dataclasses.replace(settings, n_ctx=2048))
+    assert session.store is store and session.settings.n_ctx == 2048
+
+    def broken(_: Settings):
+        raise OSError("no such model")
+
+    embedder_before = store.embedder
+    session._client_factory = broken
+    with pytest.raises(OSError):
+        session.load(lambda *_: None, dataclasses.replace(settings, n_ctx=1024))
+    assert session.store is store and store.embedder is embedder_before
+    assert session.settings.n_ctx == 2048
+    session.agent.add_user_message("still writable")
+
+
+@pytest.mark.slow
+def test_selftest_passes_with_the_default_models(tmp_path: Path) -> None:
+    """The real chat and embedding models, one real step: what `memex --selftest` checks in the
+    built app, run from source."""
+    done = subprocess.run(
+        [sys.executable, "-m", "desktop", "--selftest"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MEMEX_CONFIG_DIR": str(tmp_path / "config")},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith("memex selftest: PASS in ")
+    assert "agent step" in line and "archival insert + search" in line
