@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.selftest:
         from desktop.selftest import run_selftest
 
-        # the saved models and settings, but a fresh temp file unless --db names one
-        return run_selftest(settings, db_path=args.db)
+        # What this copy ships (the default models, unless --model), not what the user saved:
+        # a since-moved model file of theirs is not a broken install. A temp file unless --db.
+        return run_selftest(dataclasses.replace(Settings(), **overrides), db_path=args.db)
     if not _display_available():
         print(
             "memex: no display found (DISPLAY / WAYLAND_DISPLAY are not set). Run it on a "

@@ -41,13 +41,17 @@ def test_selftest_with_a_missing_model_fails_in_one_line(
     assert "missing.gguf" in out[0] and "Choose a GGUF file" in out[0]
 
 
-def test_selftest_uses_a_temp_file_unless_told(
+def test_selftest_checks_what_ships_not_what_was_saved(
     tmp_path: Path, config_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The saved memory file is the user's: a selftest never writes to it by default."""
-    save_settings(Settings(db_path=str(tmp_path / "mine.db"), chat_model=str(tmp_path / "x.gguf")))
-    assert app.main(["--selftest"]) == 1  # fails at the chat model, after the embedder
-    assert not (tmp_path / "mine.db").exists()
+    """The saved memory file and models are the user's: a selftest neither writes to that file
+    nor fails because a model file they chose has moved."""
+    mine = tmp_path / "mine.db"
+    save_settings(Settings(db_path=str(mine), chat_model=str(tmp_path / "moved.gguf")))
+    assert app.main(["--selftest", "--model", str(tmp_path / "given.gguf")]) == 1
+    line = capsys.readouterr().out
+    assert "given.gguf" in line and "moved.gguf" not in line
+    assert not mine.exists()
 
 
 def test_version() -> None:

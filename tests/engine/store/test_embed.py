@@ -138,7 +138,7 @@ def test_default_embedder(embed_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="python -m models fetch embed"):
+    with pytest.raises(ModelLoadError, match="does not exist: run `make models`"):
         Embedder(tmp_path / "nope.gguf")
 
 
