@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if not _display_available():
         print(
             "memex: no display found (DISPLAY / WAYLAND_DISPLAY are not set). Run it on a "
-            "desktop, use `make chat` for the terminal chat, `memex --selftest` to check the "
-            "install, or set QT_QPA_PLATFORM=offscreen.",
+            "desktop; `memex --selftest` checks this copy works without one.",
             file=sys.stderr,
         )
         return 2
@@ -99,9 +98,15 @@ def _close_on_signals(window: MainWindow) -> None:
     """Ctrl+C or a kill in the terminal closes the window the normal way (the running step
     stops, the file closes). Python only sees a signal when it runs, hence the idle timer."""
     from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    def close(*_: object) -> None:
+        window.ask_before_discarding = False  # a logout or a kill does not wait for an answer
+        window.close()
+        QApplication.quit()  # ends any dialog's own event loop too (an error box, a question)
 
     for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, lambda *_: window.close())
+        signal.signal(number, close)
     wake = QTimer(window)
     wake.timeout.connect(lambda: None)
     wake.start(250)

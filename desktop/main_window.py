@@ -534,7 +534,9 @@ class MainWindow(QMainWindow):
         offer_settings: bool = False,
     ) -> QMessageBox:
         """A non-blocking dialog saying what failed and what to do."""
-        box = QMessageBox(QMessageBox.Icon.Critical, title, str(error) or type(error).__name__)
+        text = str(error) or type(error).__name__
+        # a child of the window: it closes with it (a lone dialog would keep the app running)
+        box = QMessageBox(QMessageBox.Icon.Critical, title, text, parent=self)
         box.setTextFormat(Qt.TextFormat.PlainText)  # messages quote names and paths verbatim
         box.setObjectName("error-dialog")
         if hint:
@@ -562,6 +564,8 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         self._idle.stop()
+        if self.error_box is not None:
+            self.error_box.close()
         save_window_state_later(self._layout_state())
         if self._cancel is not None:
             self._cancel.set()

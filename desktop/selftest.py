@@ -10,6 +10,8 @@ library or a damaged model file shows up here, with the stage it broke in.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 import sys
 import tempfile
 import time
@@ -17,11 +19,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from desktop.settings import Settings
 
+if TYPE_CHECKING:
+    from engine.store.db import Store
+
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+SELFTEST_AGENT = re.compile(r"selftest-[0-9a-f]{8}")
 
 GREETING = "Hello! My name is Ada and I live in Lisbon. Please remember that."
 PASSAGE = "Selftest note: Ada's favourite tea is a smoky lapsang souchong from Fujian."
@@ -76,7 +83,7 @@ def run_selftest(settings: Settings, db_path: str | None = None, out: TextIO | N
 def _run_stages(stages: Stages, settings: Settings, db_path: str | None, stack: ExitStack) -> None:
     from desktop.session import embedder_for, llama_client
     from engine.agent import MemGPTAgent
-    from engine.agents import delete_agent
+    from engine.agents import delete_agent, list_agents
     from engine.store.db import open_store
 
     if db_path is None:
@@ -89,10 +96,15 @@ def _run_stages(stages: Stages, settings: Settings, db_path: str | None, stack: 
     with stages.stage("memory file + sqlite-vec"):
         store = _closing(stack, open_store(db_path, embedder=embedder))
         _check(bool(store.query_one("SELECT vec_version()")), "sqlite-vec did not answer")
-    # A name no user picks: on a real file (--db) the selftest's agent is deleted afterwards.
-    name = f"selftest-{uuid.uuid4().hex[:8]}"
-    stack.callback(lambda: delete_agent(store, name))
-    agent = MemGPTAgent(archival_store=store, llm_client=llm, name=name)
+    with stages.stage("agent"):
+        # On a real file (--db) the selftest's agent is deleted afterwards, and one left by a
+        # selftest that was killed is deleted first.
+        for left in list_agents(store):
+            if SELFTEST_AGENT.fullmatch(left.name):
+                delete_agent(store, left.name)
+        name = f"selftest-{uuid.uuid4().hex[:8]}"
+        agent = MemGPTAgent(archival_store=store, llm_client=llm, name=name)
+        stack.callback(_delete_quietly, store, name)
     with stages.stage("agent step"):
         response = agent.step(GREETING)
         _check(bool(response.message and response.message.strip()), "the step gave no reply")
@@ -107,6 +119,16 @@ def _run_stages(stages: Stages, settings: Settings, db_path: str | None, stack: 
         _check("lapsang souchong" in found, f"the passage was not found: {found[:200]!r}")
     with stages.stage("qt offscreen"):
         _check_qt()
+
+
+def _delete_quietly(store: Store, name: str) -> None:
+    """Clean-up after a failure must not hide the failure."""
+    from engine.agents import delete_agent
+
+    try:
+        delete_agent(store, name)
+    except Exception:  # noqa: BLE001
+        logger.warning("selftest: could not delete agent %s", name, exc_info=True)
 
 
 def _closing(stack: ExitStack, thing: T) -> T:

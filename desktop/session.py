@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,13 @@ def _model_file(model: str) -> Path:
     return path
 
 
+def _threads(settings: Settings) -> int | None:
+    """The thread count to run the models with: None lets them choose. More threads than cores
+    (a settings file from a bigger machine) only makes ggml's spinning threads fight: capped."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(settings.n_threads, cores or 1) if settings.n_threads else None
+
+
 def _int_or_none(value: object) -> int | None:
     return int(value) if isinstance(value, int) else None
 
@@ -94,14 +102,14 @@ def llama_client(settings: Settings) -> LLMClient:
     return LlamaClient(
         _model_file(settings.chat_model),
         n_ctx=settings.n_ctx,
-        n_threads=settings.n_threads or None,
+        n_threads=_threads(settings),
     )
 
 
 def embedder_for(settings: Settings) -> Embedder:
     path = _model_file(settings.embed_model)
     name = "all-MiniLM-L6-v2" if settings.embed_model == "embed" else None
-    embedder = Embedder(path, name=name, n_threads=settings.n_threads or None)
+    embedder = Embedder(path, name=name, n_threads=_threads(settings))
     if embedder.dim != EMBEDDING_DIM:
         embedder.close()
         raise ModelLoadError(

@@ -6,6 +6,7 @@ Kept as JSON in the user's config folder (platformdirs), so they survive restart
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
@@ -72,13 +73,31 @@ def load_settings(path: Path | None = None) -> Settings:
     if not path.exists():
         return Settings()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        known = {f.name for f in dataclasses.fields(Settings)}
-        return Settings(**{k: v for k, v in data.items() if k in known}).checked()
-    except (OSError, ValueError, TypeError, InvalidInput) as exc:
+        return _from_json(json.loads(path.read_text(encoding="utf-8"))).checked()
+    except (OSError, ValueError, InvalidInput) as exc:
         logger.warning("settings file %s is unreadable (%s); using defaults", path, exc)
-        path.replace(path.with_suffix(".json.bad"))
+        with contextlib.suppress(OSError):  # a read-only config folder: defaults all the same
+            path.replace(path.with_suffix(".json.bad"))
         return Settings()
+
+
+def _from_json(data: object) -> Settings:
+    """Settings from a parsed settings.json; ValueError names the first value of a wrong type
+    (a hand-edited file, or one from another program)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    defaults = Settings()
+    values: dict[str, object] = {}
+    for f in dataclasses.fields(Settings):
+        if f.name not in data:
+            continue  # a setting added since the file was written: its default
+        value, want = data[f.name], type(getattr(defaults, f.name))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+            raise ValueError(f"{f.name} must be a {want.__name__}, not {value!r}")
+        values[f.name] = value
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:

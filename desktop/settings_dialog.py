@@ -5,6 +5,7 @@ and reloads."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
@@ -169,7 +170,8 @@ class SettingsDialog(QDialog):
         self.n_ctx.setSingleStep(1024)
         self.n_ctx.setSuffix(" tokens")
         form.addRow("Context size", self.n_ctx)
-        self.threads = self._spin("settings-threads", 0, 1024, settings.n_threads)
+        cores = os.cpu_count() or 1
+        self.threads = self._spin("settings-threads", 0, cores, min(settings.n_threads, cores))
         self.threads.setSpecialValueText("all cores")
         form.addRow("Threads", self.threads)
         self.warn_at = self._percent("settings-warn-at", settings.warn_at)

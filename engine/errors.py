@@ -1,5 +1,26 @@
 """The engine's error hierarchy: each says what went wrong and what the user can do."""
 
+import sys
+
+
+def running_built_app() -> bool:
+    """True inside the PyInstaller build (build.spec), where there is no make and no pip."""
+    return bool(getattr(sys, "frozen", False))
+
+
+def reinstall_hint() -> str:
+    """What to do about a missing or broken part of Memex itself (a library, not user data)."""
+    if running_built_app():
+        return "this copy of Memex is damaged: download it again"
+    return "reinstall Memex's packages: `make clean` then `make run`"
+
+
+def models_hint() -> str:
+    """How to get the default model files back, as this Memex runs (from source or built)."""
+    from models.fetch import repair_hint  # models/ is imported late: the engine runs without it
+
+    return repair_hint()
+
 
 class MemexError(Exception):
     """Base of every error the engine raises on purpose."""

@@ -165,8 +165,16 @@ def _sidecar(path: Path) -> Path:
 
 
 def _stamp(path: Path, sha256: str) -> dict[str, object]:
+    """What must not have changed since the file was hashed. ctime too: a program can set a
+    file's mtime back after writing to it (`touch -r`), not its ctime."""
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+        "sha256": sha256,
+    }
 
 
 def _is_verified(path: Path, spec: ModelSpec) -> bool:

@@ -41,7 +41,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from engine.errors import GenerationError, ModelLoadError
+from engine.errors import GenerationError, ModelLoadError, models_hint
 from engine.llm.base import Completion, TextSink
 from engine.llm.grammar import compile_grammar
 from engine.types import ChatMessage
@@ -262,8 +262,8 @@ def _not_gguf(path: Path) -> str:
 
 def _truncated(path: Path, detail: str) -> str:
     return (
-        f"{path} looks truncated or corrupt ({detail}). Download or assemble it again "
-        "(`memex-models` re-materialises the default models)."
+        f"{path} looks truncated or corrupt ({detail}). Download it again; if it is one of "
+        f"the default models: {models_hint()}."
     )
 
 
@@ -447,11 +447,11 @@ class LlamaClient:
         path = Path(model_path).expanduser()
         if not path.exists():
             raise ModelLoadError(
-                f"model file not found: {path}. Pass the path of a GGUF chat model, or run "
-                "`memex-models` to assemble the default models."
+                f"model file not found: {path}. Pass the path of a GGUF chat model (default "
+                f"models: {models_hint()})."
             )
         if not path.is_file():
-            raise ModelLoadError(f"{path} is not a file; pass the path of a .gguf model file")
+            raise ModelLoadError(f"{path} is a folder, not a file; pass the path of a .gguf file")
         header = read_gguf_metadata(path)
         arch = str(header.get("general.architecture", ""))
         if arch in EMBEDDING_ARCHITECTURES:

@@ -17,7 +17,13 @@ import filelock
 import platformdirs
 import sqlite_vec
 
-from engine.errors import ExtensionUnavailable, FileInUse, SchemaTooNew, StoreError
+from engine.errors import (
+    ExtensionUnavailable,
+    FileInUse,
+    SchemaTooNew,
+    StoreError,
+    reinstall_hint,
+)
 from engine.store.migrations import LATEST_VERSION, MIGRATIONS
 
 if TYPE_CHECKING:
@@ -61,6 +67,7 @@ class Store:
         self.path = Path(path)
         self._embedder = embedder
         self._lock = threading.RLock()
+        _check_writable(self.path)
         self._file_lock = _lock_file(self.path, wait_s)
         try:
             self.conn = _connect(self.path)
@@ -127,8 +134,28 @@ def open_store(
     """Open (creating if needed) the Memex file at `path`, or the default file. FileInUse if
     another Memex keeps it open for longer than `wait_s` seconds."""
     target = Path(path) if path is not None else default_db_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the folder {target.parent} for the memory file ({exc.strerror}); "
+            "choose a memory file in a folder you can write to (Settings, or --db PATH)"
+        ) from exc
     return Store(target, embedder=embedder, wait_s=wait_s)
+
+
+def _check_writable(path: Path) -> None:
+    """Memex writes every message to its file (and SQLite its -wal file beside it): a read-only
+    file or folder is refused up front, before anything is created next to it."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.exists() and not path.is_file():
+        raise StoreError(f"{path} is not a file; choose a memory file (Settings, or --db PATH)")
+    for what, thing in (("file", path), ("folder", folder)):
+        if thing.exists() and not os.access(thing, os.W_OK):
+            raise StoreError(
+                f"the memory {what} {thing} is read-only: Memex writes every message to it. "
+                "Make it writable, or choose another memory file (Settings, or --db PATH)."
+            )
 
 
 def _lock_file(path: Path, wait_s: float) -> filelock.BaseFileLock:
@@ -139,8 +166,12 @@ def _lock_file(path: Path, wait_s: float) -> filelock.BaseFileLock:
     """
     # thread_local=False: the GUI opens the file on its engine thread and tests may close it
     # elsewhere; the lock belongs to the Store, not to a thread.
+    # Named after the real file, so a symlink to it (or a relative path) meets the same lock. A
+    # hard link is another name for the same file and is not caught; SQLite's own locks still
+    # keep the file whole then.
+    real = path.resolve()
     lock = filelock.FileLock(
-        path.with_name(path.name + ".lock"), timeout=wait_s, thread_local=False
+        real.with_name(real.name + ".lock"), timeout=wait_s, thread_local=False
     )
     try:
         lock.acquire()
@@ -173,6 +204,12 @@ def _connect(path: Path) -> apsw.Connection:
     except apsw.BusyError as exc:
         conn.close()
         raise StoreError(f"{path} is in use by another Memex process; close it and retry") from exc
+    except apsw.ReadOnlyError as exc:
+        conn.close()
+        raise StoreError(
+            f"{path} cannot be written ({exc}): Memex writes every message to it. Make it "
+            "writable, or choose another memory file (Settings, or --db PATH)."
+        ) from exc
     except (apsw.NotADBError, apsw.CorruptError) as exc:
         conn.close()
         raise StoreError(
@@ -191,7 +228,7 @@ def _load_sqlite_vec(conn: apsw.Connection) -> None:
         conn.close()
         raise ExtensionUnavailable(
             f"could not load sqlite-vec from {sqlite_vec.loadable_path()}: {exc}. "
-            "Reinstall the sqlite-vec package (make install)."
+            f"{reinstall_hint()}."
         ) from exc
 
 

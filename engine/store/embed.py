@@ -13,18 +13,10 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from engine.errors import InvalidInput, ModelLoadError
+from engine.errors import InvalidInput, ModelLoadError, models_hint
 from engine.llm.llama import route_native_log
 
 log = logging.getLogger(__name__)
-
-
-def _fetch_hint() -> str:
-    """How to get the default model back: `make models` from source, a fresh download of a
-    built app (models/ is imported late: the engine runs without it)."""
-    from models.fetch import repair_hint
-
-    return repair_hint()
 
 
 # Tokens packed into one llama_encode call. Sequences in one batch attend over the whole batch
@@ -160,7 +152,7 @@ def _normalise(rows: np.ndarray) -> np.ndarray:
 def _load(path: Path, n_threads: int) -> llama_cpp.Llama:
     """Open `path` as a mean-pooled embedding model, with llama.cpp's chatter sent to logging."""
     if not path.is_file():
-        raise ModelLoadError(f"embedding model file {path} does not exist: {_fetch_hint()}")
+        raise ModelLoadError(f"embedding model file {path} does not exist: {models_hint()}")
     route_native_log()
     printed = io.StringIO()  # Llama(verbose=True) print()s metadata to sys.stderr
     try:
@@ -179,7 +171,7 @@ def _load(path: Path, n_threads: int) -> llama_cpp.Llama:
     except (ValueError, RuntimeError, OSError) as e:
         raise ModelLoadError(
             f"cannot load embedding model {path} ({e}); the file may be corrupt: "
-            f"delete it and {_fetch_hint()}"
+            f"delete it and {models_hint()}"
         ) from e
     finally:
         log.debug("llama-cpp-python: %s", printed.getvalue().strip())
@@ -192,7 +184,7 @@ def _check_encoder(llm: llama_cpp.Llama, path: Path) -> None:
     if llm.metadata.get(f"{arch}.attention.causal") != "false":
         llm.close()
         raise ModelLoadError(
-            f"{path} is a {arch} model, not a (non-causal) embedding model: {_fetch_hint()}"
+            f"{path} is a {arch} model, not a (non-causal) embedding model: {models_hint()}"
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,24 @@ from pathlib import Path
 import pytest
 
 from desktop import app
+from desktop import session as session_module
 from desktop.settings import Settings, load_settings, save_settings
+from engine.agent import MemGPTAgent
+from engine.agents import list_agents
+from engine.llm.scripted import ScriptedClient
 from engine.store.db import open_store
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _app_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HOME": str(tmp_path / "home"),
+        "MEMEX_CONFIG_DIR": str(tmp_path / "config"),
+        "QT_QPA_PLATFORM": "offscreen",
+        **extra,
+    }
 
 
 def test_db_and_model_given_for_one_run_are_not_saved(config_dir: Path) -> None:
@@ -103,18 +118,107 @@ def test_new_settings_on_the_same_file_keep_it_open(make_session, settings: Sett
 
 
 @pytest.mark.slow
-def test_selftest_passes_with_the_default_models(tmp_path: Path) -> None:
+def test_selftest_passes_with_the_default_models(tmp_path: Path, embedder) -> None:
     """The real chat and embedding models, one real step: what `memex --selftest` checks in the
-    built app, run from source."""
+    built app, run from source. On the user's own file (--db) it leaves their agents as they
+    were, and removes an agent a killed selftest left behind."""
+    db = tmp_path / "mine.db"
+    with open_store(db, embedder=embedder) as store:
+        for name in ("memex", "selftest-0badc0de"):
+            MemGPTAgent(archival_store=store, llm_client=ScriptedClient(), name=name)
+        assert sorted(a.name for a in list_agents(store)) == ["memex", "selftest-0badc0de"]
     done = subprocess.run(
-        [sys.executable, "-m", "desktop", "--selftest"],
+        [sys.executable, "-m", "desktop", "--selftest", "--db", str(db)],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "MEMEX_CONFIG_DIR": str(tmp_path / "config")},
+        env=_app_env(tmp_path),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     line = done.stdout.strip().splitlines()[-1]
     assert line.startswith("memex selftest: PASS in ")
     assert "agent step" in line and "archival insert + search" in line
+    with open_store(db, embedder=embedder) as store:
+        assert [a.name for a in list_agents(store)] == ["memex"]
+
+
+# -- settings files written by hand or by something else ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1, 2]",
+        "null",
+        '"memex"',
+        '{"chat_model": 5}',
+        '{"n_ctx": "big"}',
+        '{"n_ctx": true}',
+        '{"db_path": 7}',
+        "{not json",
+    ],
+)
+def test_a_damaged_settings_file_gives_defaults_and_is_kept_aside(
+    config_dir: Path, text: str
+) -> None:
+    config_dir.mkdir()
+    (config_dir / "settings.json").write_text(text)
+    assert load_settings() == Settings()
+    assert (config_dir / "settings.json.bad").read_text() == text
+
+
+def test_settings_numbers_written_as_integers_still_load(config_dir: Path) -> None:
+    config_dir.mkdir()
+    (config_dir / "settings.json").write_text('{"flush_at": 1, "n_ctx": 2048, "future": 3}')
+    assert load_settings() == Settings(flush_at=1.0, n_ctx=2048)
+
+
+def test_more_threads_than_cores_are_capped() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert session_module._threads(Settings(n_threads=999)) == cores
+    assert session_module._threads(Settings(n_threads=1)) == 1
+    assert session_module._threads(Settings(n_threads=0)) is None
+
+
+def test_sigterm_closes_the_app_while_an_error_dialog_shows(tmp_path: Path) -> None:
+    """A dialog left open must not keep the process alive after the window closed."""
+    window = subprocess.Popen(
+        [sys.executable, "-m", "desktop", "-v", "--model", str(tmp_path / "missing.gguf")]
+        + ["--db", str(tmp_path / "memex.db")],
+        cwd=REPO,
+        env=_app_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert window.stdout is not None
+    try:
+        for line in window.stdout:
+            if "Memex could not start" in line:
+                break
+        else:
+            pytest.fail(f"exited with {window.wait()} before the error dialog")
+        window.send_signal(signal.SIGTERM)
+        assert window.wait(timeout=30) == 0
+        assert "INFO:memex:closed" in window.stdout.read()
+    finally:
+        if window.poll() is None:
+            window.kill()
+            window.wait()
+
+
+def test_a_missing_library_is_one_clear_line(tmp_path: Path) -> None:
+    """As when a copy of the app lost libllama: no traceback, what broke and what to do."""
+    poisoned = "import sys, runpy; sys.modules['llama_cpp'] = None; "
+    done = subprocess.run(
+        [sys.executable, "-c", poisoned + "runpy.run_module('desktop', run_name='__main__')"],
+        cwd=REPO,
+        env=_app_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("memex: a part of Memex could not be loaded (")
+    assert "make clean" in done.stderr and "Traceback" not in done.stderr

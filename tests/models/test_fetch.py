@@ -6,6 +6,7 @@ import hashlib
 import importlib.metadata
 import os
 import sys
+import time
 from pathlib import Path
 
 import platformdirs
@@ -298,3 +299,16 @@ def test_models_dir_override_wins_in_the_built_app_too(
 ) -> None:
     monkeypatch.setenv(fetch.ENV_DIR, str(tmp_path / "elsewhere"))
     assert fetch.models_dir() == tmp_path / "elsewhere"
+
+
+def test_change_hidden_by_restoring_mtime_is_caught(fake_model: ModelSpec) -> None:
+    """`touch -r` after a write puts the mtime back; the ctime still moves."""
+    path = fetch.model_path("fake")
+    st = path.stat()
+    time.sleep(0.01)
+    with open(path, "r+b") as f:
+        f.write(b"XXXX")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(ModelNotMaterialised):
+        fetch.model_path("fake", materialise=False)

@@ -146,3 +146,41 @@ def test_opening_waits_for_a_memex_that_is_closing(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_symlink_to_an_open_file_meets_the_same_lock(tmp_path: Path) -> None:
+    path = tmp_path / "memex.db"
+    link = tmp_path / "elsewhere" / "link.db"
+    link.parent.mkdir()
+    first = open_store(path)
+    try:
+        link.symlink_to(path)
+        with pytest.raises(FileInUse):
+            open_store(link, wait_s=0.2)
+    finally:
+        first.close()
+
+
+def test_read_only_file_is_refused_before_anything_is_made_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "memex.db"
+    open_store(path).close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    real_access = os.access
+    # chmod does not stop root (CI); what the check asks the OS is faked instead
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != path and real_access(p, mode))
+    with pytest.raises(StoreError, match="is read-only: Memex writes every message to it"):
+        open_store(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_folder_that_cannot_be_made_says_so(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot create the folder .*a-file"):
+        open_store(tmp_path / "a-file" / "memex.db")
+
+
+def test_a_folder_is_not_a_memory_file(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is not a file"):
+        open_store(tmp_path)
