@@ -135,7 +135,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.bundle / "memex").is_file():
         raise SystemExit(f"no built app at {args.bundle}: run `make dist` first")
-    ways = [built(args.bundle), from_source()]
+    bundle = args.bundle.resolve()  # the runs start in their own HOME
+    ways = [built(bundle), from_source()]
     with tempfile.TemporaryDirectory(prefix="memex-bench-start-") as scratch:
         cold = first_start(ways[0], Path(scratch))
         for _ in range(args.runs):
@@ -148,7 +149,7 @@ def main() -> None:
                 way.ready_s.append(ready)
                 way.exit_s.append(exit_s)
                 way.selftest_s.append(time_selftest(way, home))
-    section = report(ways, cold, args.bundle)
+    section = report(ways, cold, bundle)
     print(section)
     if args.write:
         write_section(section, BEGIN, END)
