@@ -84,9 +84,12 @@ def _run_window(settings: Settings, save: Callable[[Settings], object]) -> int:
     app = QApplication(sys.argv[:1])
     app.setApplicationName("Memex")
     window = MainWindow(settings, save=save)
-    window.ready.connect(
-        lambda: logger.info("ready in %.1fs: %s", time.perf_counter() - start, window.status.text())
-    )
+
+    def log_ready() -> None:  # once: the start-up time (later loads emit ready too)
+        window.ready.disconnect(log_ready)
+        logger.info("ready in %.1fs: %s", time.perf_counter() - start, window.status.text())
+
+    window.ready.connect(log_ready)
     window.show()
     _close_on_signals(window)
     code = app.exec()
