@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ def test_ok_returns_the_new_settings(qtbot, dialog, settings, tmp_path: Path):
     dialog.chat.combo.setCurrentText("small")
     dialog.db_path.setText(str(tmp_path / "other.db"))
     dialog.n_ctx.setValue(8192)
-    dialog.threads.setValue(4)
+    dialog.threads.setValue(1)  # at most the cores: see test_threads_offered_up_to_the_cores
     dialog.warn_at.setValue(75)
     dialog.flush_at.setValue(95)
     dialog.idle.setValue(10)
@@ -97,7 +98,7 @@ def test_ok_returns_the_new_settings(qtbot, dialog, settings, tmp_path: Path):
         chat_model="small",
         db_path=str(tmp_path / "other.db"),
         n_ctx=8192,
-        n_threads=4,
+        n_threads=1,
         warn_at=0.75,
         flush_at=0.95,
         idle_minutes=10,
@@ -107,3 +108,10 @@ def test_ok_returns_the_new_settings(qtbot, dialog, settings, tmp_path: Path):
 def test_untouched_dialog_returns_the_same_settings(qtbot, dialog, settings):
     press_ok(qtbot, dialog)
     assert dialog.result_settings() == settings
+
+
+def test_threads_offered_up_to_the_cores(dialog):
+    """More threads than cores only slow ggml down (its threads spin): not offered."""
+    assert dialog.threads.maximum() == (os.cpu_count() or 1)
+    dialog.threads.setValue(10_000)
+    assert dialog.threads.value() == dialog.threads.maximum()

@@ -23,6 +23,7 @@ def fake_fetch(monkeypatch, tmp_path):
 
     module = types.ModuleType("models.fetch")
     module.model_path = model_path  # type: ignore[attr-defined]
+    module.repair_hint = lambda: "run `make models`"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "models.fetch", module)
     return calls
 
