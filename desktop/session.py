@@ -82,6 +82,8 @@ def _model_file(model: str) -> Path:
 
         return Path(model_path("embed"))
     path = resolve_model_path(model)
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not a model file. Choose a GGUF file.")
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}. Choose a GGUF file in Settings.")
     return path

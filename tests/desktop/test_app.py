@@ -17,6 +17,7 @@ from desktop import session as session_module
 from desktop.settings import Settings, load_settings, save_settings
 from engine.agent import MemGPTAgent
 from engine.agents import list_agents
+from engine.errors import ModelLoadError
 from engine.llm.scripted import ScriptedClient
 from engine.store.db import open_store
 
@@ -222,3 +223,8 @@ def test_a_missing_library_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("memex: a part of Memex could not be loaded (")
     assert "make clean" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_folder_given_as_the_model_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="is a folder, not a model file"):
+        session_module.llama_client(Settings(chat_model=str(tmp_path)))
