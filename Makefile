@@ -83,7 +83,7 @@ dist-archive: dist
 	@du -sh $(ARCHIVE)
 
 test-dist: models
-	$(PY) -m pytest -q --build-dist -m dist tests/dist
+	$(PY) -m pytest -q --build-dist -m dist tests/bundle
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check engine models desktop tests bench
