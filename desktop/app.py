@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from desktop.settings import Settings, load_settings, save_settings_later
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     saved = load_settings()
-    overrides = {"db_path": args.db, "chat_model": args.model}
+    # --db relative to where the command ran, as a user typing it means
+    db = str(Path(args.db).expanduser().absolute()) if args.db else None
+    overrides = {"db_path": db, "chat_model": args.model}
     overrides = {k: v for k, v in overrides.items() if v}
     settings = dataclasses.replace(saved, **overrides)
     if args.selftest:
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # What this copy ships (the default models, unless --model), not what the user saved:
         # a since-moved model file of theirs is not a broken install. A temp file unless --db.
-        return run_selftest(dataclasses.replace(Settings(), **overrides), db_path=args.db)
+        return run_selftest(dataclasses.replace(Settings(), **overrides), db_path=db)
     if not _display_available():
         print(
             "memex: no display found (DISPLAY / WAYLAND_DISPLAY are not set). Run it on a "

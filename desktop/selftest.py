@@ -144,11 +144,12 @@ def _check(ok: bool, failure: str) -> None:
 
 
 def _check_qt() -> None:
-    """The Qt platform plugins travel with the built app; load the headless one to prove it."""
+    """Qt travels with the built app: load Widgets (what the window is made of) and the
+    headless platform plugin, to prove both are there."""
     from desktop.app import _use_utf8_locale
 
     _use_utf8_locale()
-    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
 
-    app = QGuiApplication.instance() or QGuiApplication(["memex", "-platform", "offscreen"])
+    app = QApplication.instance() or QApplication(["memex", "-platform", "offscreen"])
     _check(app.platformName() == "offscreen", f"Qt loaded platform {app.platformName()!r}")

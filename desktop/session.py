@@ -175,7 +175,7 @@ class EngineSession:
         this session's). ModelLoadError or StoreError say what to do; on failure whatever was
         open before stays open and in use."""
         settings = (settings or self.settings).checked()
-        path = Path(settings.db_path) if settings.db_path else default_db_path()
+        path = Path(settings.db_path).expanduser() if settings.db_path else default_db_path()
         if self._agent is not None and self.store is not None and _same_file(self.store.path, path):
             # a reload of the same file keeps the agent on screen (renamed or not)
             settings = dataclasses.replace(settings, agent=self._agent.name)

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import platformdirs
 
+from engine.agents import check_name
 from engine.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
 MIN_CONTEXT = 1024
 MAX_CONTEXT = 131072
+MAX_IDLE_MINUTES = 24 * 60  # also keeps the idle timer within Qt's 32-bit milliseconds
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,9 @@ class Settings:
             raise InvalidInput(
                 "memory-pressure lines must satisfy 0 < page-out target < warning < page-out <= 1"
             )
-        if self.idle_minutes < 0:
-            raise InvalidInput("idle minutes must be 0 (off) or more")
+        if not 0 <= self.idle_minutes <= MAX_IDLE_MINUTES:
+            raise InvalidInput(f"idle minutes must be 0 (off) to {MAX_IDLE_MINUTES} (a day)")
+        check_name(self.agent)
         if not self.chat_model.strip() or not self.embed_model.strip():
             raise InvalidInput("choose a chat model and an embedding model")
         return self
@@ -73,8 +76,9 @@ def load_settings(path: Path | None = None) -> Settings:
     if not path.exists():
         return Settings()
     try:
-        return _from_json(json.loads(path.read_text(encoding="utf-8"))).checked()
-    except (OSError, ValueError, InvalidInput) as exc:
+        # utf-8-sig: Windows Notepad saves a BOM in front of the JSON
+        return _from_json(json.loads(path.read_text(encoding="utf-8-sig"))).checked()
+    except (OSError, ValueError, RecursionError, InvalidInput) as exc:
         logger.warning("settings file %s is unreadable (%s); using defaults", path, exc)
         with contextlib.suppress(OSError):  # a read-only config folder: defaults all the same
             path.replace(path.with_suffix(".json.bad"))
@@ -148,7 +152,7 @@ def load_window_state() -> WindowState | None:
     try:
         data = json.loads(window_state_path().read_text(encoding="utf-8"))
         return WindowState(base64.b64decode(data["geometry"]), base64.b64decode(data["docks"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None  # no saved layout, or a damaged one: the default layout is fine
 
 

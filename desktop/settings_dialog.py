@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from desktop.panels import StatusLabel, error_message, submit
 from desktop.session import ModelInfo, model_info
-from desktop.settings import MAX_CONTEXT, MIN_CONTEXT, Settings
+from desktop.settings import MAX_CONTEXT, MAX_IDLE_MINUTES, MIN_CONTEXT, Settings
 from desktop.worker import EngineWorker
 from engine.errors import InvalidInput
 from engine.llm.factory import CHAT_MODEL_KEYS
@@ -183,7 +183,7 @@ class SettingsDialog(QDialog):
         self.target_at = self._percent("settings-target-at", settings.target_at)
         self.target_at.setToolTip("A page-out brings the prompt down to this share")
         form.addRow("Page out down to", self.target_at)
-        self.idle = self._spin("settings-idle", 0, 24 * 60, settings.idle_minutes)
+        self.idle = self._spin("settings-idle", 0, MAX_IDLE_MINUTES, settings.idle_minutes)
         self.idle.setSpecialValueText("off")
         self.idle.setSuffix(" min")
         self.idle.setToolTip("Let the agent reflect on its memory after this many idle minutes")
@@ -245,7 +245,7 @@ class SettingsDialog(QDialog):
             self._settings,
             chat_model=self.chat.value(),
             embed_model=self.embed.value(),
-            db_path=self.db_path.text().strip(),
+            db_path=_absolute(self.db_path.text().strip()),
             n_ctx=self.n_ctx.value(),
             n_threads=self.threads.value(),
             warn_at=self.warn_at.value() / 100,
@@ -265,3 +265,9 @@ class SettingsDialog(QDialog):
     def result_settings(self) -> Settings:
         """The checked new settings after OK; the settings given before that (or after Cancel)."""
         return self._result
+
+
+def _absolute(path: str) -> str:
+    """A typed path as the file it names now: `~` expanded, a relative one made absolute (the
+    app may start from another folder next time). Empty stays empty: the default file."""
+    return str(Path(path).expanduser().absolute()) if path else ""

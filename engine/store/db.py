@@ -133,7 +133,7 @@ def open_store(
 ) -> Store:
     """Open (creating if needed) the Memex file at `path`, or the default file. FileInUse if
     another Memex keeps it open for longer than `wait_s` seconds."""
-    target = Path(path) if path is not None else default_db_path()
+    target = Path(path).expanduser() if path is not None else default_db_path()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -147,7 +147,7 @@ def open_store(
 def _check_writable(path: Path) -> None:
     """Memex writes every message to its file (and SQLite its -wal file beside it): a read-only
     file or folder is refused up front, before anything is created next to it."""
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.resolve().parent  # the real file's folder: -wal and the lock go there
     if path.exists() and not path.is_file():
         raise StoreError(f"{path} is not a file; choose a memory file (Settings, or --db PATH)")
     for what, thing in (("file", path), ("folder", folder)):

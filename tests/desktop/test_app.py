@@ -14,7 +14,7 @@ import pytest
 
 from desktop import app
 from desktop import session as session_module
-from desktop.settings import Settings, load_settings, save_settings
+from desktop.settings import Settings, load_settings, load_window_state, save_settings
 from engine.agent import MemGPTAgent
 from engine.agents import list_agents
 from engine.errors import ModelLoadError
@@ -158,7 +158,11 @@ def test_selftest_passes_with_the_default_models(tmp_path: Path, embedder) -> No
         '{"n_ctx": true}',
         '{"db_path": 7}',
         "{not json",
+        "[" * 100_000 + "]" * 100_000,  # deeper than the JSON parser recurses
+        '{"idle_minutes": 1000000000}',  # past Qt's 32-bit timer
+        '{"agent": "  "}',
     ],
+    ids=lambda text: text[:24],
 )
 def test_a_damaged_settings_file_gives_defaults_and_is_kept_aside(
     config_dir: Path, text: str
@@ -209,11 +213,32 @@ def test_sigterm_closes_the_app_while_an_error_dialog_shows(tmp_path: Path) -> N
             window.wait()
 
 
-def test_a_missing_library_is_one_clear_line(tmp_path: Path) -> None:
-    """As when a copy of the app lost libllama: no traceback, what broke and what to do."""
-    poisoned = "import sys, runpy; sys.modules['llama_cpp'] = None; "
+BROKEN_LIBRARIES = {
+    # libllama.so gone: llama_cpp's import fails
+    "llama": "sys.modules['llama_cpp'] = None",
+    # libllama.so there but a library it needs gone: llama_cpp raises RuntimeError
+    "ggml": "sys.meta_path.insert(0, Boom('llama_cpp'))",
+    # Qt's widgets gone: found only when the window is made
+    "qt widgets": "sys.modules['PySide6.QtWidgets'] = None",
+}
+BOOM = """
+class Boom:
+    def __init__(self, name):
+        self.name = name
+    def find_spec(self, name, path=None, target=None):
+        if name == self.name:
+            raise RuntimeError("Failed to load shared library 'libllama.so'")
+"""
+
+
+@pytest.mark.parametrize("poison", BROKEN_LIBRARIES.values(), ids=BROKEN_LIBRARIES.keys())
+def test_a_missing_library_is_one_clear_line(tmp_path: Path, poison: str) -> None:
+    """As when a copy of the app lost a library: no traceback, what broke and what to do."""
+    script = (
+        f"import sys, runpy\n{BOOM}\n{poison}\nrunpy.run_module('desktop', run_name='__main__')"
+    )
     done = subprocess.run(
-        [sys.executable, "-c", poisoned + "runpy.run_module('desktop', run_name='__main__')"],
+        [sys.executable, "-c", script, "--db", str(tmp_path / "memex.db")],
         cwd=REPO,
         env=_app_env(tmp_path),
         capture_output=True,
@@ -228,3 +253,27 @@ def test_a_missing_library_is_one_clear_line(tmp_path: Path) -> None:
 def test_a_folder_given_as_the_model_says_so(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="is a folder, not a model file"):
         session_module.llama_client(Settings(chat_model=str(tmp_path)))
+
+
+def test_a_settings_file_with_a_bom_loads(config_dir: Path) -> None:
+    """Windows Notepad writes a byte-order mark in front of the JSON."""
+    config_dir.mkdir()
+    (config_dir / "settings.json").write_bytes(b"\xef\xbb\xbf" + b'{"n_ctx": 2048}')
+    assert load_settings().n_ctx == 2048
+
+
+def test_a_damaged_window_layout_gives_the_default_one(config_dir: Path) -> None:
+    config_dir.mkdir()
+    (config_dir / "window.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert load_window_state() is None
+
+
+def test_a_memory_file_under_home_is_found_there(
+    make_session, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    session = make_session(dataclasses.replace(settings, db_path="~/notes.db"))
+    session.load(lambda *_: None)
+    assert (tmp_path / "home" / "notes.db").is_file()
+    assert not (tmp_path / "~").exists()

@@ -115,3 +115,13 @@ def test_threads_offered_up_to_the_cores(dialog):
     assert dialog.threads.maximum() == (os.cpu_count() or 1)
     dialog.threads.setValue(10_000)
     assert dialog.threads.value() == dialog.threads.maximum()
+
+
+def test_a_typed_memory_file_is_kept_as_an_absolute_path(
+    qtbot, dialog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The app may start from another folder next time: ~ and relative paths are resolved now."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    dialog.db_path.setText("~/notes.db")
+    press_ok(qtbot, dialog)
+    assert dialog.result_settings().db_path == str(tmp_path / "home" / "notes.db")
