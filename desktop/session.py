@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from engine.context import Thresholds
 from engine.errors import InvalidInput, ModelLoadError
 from engine.llm.base import LLMClient
 from engine.llm.factory import resolve_model_path
-from engine.llm.llama import LlamaClient, read_gguf_metadata
+from engine.llm.llama import LlamaClient, available_cpus, read_gguf_metadata
 from engine.memory.archival import Passage
 from engine.memory.core import Block, BlockEdit
 from engine.memory.search import Page
@@ -92,8 +91,7 @@ def _model_file(model: str) -> Path:
 def _threads(settings: Settings) -> int | None:
     """The thread count to run the models with: None lets them choose. More threads than cores
     (a settings file from a bigger machine) only makes ggml's spinning threads fight: capped."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(settings.n_threads, cores or 1) if settings.n_threads else None
+    return min(settings.n_threads, available_cpus()) if settings.n_threads else None
 
 
 def _int_or_none(value: object) -> int | None:

@@ -5,7 +5,6 @@ and reloads."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
@@ -29,6 +28,7 @@ from desktop.settings import MAX_CONTEXT, MAX_IDLE_MINUTES, MIN_CONTEXT, Setting
 from desktop.worker import EngineWorker
 from engine.errors import InvalidInput
 from engine.llm.factory import CHAT_MODEL_KEYS
+from engine.llm.llama import available_cpus
 from engine.store.db import default_db_path
 from engine.store.migrations import EMBEDDING_DIM
 from models.fetch import is_available
@@ -170,7 +170,7 @@ class SettingsDialog(QDialog):
         self.n_ctx.setSingleStep(1024)
         self.n_ctx.setSuffix(" tokens")
         form.addRow("Context size", self.n_ctx)
-        cores = os.cpu_count() or 1
+        cores = available_cpus()  # what the models may use (desktop.session caps at it)
         self.threads = self._spin("settings-threads", 0, cores, min(settings.n_threads, cores))
         self.threads.setSpecialValueText("all cores")
         form.addRow("Threads", self.threads)

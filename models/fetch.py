@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import platformdirs
 
-from engine.errors import MemexError, ModelLoadError, ModelNotMaterialised
+from engine.errors import MemexError, ModelLoadError, ModelNotMaterialised, running_built_app
 from models import manifest
 from models.manifest import ModelSpec, PackageSource
 
@@ -42,7 +42,7 @@ def bundle_dir() -> Path | None:
     """The models folder inside a built app (PyInstaller sets sys.frozen and sys._MEIPASS; see
     build.spec), or None when Memex runs from source."""
     root = getattr(sys, "_MEIPASS", None)
-    if not getattr(sys, "frozen", False) or root is None:
+    if not running_built_app() or root is None:
         return None
     return Path(root) / "models"
 
@@ -188,7 +188,7 @@ def _is_verified(path: Path, spec: ModelSpec) -> bool:
             return True
     except (OSError, ValueError):
         pass
-    if _sha256_file(path) != spec.sha256:
+    if sha256_file(path) != spec.sha256:
         return False
     _write_sidecar(path, spec.sha256)
     return True
@@ -207,7 +207,8 @@ def _write_sidecar(path: Path, sha256: str) -> None:
         logger.warning("could not record that %s passed its check (%s)", path, exc)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 of the file at `path`, read in full (build.spec uses it too)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         _copy(f, None, digest)
@@ -266,7 +267,7 @@ def _build(spec: ModelSpec, sources: list[Path], out_path: Path) -> tuple[int, s
 
 
 def _size_and_sha(path: Path) -> tuple[int, str]:
-    return path.stat().st_size, _sha256_file(path)
+    return path.stat().st_size, sha256_file(path)
 
 
 def _concat(sources: list[Path], out_path: Path) -> tuple[int, str]:

@@ -469,7 +469,7 @@ class LlamaClient:
         if n_ctx <= 0:
             raise ModelLoadError(f"n_ctx must be positive, got {n_ctx}")
         if n_threads is None:
-            n_threads = _available_cpus()
+            n_threads = available_cpus()
         self.model_path = path
         self._side_settings = {
             "n_ctx": n_ctx,
@@ -758,7 +758,8 @@ class LlamaClient:
         return f"LlamaClient({self.name!r}, n_ctx={self.context_window})"
 
 
-def _available_cpus() -> int:
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity mask, where the OS has one)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

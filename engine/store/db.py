@@ -67,8 +67,9 @@ class Store:
         self.path = Path(path)
         self._embedder = embedder
         self._lock = threading.RLock()
-        _check_writable(self.path)
-        self._file_lock = _lock_file(self.path, wait_s)
+        real = self.path.resolve()  # a symlink's target: its folder and its lock
+        _check_writable(self.path, real.parent)
+        self._file_lock = _lock_file(self.path, real, wait_s)
         try:
             self.conn = _connect(self.path)
         except BaseException:
@@ -144,10 +145,9 @@ def open_store(
     return Store(target, embedder=embedder, wait_s=wait_s)
 
 
-def _check_writable(path: Path) -> None:
-    """Memex writes every message to its file (and SQLite its -wal file beside it): a read-only
-    file or folder is refused up front, before anything is created next to it."""
-    folder = path.resolve().parent  # the real file's folder: -wal and the lock go there
+def _check_writable(path: Path, folder: Path) -> None:
+    """Memex writes every message to its file (and SQLite its -wal file beside it, in the real
+    file's `folder`): a read-only file or folder is refused before anything is made there."""
     if path.exists() and not path.is_file():
         raise StoreError(f"{path} is not a file; choose a memory file (Settings, or --db PATH)")
     for what, thing in (("file", path), ("folder", folder)):
@@ -158,8 +158,8 @@ def _check_writable(path: Path) -> None:
             )
 
 
-def _lock_file(path: Path, wait_s: float) -> filelock.BaseFileLock:
-    """Take the lock that says this process has the Memex file at `path` open.
+def _lock_file(path: Path, real: Path, wait_s: float) -> filelock.BaseFileLock:
+    """Take the lock that says this process has the Memex file at `path` (really `real`) open.
 
     An OS lock (flock / LockFileEx): it goes with the process, so a crashed Memex leaves no stale
     lock behind. The lock file itself stays; it is empty and harmless.
@@ -169,7 +169,6 @@ def _lock_file(path: Path, wait_s: float) -> filelock.BaseFileLock:
     # Named after the real file, so a symlink to it (or a relative path) meets the same lock. A
     # hard link is another name for the same file and is not caught; SQLite's own locks still
     # keep the file whole then.
-    real = path.resolve()
     lock = filelock.FileLock(
         real.with_name(real.name + ".lock"), timeout=wait_s, thread_local=False
     )

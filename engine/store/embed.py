@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ import llama_cpp
 import numpy as np
 
 from engine.errors import InvalidInput, ModelLoadError, models_hint
-from engine.llm.llama import route_native_log
+from engine.llm.llama import available_cpus, route_native_log
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +139,7 @@ class Embedder:
 def _default_threads() -> int:
     """Half the usable cores, at most 4: ggml's spinning threads collapse when oversubscribed
     (e.g. next to a chat model generating), and a 6-layer MiniLM gains little beyond that."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, (cores or 2) // 2))
+    return max(1, min(4, available_cpus() // 2))
 
 
 def _normalise(rows: np.ndarray) -> np.ndarray:

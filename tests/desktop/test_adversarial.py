@@ -102,6 +102,22 @@ def test_close_with_a_queued_message_keeps_it(qtbot, open_window, settings, slow
 
 
 # Was a bug at c694ab9 (fixed in the working tree): EngineWorker.shutdown (worker.py) calls
+def human_editor(qtbot, window: MainWindow):
+    """The core panel's editor of the "human" block, once the panel has drawn it."""
+    qtbot.waitUntil(lambda: window.core_panel.editor("human") is not None, timeout=TIMEOUT)
+    return window.core_panel.editor("human")
+
+
+def model_saves_a_cat(model: ScriptedClient, reply: str) -> None:
+    """The next step: the model appends "Has a cat" to the human block, then says `reply`."""
+    model.enqueue(
+        [
+            call("core_memory_append", heartbeat=True, section="human", content="Has a cat"),
+            call("send_message", message=reply),
+        ]
+    )
+
+
 # QThread.quit() while jobs still wait in the thread's event queue: the loop exits after the
 # running job and the waiting ones never run. A core-memory Save clicked while a step runs (queued
 # behind it) and then closing the window loses the edit, though the panel said "Saving…".
@@ -109,8 +125,7 @@ def test_close_right_after_a_core_save_keeps_the_edit(
     qtbot, open_window, settings, slow, make_session
 ):
     window = open_window(settings, slow)
-    qtbot.waitUntil(lambda: window.core_panel.editor("human") is not None, timeout=TIMEOUT)
-    editor = window.core_panel.editor("human")
+    editor = human_editor(qtbot, window)
     slow.enqueue([call("send_message", message="word " * 50)])
     window.send("a long story please")
     qtbot.waitUntil(lambda: bool(bubbles(window, "assistant")), timeout=TIMEOUT)
@@ -509,14 +524,8 @@ def test_user_core_edit_during_a_model_edit_of_the_same_block_is_kept(
     qtbot, open_window, settings, slow
 ):
     window = open_window(settings, slow)
-    qtbot.waitUntil(lambda: window.core_panel.editor("human") is not None, timeout=TIMEOUT)
-    editor = window.core_panel.editor("human")
-    slow.enqueue(
-        [
-            call("core_memory_append", heartbeat=True, section="human", content="Has a cat"),
-            call("send_message", message="word " * 5),
-        ]
-    )
+    editor = human_editor(qtbot, window)
+    model_saves_a_cat(slow, reply="word " * 5)
     window.send("I have a cat")
     editor.editor.setPlainText("Likes tea")  # typed while the model edits the same block
     qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
@@ -531,14 +540,8 @@ def test_core_save_queued_behind_a_model_edit_does_not_silently_overwrite_it(
     qtbot, open_window, settings, slow
 ):
     window = open_window(settings, slow)
-    qtbot.waitUntil(lambda: window.core_panel.editor("human") is not None, timeout=TIMEOUT)
-    editor = window.core_panel.editor("human")
-    slow.enqueue(
-        [
-            call("core_memory_append", heartbeat=True, section="human", content="Has a cat"),
-            call("send_message", message="ok"),
-        ]
-    )
+    editor = human_editor(qtbot, window)
+    model_saves_a_cat(slow, reply="ok")
     gate = hold_worker(window)
     window.send("I have a cat")
     editor.editor.setPlainText("Likes tea")

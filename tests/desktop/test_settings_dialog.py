@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFileDialog
 
 from desktop.settings_dialog import SettingsDialog
+from engine.llm.llama import available_cpus
 from models.fetch import models_dir
 
 WAIT_MS = 10_000
@@ -112,7 +112,7 @@ def test_untouched_dialog_returns_the_same_settings(qtbot, dialog, settings):
 
 def test_threads_offered_up_to_the_cores(dialog):
     """More threads than cores only slow ggml down (its threads spin): not offered."""
-    assert dialog.threads.maximum() == (os.cpu_count() or 1)
+    assert dialog.threads.maximum() == available_cpus()
     dialog.threads.setValue(10_000)
     assert dialog.threads.value() == dialog.threads.maximum()
 

@@ -99,7 +99,7 @@ def test_verified_file_is_not_rehashed(
     def no_hashing(_: Path) -> str:
         raise AssertionError("re-hashed a file whose sidecar matches")
 
-    monkeypatch.setattr(fetch, "_sha256_file", no_hashing)
+    monkeypatch.setattr(fetch, "sha256_file", no_hashing)
     assert fetch.model_path("fake", materialise=False) == path
 
 
@@ -264,7 +264,7 @@ def test_built_app_checks_its_models_once(built_app: Path, monkeypatch: pytest.M
     def no_hashing(_: Path) -> str:
         raise AssertionError("re-hashed a bundled model that passed its check")
 
-    monkeypatch.setattr(fetch, "_sha256_file", no_hashing)
+    monkeypatch.setattr(fetch, "sha256_file", no_hashing)
     assert fetch.model_path("fake") == built_app / "models" / "fake.gguf"
 
 
