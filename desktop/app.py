@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", metavar="PATH", help="memory file to open, for this run only")
     parser.add_argument(
         "--model",
-        metavar="PATH",
-        help='chat model for this run only: a GGUF file, or "chat" / "small" (the default models)',
+        metavar="PATH|URL",
+        help='chat model for this run only: a GGUF file, "chat" / "small" (the default models), '
+        "or the URL of an OpenAI-compatible server (its options: Settings)",
     )
     parser.add_argument(
         "--selftest",

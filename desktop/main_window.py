@@ -12,12 +12,14 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
+    QFileDialog,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -33,6 +35,7 @@ from desktop.chat_view import ChatView, Divider, InputBox, MessageBubble
 from desktop.context_bar import ContextPanel
 from desktop.panels.archival import ArchivalPanel
 from desktop.panels.core import CorePanel
+from desktop.panels.facts import FactsPanel
 from desktop.panels.recall import RecallPanel
 from desktop.session import EngineSession, StepOutcome
 from desktop.settings import (
@@ -125,6 +128,7 @@ class MainWindow(QMainWindow):
         self.core_panel = CorePanel(self.worker)
         self.archival_panel = ArchivalPanel(self.worker)
         self.recall_panel = RecallPanel(self.worker)
+        self.facts_panel = FactsPanel(self.worker)
         self.core_panel.edited.connect(self.refresh_usage)
         self.archival_panel.edited.connect(self.refresh_usage)
         self.recall_panel.message_activated.connect(self.show_message)
@@ -134,6 +138,7 @@ class MainWindow(QMainWindow):
             ("Core memory", self.core_panel),
             ("Archival memory", self.archival_panel),
             ("Recall", self.recall_panel),
+            ("Facts", self.facts_panel),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock-{title}")
@@ -171,18 +176,20 @@ class MainWindow(QMainWindow):
             ("New agent…", self._ask_new_agent, "Ctrl+N"),
             ("Rename…", self._ask_rename_agent, ""),
             ("Delete…", self._ask_delete_agent, ""),
+            ("Export…", self._ask_export_agent, ""),
+            ("Import…", self._ask_import_agent, ""),
             ("Reflect now", self.reflect, "Ctrl+R"),
             ("Settings…", self.open_settings, "Ctrl+,"),
         ):
             action = QAction(text, self)
             action.triggered.connect(slot)
-            if text in ("New agent…", "Delete…"):
+            if text in ("New agent…", "Delete…", "Import…"):
                 self._agent_actions.append(action)
             if keys:
                 action.setShortcut(QKeySequence(keys))
                 action.setToolTip(f"{text} ({keys})")
             bar.addAction(action)
-            if text == "Delete…":
+            if text == "Import…":
                 bar.addSeparator()
         QShortcut(QKeySequence("Escape"), self, activated=self.stop)
 
@@ -329,7 +336,7 @@ class MainWindow(QMainWindow):
             self.worker.submit(lambda s: s.usage(), self.context_panel.show_usage)
 
     def refresh_panels(self) -> None:
-        for panel in (self.core_panel, self.archival_panel, self.recall_panel):
+        for panel in (self.core_panel, self.archival_panel, self.recall_panel, self.facts_panel):
             panel.refresh()
 
     def show_message(self, message_id: int) -> None:
@@ -500,6 +507,59 @@ class MainWindow(QMainWindow):
         )
         if answer == QMessageBox.StandardButton.Yes:
             self.delete_agent(name)
+
+    def _ask_export_agent(self) -> None:
+        name = self.agent_box.currentText()
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export agent", f"{name}.memex-agent.json", "Memex agent file (*.json)"
+        )
+        if path:
+            self.worker.submit(
+                lambda s: s.export_agent(Path(path)),
+                lambda saved: self.status.setText(f"Exported {name!r} to {saved}"),
+            )
+
+    def _ask_import_agent(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Import agent",
+            "",
+            "Agent files (*.json *.af);;Letta agent file (*.af);;All files (*)",
+        )
+        if path:
+            self.import_agent(Path(path))
+
+    def import_agent(self, path: Path, name: str | None = None) -> None:
+        """Import an agent file and show its agent; a name already taken is asked again
+        (an import never overwrites an agent)."""
+        if not self._agents_free():
+            return
+
+        def failed(error: BaseException) -> None:
+            from engine.agentfile import AgentExists
+
+            if not isinstance(error, AgentExists):
+                self.show_error(error)
+                return
+            new, ok = QInputDialog.getText(
+                self, "Import agent", f"{error}\n\nName for the imported agent:"
+            )
+            if ok and new.strip():
+                self.import_agent(path, new)
+
+        self.worker.submit(lambda s: s.import_agent(path, name), self._imported, failed)
+
+    def _imported(self, reports: list) -> None:
+        notes = [n for r in reports for n in r.notes]
+        names = ", ".join(repr(r.name) for r in reports)
+        self.status.setText(f"Imported {names}" + (f" ({len(notes)} notes)" if notes else ""))
+        if notes:
+            QMessageBox.information(
+                self,
+                "Import agent",
+                f"Imported {names}. Not brought over:\n- " + "\n- ".join(notes),
+            )
+        self._show_agent()
 
     # -- settings ----------------------------------------------------------------------
     def open_settings(self) -> None:

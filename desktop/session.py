@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,14 +16,17 @@ from pathlib import Path
 
 from desktop.settings import Settings
 from engine.agent import EventSink, MemGPTAgent, StepResult
+from engine.agentfile import ImportReport
 from engine.agents import AgentInfo, check_name, delete_agent, list_agents
 from engine.context import Thresholds
 from engine.errors import InvalidInput, ModelLoadError
 from engine.llm.base import LLMClient
-from engine.llm.factory import resolve_model_path
+from engine.llm.factory import default_llm_client, is_remote_model, resolve_model_path
 from engine.llm.llama import LlamaClient, available_cpus, read_gguf_metadata
+from engine.llm.remote import RemoteClient
 from engine.memory.archival import Passage
-from engine.memory.core import Block, BlockEdit
+from engine.memory.core import Block, BlockEdit, BlockTemplate, CoreMemory, CoreMemoryError
+from engine.memory.graph import Fact
 from engine.memory.search import Page
 from engine.store.db import Store, default_db_path, open_store
 from engine.store.embed import Embedder
@@ -48,6 +52,18 @@ class ModelInfo:
     context_length: int | None
     embedding_length: int | None
     has_chat_template: bool
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a chat model server says about itself, for the settings dialog."""
+
+    url: str
+    model: str  # the served model's name
+    server: str | None  # "llama-cpp-python", "llama-server", "vllm"; None: another (Ollama)
+    context_length: int | None  # the context window the server reports; None: it does not say
+    counted_by: str  # how prompt tokens are counted
+    template_source: str  # where the chat template comes from
 
 
 @dataclass(frozen=True)
@@ -98,7 +114,68 @@ def _int_or_none(value: object) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+API_KEY_ENV = "MEMEX_API_KEY"  # a server's API key: never kept in settings.json
+PROBE_TIMEOUT_S = 30.0  # a server probe holds the engine thread: at most this long a request
+
+
+def _server_options(settings: Settings) -> dict[str, object]:
+    """default_llm_client's options for the chat model server in `settings`."""
+    return {
+        "model_name": settings.server_model.strip() or None,
+        "tokenizer": settings.server_tokenizer.strip() or None,
+        "template_from": settings.server_template.strip() or None,
+        "api_key": os.environ.get(API_KEY_ENV) or None,
+    }
+
+
+def server_info(settings: Settings) -> ServerInfo:
+    """Ask the chat model server at settings.chat_model (a URL) what it serves, set up as the
+    app would use it (the server options in `settings`); ModelLoadError says what is wrong."""
+    url, options = settings.chat_model.strip(), _server_options(settings)
+    try:  # the window the server reports (llama-server, vLLM)
+        client = default_llm_client(url, n_ctx=None, timeout=PROBE_TIMEOUT_S, **options)
+        reported: int | None = client.context_window
+    except ModelLoadError as exc:
+        if _io_failure(exc):
+            raise  # no server answers (or a file is unreadable): asking again will not help
+        # llama-cpp-python's server and Ollama do not say it: the app's size is used. Any other
+        # failure fails again here, and that error is the answer.
+        client = default_llm_client(url, n_ctx=settings.n_ctx, timeout=PROBE_TIMEOUT_S, **options)
+        reported = None
+    assert isinstance(client, RemoteClient)  # a URL always gives one
+    tokenizer = settings.server_tokenizer.strip()
+    if tokenizer:
+        counted_by = f"the tokenizer {Path(tokenizer).expanduser()}"
+    else:
+        counted_by = f"the server's tokenize endpoint ({client.dialect})"
+    return ServerInfo(
+        url=client.base_url,
+        model=client.model,
+        server=client.dialect,
+        context_length=reported,
+        counted_by=counted_by,
+        template_source=client.template_source,
+    )
+
+
+def _io_failure(exc: BaseException) -> bool:
+    """Whether `exc` was caused by an OSError: the network (refused, unknown host, timed out,
+    broken) or an unreadable file."""
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 def llama_client(settings: Settings) -> LLMClient:
+    """The chat model client: on the server when settings.chat_model is a URL (with the app's
+    context size, which the server must have), else a GGUF file loaded here."""
+    if is_remote_model(settings.chat_model):
+        return default_llm_client(
+            settings.chat_model.strip(), n_ctx=settings.n_ctx, **_server_options(settings)
+        )
     return LlamaClient(
         _model_file(settings.chat_model),
         n_ctx=settings.n_ctx,
@@ -293,6 +370,22 @@ class EngineSession:
             self._agent = self._open(left[0].name if left else "memex")
         return self.agent.name
 
+    def export_agent(self, path: Path) -> Path:
+        """Write the shown agent to an agent file (engine.agentfile)."""
+        from engine.agentfile import export_agent
+
+        export_agent(self._store(), self.agent.name, path)
+        return path
+
+    def import_agent(self, path: Path, name: str | None = None) -> list[ImportReport]:
+        """Import the agent(s) of a Memex or Letta agent file and show the (first) one.
+        AgentExists when the name is taken: then nothing is imported."""
+        from engine.agentfile import import_agent
+
+        reports = import_agent(self._store(), path, name)
+        self._agent = self._open(reports[0].name)
+        return reports
+
     def _store(self) -> Store:
         if self.store is None:
             raise InvalidInput("no memory file is open yet")
@@ -307,6 +400,26 @@ class EngineSession:
 
     def set_block(self, label: str, value: str) -> Block:
         return self.agent.edit_core_memory(label, value)
+
+    def add_block(self, label: str, description: str = "") -> Block:
+        """A new, empty core section of the shown agent (the model sees it at the next step)."""
+        block = self.agent.memory.attach(
+            BlockTemplate(label.strip(), "", description.strip(), self.agent.budget.block_chars)
+        )
+        self.agent.context.refresh()
+        return block
+
+    def share_block(self, label: str, other: str) -> Block:
+        """Attach the shown agent's block `label` to agent `other` as well (shared memory)."""
+        block = self.agent.memory.block(label)
+        row = self._store().query_one("SELECT id FROM agents WHERE name = ?", (other,))
+        if row is None:
+            raise InvalidInput(f"there is no agent called {other!r}")
+        try:
+            CoreMemory(self._store(), row[0]).share(block)
+        except CoreMemoryError as exc:
+            raise CoreMemoryError(f"{other}: {exc}") from None
+        return self.agent.memory.block(label)
 
     def undo_block(self, label: str) -> Block:
         return self.agent.undo_core_memory(label)
@@ -346,3 +459,20 @@ class EngineSession:
         until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), local)
         ids = self.agent.recall.dated(since.astimezone(dt.UTC), until.astimezone(dt.UTC))
         return self.agent.recall.page_of(ids, limit, 0)
+
+    def facts(self, entity: str, at: dt.date | None = None) -> list[Fact]:
+        """The graph's facts about `entity` (every fact when it is blank), now first; with
+        `at`, those that held on that day."""
+        graph = self.agent.graph
+        if entity.strip():
+            return graph.search(entity, at=at)
+        facts = graph.all() if at is None else graph.held_on(at)
+        return sorted(facts, key=lambda f: (not f.current, -f.valid_from.timestamp(), -f.id))
+
+    def end_fact(self, fact_id: int) -> Fact:
+        """The user says a fact no longer holds: it ends now and stays as history."""
+        return self.agent.graph.end(fact_id)
+
+    def delete_fact(self, fact_id: int) -> None:
+        """The user says a fact was never true."""
+        self.agent.graph.delete(fact_id)

@@ -1,6 +1,8 @@
-"""The app's settings: which models, context size, threads, memory-pressure lines, idle reflection.
+"""The app's settings: which models (the chat model may be on a server), context size, threads,
+memory-pressure lines, idle reflection.
 
-Kept as JSON in the user's config folder (platformdirs), so they survive restarts. No Qt here.
+Kept as JSON in the user's config folder (platformdirs), so they survive restarts. No Qt here. A
+server's API key is never kept here: it comes from $MEMEX_API_KEY (see desktop.session).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 
 from engine.agents import check_name
 from engine.errors import InvalidInput
+from engine.llm.remote import is_remote_model
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +34,9 @@ MAX_IDLE_MINUTES = 24 * 60  # also keeps the idle timer within Qt's 32-bit milli
 
 @dataclass(frozen=True)
 class Settings:
-    chat_model: str = "chat"  # "chat", "small" (the shipped models) or a GGUF path
+    # "chat", "small" (the shipped models), a GGUF path, or the URL of an OpenAI-compatible
+    # server (http://HOST:PORT/v1)
+    chat_model: str = "chat"
     embed_model: str = "embed"  # "embed" (the shipped one) or a GGUF path
     db_path: str = ""  # "" = the default file (platformdirs' user data folder)
     n_ctx: int = 4096
@@ -40,6 +46,10 @@ class Settings:
     target_at: float = 0.6
     idle_minutes: int = 0  # reflect (heartbeat) after this many idle minutes; 0 = never
     agent: str = "memex"  # the agent shown at start
+    # For a chat model on a server ("" = not set; unused for a local model):
+    server_model: str = ""  # the served model's name ("": the server's only one)
+    server_tokenizer: str = ""  # the model's tokenizer.json ("": the server's tokenize endpoint)
+    server_template: str = ""  # chat template source: a GGUF, tokenizer_config.json or .jinja
 
     def checked(self) -> Settings:
         """These settings, or InvalidInput saying which value is wrong and why."""
@@ -56,7 +66,28 @@ class Settings:
         check_name(self.agent)
         if not self.chat_model.strip() or not self.embed_model.strip():
             raise InvalidInput("choose a chat model and an embedding model")
+        if is_remote_model(self.embed_model):
+            raise InvalidInput(
+                "the embedding model runs on this computer, not on a server: choose "
+                '"embed" (the shipped one) or a GGUF file'
+            )
+        if is_remote_model(self.chat_model):
+            _check_server_address(self.chat_model)
         return self
+
+
+def _check_server_address(url: str) -> None:
+    """InvalidInput unless `url` names a host (and a valid port, if any)."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (ValueError for a port that is not a number 0-65535)
+    except ValueError as exc:
+        raise InvalidInput(f"the server address {url!r} is not a valid URL ({exc})") from None
+    if not parts.hostname:
+        raise InvalidInput(
+            f"the server address {url!r} names no host: use http://HOST:PORT/v1, e.g. "
+            "http://127.0.0.1:8080/v1"
+        )
 
 
 def config_dir() -> Path:

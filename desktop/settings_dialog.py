@@ -1,10 +1,11 @@
-"""The settings dialog: models (with what their files say), memory file, context size, threads,
-memory-pressure lines and idle reflection. It returns new Settings; the main window saves them
-and reloads."""
+"""The settings dialog: models (with what their files say, or for a chat model on a server what
+the server says), memory file, context size, threads, memory-pressure lines and idle reflection.
+It returns new Settings; the main window saves them and reloads."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
@@ -14,6 +15,7 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLineEdit,
     QPushButton,
@@ -23,11 +25,11 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.panels import StatusLabel, error_message, submit
-from desktop.session import ModelInfo, model_info
+from desktop.session import API_KEY_ENV, ModelInfo, ServerInfo, model_info, server_info
 from desktop.settings import MAX_CONTEXT, MAX_IDLE_MINUTES, MIN_CONTEXT, Settings
 from desktop.worker import EngineWorker
 from engine.errors import InvalidInput
-from engine.llm.factory import CHAT_MODEL_KEYS
+from engine.llm.factory import CHAT_MODEL_KEYS, is_remote_model
 from engine.llm.llama import available_cpus
 from engine.store.db import default_db_path
 from engine.store.migrations import EMBEDDING_DIM
@@ -35,6 +37,12 @@ from models.fetch import is_available
 
 INFO_DELAY_MS = 250  # wait for the user to stop typing a path before reading its header
 GGUF_FILTER = "GGUF models (*.gguf);;All files (*)"
+TOKENIZER_FILTER = "Tokenizer (tokenizer.json);;JSON files (*.json);;All files (*)"
+TEMPLATE_FILTER = (
+    "Chat template sources (*.gguf tokenizer_config.json *.jinja);;GGUF models (*.gguf);;"
+    "JSON files (*.json);;Jinja templates (*.jinja);;All files (*)"
+)
+SERVER_EXAMPLE = "http://127.0.0.1:8080/v1"
 
 
 def describe(info: ModelInfo) -> str:
@@ -44,6 +52,30 @@ def describe(info: ModelInfo) -> str:
         f"{info.name}\n{info.architecture} · {info.size_bytes / 1e6:,.0f} MB · "
         f"context {context} tokens · embedding length {width}"
     )
+
+
+def describe_server(info: ServerInfo, n_ctx: int) -> tuple[str, str | None]:
+    """What a server said, for the info label, and a warning when the app's context size
+    `n_ctx` will not do."""
+    server = info.server or "an OpenAI-compatible server"
+    if info.context_length is None:
+        context = (
+            "the server does not report its context window: set Context size to the one it "
+            "was started with (--n_ctx, num_ctx)"
+        )
+    else:
+        context = f"context {info.context_length:,} tokens"
+    text = (
+        f"{info.model} on {server} at {info.url}\n{context}\n"
+        f"tokens counted by {info.counted_by}; chat template from {info.template_source}"
+    )
+    warning = None
+    if info.context_length is not None and n_ctx > info.context_length:
+        warning = (
+            f"Context size ({n_ctx:,} tokens) is larger than the server's context window: set it "
+            f"to {info.context_length:,} or less"
+        )
+    return text, warning
 
 
 def model_warning(kind: str, info: ModelInfo) -> str | None:
@@ -81,6 +113,7 @@ class ModelField(QWidget):
         browse.clicked.connect(self._browse)
         row.addWidget(browse)
         layout.addLayout(row)
+        self._add_options(layout)
         self.info = StatusLabel()
         self.info.setObjectName(f"settings-{kind}-info")
         # room for the facts (two lines) or an error (three) before they arrive: the dialog is
@@ -95,6 +128,9 @@ class ModelField(QWidget):
         self.combo.currentTextChanged.connect(lambda _: self._timer.start())
         self.fetch_info()
 
+    def _add_options(self, layout: QVBoxLayout) -> None:
+        """Widgets between the choice and the info label (none here)."""
+
     def value(self) -> str:
         return self.combo.currentText().strip()
 
@@ -105,6 +141,11 @@ class ModelField(QWidget):
         seq, model = self._seq, self.value()
         if not model:
             self.info.error("Choose a model.")
+            return
+        if self._kind == "embed" and is_remote_model(model):
+            self.info.error(
+                'The embedding model runs on this computer: choose "embed" or a GGUF file.'
+            )
             return
         self.info.busy("Reading the model file…")
         submit(
@@ -140,6 +181,137 @@ class ModelField(QWidget):
             self.fetch_info()
 
 
+class ChatModelField(ModelField):
+    """The chat model: a shipped name, a GGUF file, or the URL of an OpenAI-compatible server.
+    For a URL the server's options show (served model, tokenizer.json, chat template source),
+    and the server is asked what it serves (on the engine thread) instead of reading a file."""
+
+    def __init__(
+        self,
+        worker: EngineWorker,
+        choices: list[str],
+        settings: Settings,
+        context_size: Callable[[], int],
+    ) -> None:
+        # set before ModelField.__init__, which builds the options and asks for the first info
+        self._settings = settings
+        self._context_size = context_size
+        self._server_info: ServerInfo | None = None  # the last answer, shown again on changes
+        super().__init__(worker, "chat", choices, settings.chat_model)
+        self.combo.setToolTip(
+            '"chat": Qwen2.5-Coder-0.5B (shipped), "small": SmolLM2-135M, a GGUF file, or the '
+            f"URL of an OpenAI-compatible server (llama-server, vLLM, Ollama), e.g. "
+            f"{SERVER_EXAMPLE}. A server's API key is read from ${API_KEY_ENV}."
+        )
+        edit = self.combo.lineEdit()
+        if edit is not None:
+            edit.setPlaceholderText(f"chat, small, a GGUF file or {SERVER_EXAMPLE}")
+        self.combo.currentTextChanged.connect(lambda _: self._show_options())
+
+    def _add_options(self, layout: QVBoxLayout) -> None:
+        self.server = QGroupBox("Model server")
+        self.server.setObjectName("settings-server")
+        form = QFormLayout(self.server)
+        self.served_model = QLineEdit(self._settings.server_model)
+        self.served_model.setObjectName("settings-server-model")
+        self.served_model.setPlaceholderText("default: the only model the server lists")
+        self.served_model.setToolTip("The model's name on the server (its /v1/models list)")
+        form.addRow("Served model", self.served_model)
+        self.tokenizer = QLineEdit(self._settings.server_tokenizer)
+        self.tokenizer.setObjectName("settings-server-tokenizer")
+        self.tokenizer.setPlaceholderText("default: the server's tokenize endpoint")
+        self.tokenizer.setToolTip(
+            "The model's tokenizer.json, to count tokens without asking the server "
+            "(Ollama has no tokenize endpoint: needed there)"
+        )
+        form.addRow("Tokenizer", self._with_browse(self.tokenizer, "tokenizer", TOKENIZER_FILTER))
+        self.template = QLineEdit(self._settings.server_template)
+        self.template.setObjectName("settings-server-template")
+        self.template.setPlaceholderText("default: beside the tokenizer, or from llama-server")
+        self.template.setToolTip(
+            "Where the model's chat template is: its GGUF file, its tokenizer_config.json or a "
+            ".jinja file (token counts need the exact template)"
+        )
+        form.addRow("Chat template", self._with_browse(self.template, "template", TEMPLATE_FILTER))
+        for edit in (self.served_model, self.tokenizer, self.template):
+            edit.textChanged.connect(lambda _: self._timer.start())
+        layout.addWidget(self.server)
+        self._show_options()
+
+    def _with_browse(self, edit: QLineEdit, name: str, filter_: str) -> QWidget:
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(edit, 1)
+        browse = QPushButton("Browse…")
+        browse.setObjectName(f"settings-server-{name}-browse")
+        browse.clicked.connect(lambda: self._browse_file(edit, filter_))
+        layout.addWidget(browse)
+        return row
+
+    def _browse_file(self, edit: QLineEdit, filter_: str) -> None:
+        current = edit.text().strip()
+        start = str(Path(current).expanduser().parent) if current else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Model server", start, filter_)
+        if path:
+            edit.setText(path)
+            self.fetch_info()
+
+    def is_server(self) -> bool:
+        return is_remote_model(self.value())
+
+    def _show_options(self) -> None:
+        self.server.setVisible(self.is_server())
+
+    def server_settings(self) -> Settings:
+        """The server options as typed (paths as _absolute makes them), in `settings`."""
+        return dataclasses.replace(
+            self._settings,
+            server_model=self.served_model.text().strip(),
+            server_tokenizer=_absolute(self.tokenizer.text().strip()),
+            server_template=_absolute(self.template.text().strip()),
+        )
+
+    def fetch_info(self) -> None:
+        """Ask the server (on the engine thread) for a URL; read the file header otherwise."""
+        self._server_info = None
+        self._show_options()
+        if not self.is_server():
+            super().fetch_info()
+            return
+        self._timer.stop()
+        self._seq += 1
+        seq, url = self._seq, self.value()
+        probe = dataclasses.replace(
+            self.server_settings(), chat_model=url, n_ctx=self._context_size()
+        )
+        self.info.busy(f"Asking the model server at {url}…")
+        self.info.setToolTip("")
+        submit(
+            self,
+            self._worker,
+            lambda _session: server_info(probe),
+            lambda info: self._show_server(seq, info),
+            lambda exc: self._failed(seq, exc),
+        )
+
+    def _show_server(self, seq: int, info: ServerInfo) -> None:
+        if seq == self._seq:
+            self._server_info = info
+            self.context_size_changed()
+
+    def context_size_changed(self) -> None:
+        """Show the server's answer again against the app's context size now."""
+        if self._server_info is None:
+            return
+        text, warning = describe_server(self._server_info, self._context_size())
+        if warning:
+            self.info.warning(f"{text}\nWarning: {warning}.")
+        else:
+            self.info.info(text)
+        self.info.setToolTip(self._server_info.url)
+
+
 class SettingsDialog(QDialog):
     """Edits a copy of the settings; OK checks them and keeps the dialog open on a bad value."""
 
@@ -155,20 +327,20 @@ class SettingsDialog(QDialog):
         form = QFormLayout()
         layout.addLayout(form)
 
+        # made first: the chat field asks a server about the context size
+        self.n_ctx = self._spin("settings-n-ctx", MIN_CONTEXT, MAX_CONTEXT, settings.n_ctx)
+        self.n_ctx.setSingleStep(1024)
+        self.n_ctx.setSuffix(" tokens")
+        self.n_ctx.setToolTip("For a model on a server: at most the server's context window")
         shipped = [key for key in CHAT_MODEL_KEYS if is_available(key)]  # a built app: its own
-        self.chat = ModelField(worker, "chat", shipped, settings.chat_model)
-        self.chat.combo.setToolTip(
-            '"chat": Qwen2.5-Coder-0.5B (shipped), "small": SmolLM2-135M, or a GGUF file'
-        )
+        self.chat = ChatModelField(worker, shipped, settings, self.n_ctx.value)
+        self.n_ctx.valueChanged.connect(lambda _: self.chat.context_size_changed())
         form.addRow("Chat model", self.chat)
         self.embed = ModelField(worker, "embed", ["embed"], settings.embed_model)
         self.embed.combo.setToolTip('"embed": all-MiniLM-L6-v2 (shipped), or a GGUF file')
         form.addRow("Embedding model", self.embed)
         form.addRow("Memory file", self._db_row(settings.db_path))
 
-        self.n_ctx = self._spin("settings-n-ctx", MIN_CONTEXT, MAX_CONTEXT, settings.n_ctx)
-        self.n_ctx.setSingleStep(1024)
-        self.n_ctx.setSuffix(" tokens")
         form.addRow("Context size", self.n_ctx)
         cores = available_cpus()  # what the models may use (desktop.session caps at it)
         self.threads = self._spin("settings-threads", 0, cores, min(settings.n_threads, cores))
@@ -242,7 +414,7 @@ class SettingsDialog(QDialog):
     def edited_settings(self) -> Settings:
         """The settings as the fields show them, unchecked."""
         return dataclasses.replace(
-            self._settings,
+            self.chat.server_settings(),
             chat_model=self.chat.value(),
             embed_model=self.embed.value(),
             db_path=_absolute(self.db_path.text().strip()),

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from engine.context import HEARTBEAT_PREFIX, Budget, ContextBuilder, Thresholds
+from engine.consolidate import Consolidator, ReviewResult
+from engine.context import HEARTBEAT_PREFIX, REVIEW_PREFIX, Budget, ContextBuilder, Thresholds
 from engine.errors import InvalidInput
 from engine.llm.base import LLMClient
 from engine.llm.grammar import reply_schema
 from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import ArchivalMemory
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, Block, BlockTemplate, CoreMemory
+from engine.memory.graph import KnowledgeGraph
 from engine.memory.recall import RecallMemory
 from engine.memory.summaries import SummaryLog
 from engine.store.db import Store, now_iso
@@ -121,9 +124,21 @@ class MemGPTAgent:
         max_steps: int = DEFAULT_MAX_STEPS,
         reply_tokens: int = DEFAULT_REPLY_TOKENS,
         thresholds: Thresholds | None = None,
+        shared_blocks: Sequence[Block | int] = (),
+        consolidate_every: int = 0,
     ) -> None:
         """`thresholds` are the memory-pressure lines as shares of the prompt budget (warn at
-        70%, page out above 90% down to 60% by default); see engine.context."""
+        70%, page out above 90% down to 60% by default); see engine.context.
+
+        `shared_blocks` are core-memory blocks of this file (engine.memory.core.create_block,
+        or another agent's `agent.memory.block(label)`) to attach to this agent as well: an
+        edit by any agent they are attached to is in the others' next prompt. A new agent takes
+        a shared block in place of its own default block of the same label; an existing agent
+        with its own block under that label refuses it (CoreMemoryError), nothing replaced.
+
+        Idle consolidation (engine.consolidate) reviews the messages since the last review on
+        every heartbeat(), and after a step once `consolidate_every` user turns (0: never)
+        wait for review."""
         if archival_store is None:
             from engine.store.db import open_store
 
@@ -136,14 +151,20 @@ class MemGPTAgent:
         self.llm = llm_client
         self.name = name
         self.max_steps = max_steps
+        self.consolidate_every = consolidate_every
         self._cancel = threading.Event()
         self._on_event: EventSink | None = None
+        self._turn_calls: list[ToolCall] = []
         self.budget = Budget(self.llm.context_window, reply_tokens, thresholds or Thresholds())
-        self.agent_id, self.persona = self._load_or_create(name, persona)
+        with self.store.atomic():
+            self.agent_id, self.persona = self._load_or_create(name, persona, shared_blocks)
+            self.memory = CoreMemory(self.store, self.agent_id)
+            for block in shared_blocks:
+                self.memory.share(block)
         self.session_id = self._new_session()
-        self.memory = CoreMemory(self.store, self.agent_id)
         self.recall = RecallMemory(self.store, self.agent_id)
         self.archival = ArchivalMemory(self.store, self.agent_id)
+        self.graph = KnowledgeGraph(self.store, self.agent_id)
         self.summaries = SummaryLog(self.store, self.agent_id)
         specs = tool_specs()
         self._reply_schema = reply_schema(specs)
@@ -164,10 +185,12 @@ class MemGPTAgent:
             self.memory,
             self.recall,
             self.archival,
+            self.graph,
             on_user_core_edit=self.context.refresh,
             result_room=self.context.result_room,
             count_result_tokens=self._count_result_tokens,
         )
+        self.consolidator = Consolidator(_side_client(self.llm), self.persona.name, self.tools)
 
     # -- public API --------------------------------------------------------------------------
     @property
@@ -187,7 +210,13 @@ class MemGPTAgent:
         `cancel`, when set (from any thread, even before the step starts), stops the step:
         see cancel()."""
         self.add_user_message(text)
-        return self._run(require_reply=True, on_event=on_event, cancel=cancel)
+        result = self._run(require_reply=True, on_event=on_event, cancel=cancel)
+        due = self.consolidate_every and (
+            self.consolidator.user_turns_pending() >= self.consolidate_every
+        )
+        if due and not result.cancelled:
+            result = _with_review(result, self.consolidate())
+        return result
 
     def add_user_message(self, text: str | bytes) -> Message:
         """Store a user message without running the model (the next step answers it), e.g. a
@@ -208,9 +237,34 @@ class MemGPTAgent:
     def heartbeat(
         self, on_event: EventSink | None = None, cancel: threading.Event | None = None
     ) -> StepResult:
-        """A turn with no user message, e.g. to reflect and consolidate memory when idle."""
+        """A turn with no user message (the app sends one when the user is idle): first the
+        memory review of the messages since the last one (see consolidate), then a turn in
+        which the model may act on its own."""
+        review = self.consolidate(cancel)
+        if cancel is not None and cancel.is_set():
+            self.tools.operations.clear()
+            self.tools.sent_messages.clear()
+            self._turn_calls = []
+            stopped = self._response([], self.context.measure(), stopped=False, cancelled=True)
+            return _with_review(stopped, review)
         self._add("system", self._heartbeat_note())
-        return self._run(require_reply=False, on_event=on_event, cancel=cancel)
+        result = self._run(require_reply=False, on_event=on_event, cancel=cancel)
+        return _with_review(result, review)
+
+    def consolidate(self, cancel: threading.Event | None = None) -> ReviewResult:
+        """Review the messages since the last review and fold what they tell into core memory,
+        archival passages and graph facts, merging repeats (engine.consolidate). Nothing to
+        review: no model call. Its edits are in the block history as actor "consolidation"."""
+        result = self.consolidator.run(cancel)
+        changes = [op.summary for op in result.operations if op.ok and _changes(op)]
+        if changes:  # the model and the transcript learn what changed, in a line each
+            self._add(
+                "system",
+                f"{REVIEW_PREFIX} Messages {result.first_message_id}-{result.last_message_id} "
+                "were reviewed for memory:\n" + "\n".join(f"- {c}" for c in changes),
+            )
+            self.context.refresh()
+        return result
 
     def cancel(self) -> None:
         """Stop the running step (from any thread): the reply being generated is dropped, what
@@ -431,7 +485,9 @@ class MemGPTAgent:
             "Call send_message only if you have something worth telling the user."
         )
 
-    def _load_or_create(self, name: str, persona: Persona | None) -> tuple[int, Persona]:
+    def _load_or_create(
+        self, name: str, persona: Persona | None, shared_blocks: Sequence[Block | int]
+    ) -> tuple[int, Persona]:
         row = self.store.query_one("SELECT id, persona_json FROM agents WHERE name = ?", (name,))
         if row is not None:
             return row[0], Persona(**json.loads(row[1]))
@@ -446,9 +502,17 @@ class MemGPTAgent:
             )
             agent_id = conn.last_insert_rowid()
             core = CoreMemory(self.store, agent_id)
+            shared_labels = {self._label_of(b) for b in shared_blocks}
             for template in default_blocks(persona, self.budget.block_chars):
-                core.attach(template)
+                if template.label not in shared_labels:
+                    core.attach(template)
         return agent_id, persona
+
+    def _label_of(self, block: Block | int) -> str | None:
+        if isinstance(block, Block):
+            return block.label
+        row = self.store.query_one("SELECT label FROM blocks WHERE id = ?", (block,))
+        return row[0] if row else None
 
     def _model_settings(self) -> dict[str, object]:
         return {
@@ -467,6 +531,35 @@ class MemGPTAgent:
 
     def __repr__(self) -> str:
         return f"MemGPTAgent(name={self.name!r}, store={self.store!r}, llm={self.llm.name!r})"
+
+
+def _side_client(llm: LLMClient) -> LLMClient:
+    """The client's second context where it has one (LlamaClient.side_client), made on first
+    use: reviews then leave the conversation's prompt cache alone."""
+    side = getattr(llm, "side_client", None)
+    if not callable(side):
+        return llm
+
+    class _Lazy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(side(), name)
+
+    return _Lazy()  # type: ignore[return-value]
+
+
+def _changes(operation: MemoryOperation) -> bool:
+    return not operation.summary.startswith("already")
+
+
+def _with_review(result: StepResult, review: ReviewResult) -> StepResult:
+    """A step's result with the review's memory operations (first) and notes added."""
+    if not review.operations and not review.failures:
+        return result
+    return dataclasses.replace(
+        result,
+        memory_operations=[*review.operations, *result.memory_operations],
+        notes=[*result.notes, *review.failures],
+    )
 
 
 def _stored_result(result: ToolResult, operation: MemoryOperation | None) -> dict[str, object]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from typing import Any
 
 from engine.errors import MemexError
+from engine.llm.remote import is_remote_model
 from engine.store.db import default_db_path
 
 HELP = """Commands: /memory (core memory), /search TEXT (archival), /recall TEXT (conversation),
@@ -18,18 +21,66 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     chat = sub.add_parser("chat", help="chat in the terminal")
     chat.add_argument("--db", default=None, help=f"database file (default {default_db_path()})")
-    chat.add_argument("--model", default="chat", help="'chat', 'small' or a path to a GGUF file")
+    chat.add_argument(
+        "--model",
+        default="chat",
+        help="'chat', 'small', a path to a GGUF file, or the URL of an OpenAI-compatible server "
+        "(llama-server, vLLM, Ollama, llama-cpp-python's server), e.g. http://127.0.0.1:8080/v1",
+    )
     chat.add_argument("--agent", default="memex", help="agent name (resumes it if it exists)")
-    chat.add_argument("--n-ctx", type=int, default=4096, help="context window in tokens")
+    chat.add_argument(
+        "--n-ctx",
+        type=int,
+        default=None,
+        help="context window in tokens (default 4096; for a server: what it reports, and "
+        "required where it reports none)",
+    )
+    server = chat.add_argument_group("with a server URL as --model")
+    server.add_argument(
+        "--served-model", help="the model's name on the server (default: its only one)"
+    )
+    server.add_argument(
+        "--tokenizer",
+        help="the model's tokenizer.json (default: the server's tokenize endpoint; Ollama has none)",
+    )
+    server.add_argument(
+        "--chat-template",
+        metavar="PATH",
+        help="where the chat template is: the model's GGUF file, its tokenizer_config.json or a "
+        ".jinja file (default: beside --tokenizer, or from llama-server)",
+    )
+    server.add_argument(
+        "--api-key", default=None, help="sent as a Bearer token (default: $MEMEX_API_KEY)"
+    )
     chat.add_argument("-v", "--verbose", action="store_true", help="log engine details")
+    export = sub.add_parser("export", help="write an agent to an agent file (JSON)")
+    export.add_argument("agent", help="the agent's name")
+    export.add_argument("path", help="the file to write")
+    export.add_argument("--db", default=None, help=f"database file (default {default_db_path()})")
+    imp = sub.add_parser("import", help="read a Memex agent file or a Letta .af into the database")
+    imp.add_argument("path", help="the agent file")
+    imp.add_argument("--name", default=None, help="store it under this name (default: its own)")
+    imp.add_argument("--db", default=None, help=f"database file (default {default_db_path()})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("export", "import"):
+        try:
+            return _transfer(args)
+        except MemexError as exc:
+            print(f"memex: {exc}", file=sys.stderr)
+            return 1
     if args.command != "chat":
-        build_parser().print_help()
+        parser.print_help()
         return 0 if args.command is None else 2
+    remote_flags = [args.served_model, args.tokenizer, args.chat_template, args.api_key]
+    if any(flag is not None for flag in remote_flags) and not is_remote_model(args.model):
+        parser.error(
+            "--served-model, --tokenizer, --chat-template and --api-key need a server URL as --model"
+        )
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if not args.verbose:  # llama.cpp's load-time warnings are noise in a chat
         logging.getLogger("engine.llm.llama_cpp").setLevel(logging.ERROR)
@@ -49,9 +100,7 @@ def _chat(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     print(f"Memex: memory file {store.path}; loading model {args.model} ...", flush=True)
     agent = MemGPTAgent(
-        archival_store=store,
-        llm_client=default_llm_client(args.model, n_ctx=args.n_ctx),
-        name=args.agent,
+        archival_store=store, llm_client=_llm_client(args, default_llm_client), name=args.agent
     )
     print(f"Agent {agent.name!r} ready. {HELP}")
     while True:
@@ -66,6 +115,44 @@ def _chat(args: argparse.Namespace) -> int:
             _handle(agent, line)
         except MemexError as exc:
             print(f"[error] {exc}")
+
+
+def _llm_client(args: argparse.Namespace, factory: Any) -> Any:
+    if not is_remote_model(args.model):
+        return factory(args.model, n_ctx=args.n_ctx)
+    options = {
+        "model_name": args.served_model,
+        "tokenizer": args.tokenizer,
+        "template_from": args.chat_template,
+        "api_key": args.api_key or os.environ.get("MEMEX_API_KEY") or None,
+    }
+    return factory(args.model, n_ctx=args.n_ctx, **options)
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    """`memex export AGENT PATH` and `memex import PATH [--name NAME]`."""
+    from engine.agentfile import export_agent, import_agent
+    from engine.store.db import open_store
+
+    store = open_store(args.db)
+    try:
+        if args.command == "export":
+            document = export_agent(store, args.agent, args.path)
+            print(
+                f"Exported {args.agent!r} to {args.path}: {len(document['messages'])} messages, "
+                f"{len(document['passages'])} passages, {len(document['facts'])} facts"
+            )
+            return 0
+        for report in import_agent(store, args.path, args.name):
+            print(
+                f"Imported {report.name!r} into {store.path}: {report.messages} messages, "
+                f"{report.blocks} blocks, {report.passages} passages, {report.facts} facts"
+            )
+            for note in report.notes:
+                print(f"  not brought over: {note}")
+        return 0
+    finally:
+        store.close()
 
 
 def _handle(agent: object, line: str) -> None:

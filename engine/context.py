@@ -41,6 +41,7 @@ SUMMARY_TOKENS_MAX = 400  # ... but no more than this (a 0.5B model's summaries 
 MIN_MESSAGE_ROOM = 192  # tokens the messages must have at least, next to the system message
 SUMMARY_HEADER_TOKENS = 60  # the summary's heading and the "not summarised yet" line
 HEARTBEAT_PREFIX = "[heartbeat]"
+REVIEW_PREFIX = "[memory review]"  # the note a consolidation leaves (engine.consolidate)
 PRESSURE_PREFIX = "[memory pressure]"
 
 INSTRUCTIONS = """\
@@ -187,6 +188,7 @@ class ContextBuilder:
         self._has_archived_parts = has_archived_parts
         self._tool_text = render_tool_descriptions(tools)
         self._system: SystemPrompt | None = None
+        self._core_version = (0, 0)
         self._last_total = 0
 
     def _summarizer(self) -> Summarizer:
@@ -258,7 +260,9 @@ class ContextBuilder:
 
     def system_prompt(self) -> SystemPrompt:
         """The system message, rendered at most once between page-outs."""
-        if self._system is None:
+        version = self.core.others_version()  # another agent may have edited a shared block
+        if self._system is None or version != self._core_version:
+            self._core_version = version
             self._system = self._render_system_prompt()
         return self._system
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,3 +114,43 @@ def store(tmp_path: Path, embedder: Embedder) -> Iterator[Store]:
     db = open_store(tmp_path / "memex.db", embedder=embedder)
     yield db
     db.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def llama_server(chat_model_path: Path) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server on the default chat model, on a free port of
+    127.0.0.1, one per test session (the remote-backend tests of the engine and the app); its
+    base URL."""
+    pytest.importorskip("uvicorn", reason="needs llama-cpp-python[server] (the dev extras)")
+    port = free_port()
+    log_path = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(chat_model_path)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-4000:]
+                pytest.fail(f"the server did not start ({process.returncode}):\n{tail}")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{url}/models", timeout=2).close()
+                break
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log_path.unlink(missing_ok=True)

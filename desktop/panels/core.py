@@ -10,6 +10,7 @@ from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -100,12 +101,9 @@ class BlockEditor(QFrame):
     def _build(self) -> None:
         label = self._block.label
         layout = QVBoxLayout(self)
-        title = QLabel(
-            f"<b>{html.escape(label)}</b>"
-            + (" <i>(read-only for the model)</i>" if self._block.read_only else "")
-        )
-        title.setObjectName(f"core-title-{label}")
-        layout.addWidget(title)
+        self.title = QLabel(_title(self._block))
+        self.title.setObjectName(f"core-title-{label}")
+        layout.addWidget(self.title)
         if self._block.description:
             description = QLabel(self._block.description)
             description.setTextFormat(Qt.TextFormat.PlainText)
@@ -136,7 +134,11 @@ class BlockEditor(QFrame):
         self.revert_button = self._button("Revert", f"core-revert-{label}", self._revert)
         self.undo_button = self._button("Undo", f"core-undo-{label}", self._undo)
         self.undo_button.setToolTip("Revert the latest edit of this section, by the model or you")
-        for button in (self.save_button, self.revert_button, self.undo_button):
+        self.share_button = self._button("Share…", f"core-share-{label}", self._ask_share)
+        self.share_button.setToolTip(
+            "Attach this section to another agent too: an edit by either is seen by both"
+        )
+        for button in (self.save_button, self.revert_button, self.undo_button, self.share_button):
             row.addWidget(button)
         layout.addLayout(row)
 
@@ -177,6 +179,7 @@ class BlockEditor(QFrame):
         """The engine's current block: shown unless the user has unsaved text, which is kept
         (with a "changed on disk" mark if the stored text moved under it)."""
         self._block = block
+        self.title.setText(_title(block))
         if self._pending:
             return  # the edit's own answer brings the editor up to date
         if not self.has_unsaved():
@@ -222,6 +225,34 @@ class BlockEditor(QFrame):
             return session.undo_block(label)
 
         self._run(job, "Undoing…", "Undone.", adopt=False)
+
+    def _ask_share(self) -> None:
+        """Pick another agent of the file (listed on the engine thread) and attach this block
+        to it too."""
+        submit(
+            self,
+            self._worker,
+            lambda session: [a.name for a in session.agents() if a.name != session.agent.name],
+            self._pick_agent_to_share_with,
+            lambda exc: self.status.error(error_message(exc)),
+        )
+
+    def _pick_agent_to_share_with(self, names: list[str]) -> None:
+        label = self._block.label
+        others = [n for n in names if n not in self._block.shared_with]
+        if not others:
+            self.status.info("No other agent to share it with: create one first (New agent…).")
+            return
+        name, ok = QInputDialog.getItem(
+            self, "Share section", f"Share {label!r} with which agent?", others, 0, False
+        )
+        if ok and name:
+            self._run(
+                lambda session: session.share_block(label, name),
+                "Sharing…",
+                f"Shared with {name}.",
+                adopt=False,
+            )
 
     def _revert(self) -> None:
         self._loaded = self._block.value
@@ -278,11 +309,25 @@ class BlockEditor(QFrame):
         if not edits:
             self.history.addItem("No edits yet.")
         for edit in reversed(edits):  # newest first
-            self.history.addItem(_history_item(edit))
+            self.history.addItem(_history_item(edit, self._block.shared))
 
 
-def _history_item(edit: BlockEdit) -> QListWidgetItem:
-    text = f"{local_time(edit.created_at)}  {edit.actor}: {change_summary(edit.before, edit.after)}"
+def _title(block: Block) -> str:
+    return (
+        f"<b>{html.escape(block.label)}</b>"
+        + (" <i>(read-only for the model)</i>" if block.read_only else "")
+        + (
+            f" <i>(shared with {html.escape(', '.join(block.shared_with))})</i>"
+            if block.shared
+            else ""
+        )
+    )
+
+
+def _history_item(edit: BlockEdit, shared: bool) -> QListWidgetItem:
+    # a shared block is edited by several agents: say whose edit each was
+    who = f"{edit.agent} ({edit.actor})" if shared and edit.agent else edit.actor
+    text = f"{local_time(edit.created_at)}  {who}: {change_summary(edit.before, edit.after)}"
     item = QListWidgetItem(text + ("  (undone)" if edit.undone else ""))
     item.setToolTip(f"Before:\n{edit.before}\n\nAfter:\n{edit.after}")
     item.setData(Qt.ItemDataRole.UserRole, edit.id)
@@ -304,9 +349,16 @@ class CorePanel(QWidget):
         self._worker = worker
         self._editors: dict[int, BlockEditor] = {}  # by block id: labels repeat across agents
         layout = QVBoxLayout(self)
+        top = QHBoxLayout()
         self.status = StatusLabel()
         self.status.setObjectName("core-status")
-        layout.addWidget(self.status)
+        top.addWidget(self.status, 1)
+        add = QPushButton("New section…")
+        add.setObjectName("core-add")
+        add.setToolTip("A new core-memory section, e.g. a 'project' block to share with agents")
+        add.clicked.connect(self._ask_new_section)
+        top.addWidget(add)
+        layout.addLayout(top)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         self._body = QWidget()
@@ -327,6 +379,29 @@ class CorePanel(QWidget):
             self._show_blocks,
             lambda exc: self.status.error(error_message(exc)),
         )
+
+    def _ask_new_section(self) -> None:
+        label, ok = QInputDialog.getText(
+            self, "New section", "Name of the section (a word, e.g. project):"
+        )
+        if not ok or not label.strip():
+            return
+        description, ok = QInputDialog.getText(
+            self, "New section", f"What {label.strip()!r} holds (the model reads this):"
+        )
+        if ok:
+            self.status.busy("Adding…")
+            submit(
+                self,
+                self._worker,
+                lambda session: session.add_block(label, description),
+                lambda _: self._section_added(),
+                lambda exc: self.status.error(error_message(exc)),
+            )
+
+    def _section_added(self) -> None:
+        self.edited.emit()
+        self.refresh()
 
     def has_unsaved(self) -> bool:
         """Whether any block has text the user has not saved (worth asking before closing)."""

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from engine.errors import GenerationError
 from engine.types import ChatMessage
+
+# Messages a template can always render: the base against which one message's tokens are counted.
+PROBE_SYSTEM = ChatMessage("system", "x")
+PROBE_USER = ChatMessage("user", "x")
 
 # Called with each new piece of reply text as it is generated; returning False stops the
 # generation (the stop button). The pieces concatenate to a prefix of Completion.text.
@@ -52,3 +59,55 @@ class LLMClient(Protocol):
         max_tokens: int,
         on_text: TextSink | None = None,
     ) -> Completion: ...
+
+
+def added_tokens(count_tokens: Callable[[list[ChatMessage]], int], message: ChatMessage) -> int:
+    """Tokens `message` adds to a prompt: counted after a fixed system message (templates such
+    as Qwen's inject a default system prompt when the first message is not a system message,
+    so the base always has one). For messages a template cannot render right after a system
+    message (templates that insist on user/assistant alternation), the base is system + user."""
+    try:
+        base = [PROBE_SYSTEM]
+        return count_tokens([*base, message]) - count_tokens(base)
+    except GenerationError:
+        base = [PROBE_SYSTEM, PROBE_USER]
+        return count_tokens([*base, message]) - count_tokens(base)
+
+
+class PromptCounts:
+    """Token counts of the newest prompts by their text: the context builder counts the same
+    prompt several times a step, and a count renders and tokenizes the whole prompt."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, prompt: str, count: Callable[[str], int]) -> int:
+        with self._lock:
+            cached = self._counts.get(prompt)
+            if cached is not None:
+                self._counts.move_to_end(prompt)
+                return cached
+        tokens = count(prompt)  # outside the lock: a remote count is a request
+        with self._lock:
+            self._counts[prompt] = tokens
+            while len(self._counts) > self._size:
+                self._counts.popitem(last=False)
+        return tokens
+
+
+def check_request(messages: list[ChatMessage], max_tokens: int) -> None:
+    """What every client refuses before it renders anything."""
+    if max_tokens <= 0:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    if not messages:
+        raise ValueError("complete() needs at least one message")
+
+
+def check_fits(n_prompt: int, max_tokens: int, n_ctx: int) -> None:
+    if n_prompt + max_tokens > n_ctx:
+        raise GenerationError(
+            f"the prompt ({n_prompt} tokens) plus max_tokens ({max_tokens}) exceeds the "
+            f"context window ({n_ctx} tokens); the context builder must leave room"
+        )

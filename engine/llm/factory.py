@@ -1,4 +1,5 @@
-"""Build the default LLM client from a model key ("chat", "small") or a GGUF path."""
+"""Build the default LLM client from a model key ("chat", "small"), a GGUF path, or the URL of an
+OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelLoadError
+from engine.llm.base import LLMClient
 from engine.llm.llama import LlamaClient
+from engine.llm.remote import RemoteClient, is_remote_model
 
-__all__ = ["CHAT_MODEL_KEYS", "default_llm_client", "resolve_model_path"]
+__all__ = ["CHAT_MODEL_KEYS", "default_llm_client", "is_remote_model", "resolve_model_path"]
 
 CHAT_MODEL_KEYS = ("chat", "small")
 
@@ -21,6 +24,8 @@ def resolve_model_path(model: str | os.PathLike[str] = "chat") -> Path:
         from models.fetch import model_path  # imported late: models/ is optional at import time
 
         return Path(model_path(model))
+    if is_remote_model(model):
+        raise ModelLoadError(f"{model} is a server address, not a model file")
     if isinstance(model, str) and model == "embed":
         raise ModelLoadError(
             'the "embed" model is the embedding model, not a chat model; use "chat", "small" '
@@ -32,14 +37,27 @@ def resolve_model_path(model: str | os.PathLike[str] = "chat") -> Path:
     path = Path(text).expanduser()
     if path.suffix.lower() != ".gguf" and not path.exists():
         raise ModelLoadError(
-            f'unknown model {text!r}: use "chat", "small" or the path of a .gguf file'
+            f'unknown model {text!r}: use "chat", "small", the path of a .gguf file or the URL '
+            "of an OpenAI-compatible server (http://HOST:PORT/v1)"
         )
     return path
 
 
 def default_llm_client(
-    model: str | os.PathLike[str] = "chat", n_ctx: int = 4096, **kw: Any
-) -> LlamaClient:
-    """A LlamaClient for `model` ("chat", "small" or a path to a GGUF chat model); `kw` go to
-    LlamaClient (n_threads, seed, temperature, ...). Raises ModelLoadError."""
-    return LlamaClient(resolve_model_path(model), n_ctx=n_ctx, **kw)
+    model: str | os.PathLike[str] = "chat", n_ctx: int | None = None, **kw: Any
+) -> LLMClient:
+    """The chat model client for `model`:
+
+    - "chat", "small" or a path to a GGUF chat model: a LlamaClient (n_ctx default 4096; `kw`
+      go to LlamaClient: n_threads, seed, temperature, ...);
+    - an http(s):// URL such as http://127.0.0.1:8080/v1: a RemoteClient on that
+      OpenAI-compatible server (n_ctx default: what the server reports; `kw` go to
+      RemoteClient: tokenizer, chat_template, template_from, api_key, timeout, ..., and
+      `model_name`, the served model's name, as its `model`).
+
+    Raises ModelLoadError."""
+    if is_remote_model(model):
+        if "model_name" in kw:
+            kw["model"] = kw.pop("model_name")
+        return RemoteClient(str(model), n_ctx=n_ctx, **kw)
+    return LlamaClient(resolve_model_path(model), n_ctx=4096 if n_ctx is None else n_ctx, **kw)

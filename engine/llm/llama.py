@@ -32,7 +32,7 @@ import os
 import struct
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,16 @@ import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from engine.errors import GenerationError, ModelLoadError, models_hint
-from engine.llm.base import Completion, TextSink
+from engine.llm.base import (
+    PROBE_SYSTEM,
+    PROBE_USER,
+    Completion,
+    PromptCounts,
+    TextSink,
+    added_tokens,
+    check_fits,
+    check_request,
+)
 from engine.llm.grammar import compile_grammar
 from engine.types import ChatMessage
 
@@ -417,10 +426,6 @@ class GenerationStats:
         return max(0, self.prompt_tokens - self.prompt_eval_tokens)
 
 
-_PROBE_SYSTEM = ChatMessage("system", "x")
-_PROBE_USER = ChatMessage("user", "x")
-
-
 class LlamaClient:
     """A local GGUF chat model that answers with one grammar-constrained JSON reply.
 
@@ -489,8 +494,7 @@ class LlamaClient:
             "repeat_penalty": repeat_penalty,
         }
         self._lock = threading.RLock()
-        self._count_cache: OrderedDict[str, int] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._counts = PromptCounts()
         self._validated_grammars: set[str] = set()
         self.last_stats: GenerationStats | None = None
 
@@ -574,7 +578,7 @@ class LlamaClient:
                     stops.append(text)
         self._stop = stops
         try:
-            self._render([_PROBE_SYSTEM, _PROBE_USER])
+            self._render([PROBE_SYSTEM, PROBE_USER])
         except GenerationError as exc:
             raise ModelLoadError(f"the chat template of {self.model_path} fails: {exc}") from exc
 
@@ -595,28 +599,10 @@ class LlamaClient:
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         if not messages:
             return 0  # nothing to render (templates such as Qwen's fail on an empty list)
-        prompt = self._render(messages)
-        with self._cache_lock:
-            cached = self._count_cache.get(prompt)
-        if cached is None:
-            cached = len(self._prompt_tokens(prompt))
-            with self._cache_lock:
-                self._count_cache[prompt] = cached
-                while len(self._count_cache) > 512:
-                    self._count_cache.popitem(last=False)
-        return cached
+        return self._counts.get(self._render(messages), lambda p: len(self._prompt_tokens(p)))
 
     def count_message_tokens(self, message: ChatMessage) -> int:
-        """Tokens `message` adds after a fixed system message (templates such as Qwen's inject a
-        default system prompt when the first message is not a system message, so the base
-        always has one). For messages a template cannot render right after a system message
-        (templates that insist on user/assistant alternation), the base is system + user."""
-        try:
-            base = [_PROBE_SYSTEM]
-            return self.count_tokens([*base, message]) - self.count_tokens(base)
-        except GenerationError:
-            base = [_PROBE_SYSTEM, _PROBE_USER]
-            return self.count_tokens([*base, message]) - self.count_tokens(base)
+        return added_tokens(self.count_tokens, message)
 
     def complete(
         self,
@@ -625,19 +611,11 @@ class LlamaClient:
         max_tokens: int,
         on_text: TextSink | None = None,
     ) -> Completion:
-        if max_tokens <= 0:
-            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
-        if not messages:
-            raise ValueError("complete() needs at least one message")
+        check_request(messages, max_tokens)
         with self._lock:
             prompt = self._render(messages)
             n_prompt = len(self._prompt_tokens(prompt))
-            n_ctx = self.context_window
-            if n_prompt + max_tokens > n_ctx:
-                raise GenerationError(
-                    f"the prompt ({n_prompt} tokens) plus max_tokens ({max_tokens}) exceeds the "
-                    f"context window ({n_ctx} tokens); the context builder must leave room"
-                )
+            check_fits(n_prompt, max_tokens, self.context_window)
             grammar = None if reply_schema is None else self._grammar(reply_schema)
             ctx = self._llama.ctx
             self._llama.last_sampler = None

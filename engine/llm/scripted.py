@@ -28,11 +28,15 @@ class ScriptedClient:
         summarizer: Callable[[list[ChatMessage]], str] | None = None,
         piece_chars: int = 6,
         piece_delay: float = 0.0,
+        reviews: Iterable[dict[str, Any]] = (),
     ) -> None:
         """`summarizer` answers free-text calls (reply_schema None: the page-out summaries);
         the default keeps the previous summary and the first words of each new message.
         A streamed reply comes in pieces of `piece_chars` characters, `piece_delay` seconds
-        apart (a slow model, for tests of streaming and the stop button)."""
+        apart (a slow model, for tests of streaming and the stop button). `reviews` answer the
+        memory-review calls (engine.consolidate) in order; with none left a review finds
+        nothing, so scripts of ordinary turns need not know about reviews."""
+        self._reviews: list[str] = [json.dumps(r) for r in reviews]
         self.piece_chars = piece_chars
         self.piece_delay = piece_delay
         self._replies: list[str] = []
@@ -44,6 +48,9 @@ class ScriptedClient:
     def enqueue(self, replies: Iterable[str | dict[str, Any]]) -> None:
         for reply in replies:
             self._replies.append(reply if isinstance(reply, str) else json.dumps(reply))
+
+    def enqueue_review(self, review: dict[str, Any]) -> None:
+        self._reviews.append(json.dumps(review))
 
     @property
     def context_window(self) -> int:
@@ -75,6 +82,11 @@ class ScriptedClient:
         if reply_schema is None:
             text = self._summarizer(messages)
             return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, "stop")
+        if reply_schema.get("title") == "memory_review":
+            empty = json.dumps({"core": [], "passages": [], "facts": []})
+            text = self._reviews.pop(0) if self._reviews else empty
+            text, finish = self._stream(text, on_text)
+            return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, finish)
         if not self._replies:
             raise GenerationError("the scripted client has no more replies")
         text = self._replies.pop(0)

@@ -37,10 +37,16 @@ class ArchivalMemory:
         return self.insert_many([text], tags=tags, source=source)[0]
 
     def insert_many(
-        self, texts: Sequence[str], tags: Sequence[str] | None = None, source: str = ""
+        self,
+        texts: Sequence[str],
+        tags: Sequence[str] | None = None,
+        source: str = "",
+        vectors: Sequence[bytes] | None = None,
     ) -> list[int]:
-        """Embed and store passages in one transaction; returns their ids."""
-        vectors = self.store.embedder.embed(list(texts))
+        """Embed and store passages in one transaction; returns their ids. `vectors` (float32
+        bytes made by this store's embedder, e.g. from an agent file) skip the embedding."""
+        if vectors is None:
+            vectors = [vector_blob(v) for v in self.store.embedder.embed(list(texts))]
         tag_list = list(tags or [])
         model = self.store.embedder.name
         ids: list[int] = []
@@ -58,7 +64,7 @@ class ArchivalMemory:
                 )
                 conn.execute(
                     "INSERT INTO passage_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
-                    (passage_id, self.agent_id, vector_blob(vector)),
+                    (passage_id, self.agent_id, vector),
                 )
                 ids.append(passage_id)
         return ids

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from engine.store.db import Store, now_iso
 
 DEFAULT_BLOCK_LIMIT = 2000
+_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,39}")
 
 
 class CoreMemoryError(ValueError):
@@ -22,6 +24,11 @@ class Block:
     limit: int
     description: str
     read_only: bool
+    shared_with: tuple[str, ...] = ()  # the other agents this block is attached to
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.shared_with)
 
     @property
     def room(self) -> int:
@@ -36,6 +43,7 @@ class BlockEdit:
     actor: str
     created_at: str
     undone: bool
+    agent: str | None = None  # the agent whose edit it was (a shared block has several)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,45 @@ class BlockTemplate:
     description: str
     limit: int = DEFAULT_BLOCK_LIMIT
     read_only: bool = False
+
+
+def check_label(label: str) -> str:
+    """A block label as the prompt shows it (<label ...>): a short word."""
+    if not _LABEL.fullmatch(label):
+        raise CoreMemoryError(
+            f"a section name is a word of letters, digits, _ or - (at most 40), not {label!r}"
+        )
+    return label
+
+
+def create_block(store: Store, template: BlockTemplate) -> Block:
+    """A block attached to no agent yet, to share: MemGPTAgent(shared_blocks=[block]) or
+    agent.memory.share(block)."""
+    check_label(template.label)
+    now = now_iso()
+    with store.atomic() as conn:
+        conn.execute(
+            "INSERT INTO blocks(label, value, char_limit, description, read_only, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                template.label,
+                template.value,
+                template.limit,
+                template.description,
+                int(template.read_only),
+                now,
+                now,
+            ),
+        )
+        block_id = conn.last_insert_rowid()
+    return Block(
+        block_id,
+        template.label,
+        template.value,
+        template.limit,
+        template.description,
+        template.read_only,
+    )
 
 
 class CoreMemory(Mapping[str, str]):
@@ -67,12 +114,39 @@ class CoreMemory(Mapping[str, str]):
     # -- reading -----------------------------------------------------------------------------
     def blocks(self) -> list[Block]:
         rows = self.store.query(
-            "SELECT b.id, ab.label, b.value, b.char_limit, b.description, b.read_only"
+            "SELECT b.id, ab.label, b.value, b.char_limit, b.description, b.read_only,"
+            " (SELECT group_concat(a.name, char(31)) FROM agent_blocks other"
+            "  JOIN agents a ON a.id = other.agent_id"
+            "  WHERE other.block_id = b.id AND other.agent_id != ab.agent_id)"
             " FROM agent_blocks ab JOIN blocks b ON b.id = ab.block_id"
             " WHERE ab.agent_id = ? ORDER BY ab.position",
             (self.agent_id,),
         )
-        return [Block(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+        return [
+            Block(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                bool(r[5]),
+                tuple(sorted(r[6].split("\x1f"))) if r[6] else (),
+            )
+            for r in rows
+        ]
+
+    def others_version(self) -> tuple[int, int]:
+        """Changes when a block is attached or detached, or when another agent edits a block
+        this one shares: the context builder re-renders the prompt then. This agent's own edits
+        leave it alone (the model sees those as calls; the prompt prefix stays cached)."""
+        row = self.store.query_one(
+            "SELECT (SELECT count(*) FROM agent_blocks WHERE agent_id = ?),"
+            " coalesce(max(h.id), 0) FROM agent_blocks ab"
+            " JOIN block_history h ON h.block_id = ab.block_id"
+            " WHERE ab.agent_id = ? AND h.agent_id IS NOT ?",
+            (self.agent_id, self.agent_id, self.agent_id),
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def block(self, label: str) -> Block:
         for block in self.blocks():
@@ -86,6 +160,9 @@ class CoreMemory(Mapping[str, str]):
         parts = []
         for b in self.blocks():
             flag = ", read-only" if b.read_only else ""
+            if b.shared:
+                flag += f", shared with {', '.join(b.shared_with)}"
+
             parts.append(
                 f'<{b.label} chars="{len(b.value)}/{b.limit}"{flag}>\n{b.value}\n</{b.label}>'
             )
@@ -94,36 +171,29 @@ class CoreMemory(Mapping[str, str]):
     def history(self, label: str) -> list[BlockEdit]:
         block = self.block(label)
         rows = self.store.query(
-            "SELECT id, before, after, actor, created_at, undone FROM block_history"
-            " WHERE block_id = ? ORDER BY id",
+            "SELECT h.id, h.before, h.after, h.actor, h.created_at, h.undone, a.name"
+            " FROM block_history h LEFT JOIN agents a ON a.id = h.agent_id"
+            " WHERE h.block_id = ? ORDER BY h.id",
             (block.id,),
         )
-        return [BlockEdit(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+        return [BlockEdit(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
 
     # -- editing -----------------------------------------------------------------------------
     def attach(self, template: BlockTemplate) -> Block:
         """Create a block and attach it to this agent."""
-        now = now_iso()
-        with self.store.atomic() as conn:
-            conn.execute(
-                "INSERT INTO blocks(label, value, char_limit, description, read_only, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    template.label,
-                    template.value,
-                    template.limit,
-                    template.description,
-                    int(template.read_only),
-                    now,
-                    now,
-                ),
-            )
-            self.attach_existing(conn.last_insert_rowid(), template.label)
+        check_label(template.label)
+        if template.label in self:
+            raise CoreMemoryError(f"there is already a section {template.label!r}")
+        with self.store.atomic():
+            block = create_block(self.store, template)
+            self.attach_existing(block.id, template.label)
         return self.block(template.label)
 
     def attach_existing(self, block_id: int, label: str) -> None:
         """Attach a block that already exists (e.g. one shared with another agent)."""
         with self.store.atomic() as conn:
+            if conn.execute("SELECT 1 FROM blocks WHERE id = ?", (block_id,)).fetchone() is None:
+                raise CoreMemoryError(f"there is no block {block_id} in this file")
             position = conn.execute(
                 "SELECT coalesce(max(position), -1) + 1 FROM agent_blocks WHERE agent_id = ?",
                 (self.agent_id,),
@@ -132,6 +202,29 @@ class CoreMemory(Mapping[str, str]):
                 "INSERT INTO agent_blocks(agent_id, block_id, label, position) VALUES (?, ?, ?, ?)",
                 (self.agent_id, block_id, label, position),
             )
+
+    def share(self, block: Block | int, label: str | None = None) -> Block:
+        """Attach another agent's block (by Block or id) to this agent too, under `label`
+        (its own label by default). Sharing it again is a no-op; a different block already
+        under that label is refused rather than replaced."""
+        block_id = block if isinstance(block, int) else block.id
+        with self.store.atomic() as conn:
+            row = conn.execute("SELECT label FROM blocks WHERE id = ?", (block_id,)).fetchone()
+            if row is None:
+                raise CoreMemoryError(f"there is no block {block_id} in this file")
+            label = label or row[0]
+            mine = conn.execute(
+                "SELECT block_id FROM agent_blocks WHERE agent_id = ? AND label = ?",
+                (self.agent_id, label),
+            ).fetchone()
+            if mine is None:
+                self.attach_existing(block_id, label)
+            elif mine[0] != block_id:
+                raise CoreMemoryError(
+                    f"this agent already has its own {label!r} section; share the block under "
+                    "another label, or remove this agent's own first"
+                )
+        return self.block(label)
 
     def append(self, label: str, content: str, actor: str) -> Block:
         block = self._editable(label, actor)
@@ -195,8 +288,8 @@ class CoreMemory(Mapping[str, str]):
                 (value, now_iso(), block.id),
             )
             conn.execute(
-                "INSERT INTO block_history(block_id, before, after, actor, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (block.id, block.value, value, actor, now_iso()),
+                "INSERT INTO block_history(block_id, before, after, actor, created_at, agent_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (block.id, block.value, value, actor, now_iso(), self.agent_id),
             )
         return self.block(block.label)

@@ -135,11 +135,63 @@ def _virtual_context(conn: apsw.Connection) -> None:
     )
 
 
+def _graph_and_sharing(conn: apsw.Connection) -> None:
+    conn.execute(
+        """
+        -- the knowledge graph: entities and facts (subject, relation, object) with the time each
+        -- fact held; a fact that stops being true is closed (valid_to), never deleted
+        CREATE TABLE entities (
+            id INTEGER PRIMARY KEY,
+            agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            -- the name folded (case, spacing): "Alice" and "alice " are one entity
+            key TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (agent_id, key)
+        );
+        CREATE VIRTUAL TABLE entities_fts USING fts5(
+            name, content='entities', content_rowid='id', tokenize='porter unicode61'
+        );
+        CREATE TRIGGER entities_ai AFTER INSERT ON entities BEGIN
+            INSERT INTO entities_fts(rowid, name) VALUES (new.id, new.name);
+        END;
+        CREATE TRIGGER entities_ad AFTER DELETE ON entities BEGIN
+            INSERT INTO entities_fts(entities_fts, rowid, name) VALUES ('delete', old.id, old.name);
+        END;
+        CREATE TABLE facts (
+            id INTEGER PRIMARY KEY,
+            agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            subject_id INTEGER NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            relation TEXT NOT NULL,
+            object_id INTEGER NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            -- one object at a time (works_at) when 1: a new object closes the old fact
+            exclusive INTEGER NOT NULL DEFAULT 1,
+            valid_from TEXT NOT NULL,
+            valid_to TEXT,  -- NULL while the fact still holds
+            ended_by INTEGER REFERENCES facts(id) ON DELETE SET NULL,
+            source TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            CHECK (valid_to IS NULL OR valid_to >= valid_from)
+        );
+        CREATE INDEX facts_subject ON facts(agent_id, subject_id, relation, valid_from);
+        CREATE INDEX facts_object ON facts(agent_id, object_id);
+        -- which agent made an edit: a shared block is edited by several
+        ALTER TABLE block_history ADD COLUMN agent_id INTEGER REFERENCES agents(id)
+            ON DELETE SET NULL;
+        -- idle consolidation: the newest message already reviewed
+        ALTER TABLE agents ADD COLUMN reviewed_through INTEGER NOT NULL DEFAULT 0;
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "initial schema: agents, blocks, history, recall, archival, summaries", _initial_schema
     ),
     Migration(2, "virtual context: pressure flag, summary chain", _virtual_context),
+    Migration(
+        3, "knowledge graph with time; who edited a shared block; review mark", _graph_and_sharing
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

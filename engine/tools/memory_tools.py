@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from engine.memory.archival import ArchivalMemory
 from engine.memory.core import CoreMemory, CoreMemoryError
+from engine.memory.graph import GraphError, KnowledgeGraph
 from engine.memory.recall import RecallMemory
 from engine.memory.search import Page
 from engine.tools.registry import (
@@ -18,12 +19,16 @@ from engine.tools.registry import (
     CoreMemoryAppendArgs,
     CoreMemoryReplaceArgs,
     DateSearchArgs,
+    GraphInsertArgs,
+    GraphSearchArgs,
     SearchArgs,
     SendMessageArgs,
 )
 from engine.types import MemoryOperation, ToolCall, ToolResult
 
 HIT_CHARS = 400  # a search hit longer than this is shown cut, with its id to fetch more
+FACTS_WITH_PASSAGES = 5  # current facts about the query's entities an archival search shows
+FACTS_PER_SEARCH = 20
 
 
 class ToolFailure(Exception):
@@ -57,6 +62,7 @@ class MemoryTool:
         core: CoreMemory,
         recall: RecallMemory,
         archival: ArchivalMemory,
+        graph: KnowledgeGraph,
         on_user_core_edit: Callable[[], None] | None = None,
         result_room: Callable[[], int] | None = None,
         count_result_tokens: Callable[[ToolResult], int] | None = None,
@@ -72,6 +78,7 @@ class MemoryTool:
         self._on_user_core_edit = on_user_core_edit
         self.recall = recall
         self.archival = archival
+        self.graph = graph
         self.operations: list[MemoryOperation] = []
         self.sent_messages: list[str] = []
         self._actor = "user"  # who the running call acts for; set by dispatch
@@ -83,6 +90,8 @@ class MemoryTool:
             "archival_memory_search": self._archival_memory_search,
             "conversation_search": self._conversation_search,
             "conversation_search_date": self._conversation_search_date,
+            "graph_insert": self._graph_insert,
+            "graph_search": self._graph_search,
         }
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -98,7 +107,7 @@ class MemoryTool:
             content = self._impls[call.name](args)
         except ValidationError as exc:
             return self._failed(call.name, _validation_message(call.name, exc))
-        except (ToolFailure, CoreMemoryError) as exc:
+        except (ToolFailure, CoreMemoryError, GraphError) as exc:
             return self._failed(call.name, str(exc))
         return ToolResult(call.name, True, content)
 
@@ -142,6 +151,26 @@ class MemoryTool:
             limit=limit,
             page=page,
         )
+
+    def graph_insert(
+        self,
+        subject: str,
+        relation: str,
+        object: str,  # noqa: A002 - the tool's argument name
+        valid_from: str | None = None,
+        exclusive: bool = True,
+    ) -> str:
+        return self._call(
+            "graph_insert",
+            subject=subject,
+            relation=relation,
+            object=object,
+            valid_from=valid_from,
+            exclusive=exclusive,
+        )
+
+    def graph_search(self, entity: str, relation: str | None = None, at: str | None = None) -> str:
+        return self._call("graph_search", entity=entity, relation=relation, at=at)
 
     # -- implementations ---------------------------------------------------------------------
     def _send_message(self, args: SendMessageArgs) -> str:
@@ -198,6 +227,9 @@ class MemoryTool:
             return page, "\n".join(lines)
 
         page, text = self._fitted_page("archival_memory_search", show, args.limit, args.page)
+        facts = self.graph.about(args.query, FACTS_WITH_PASSAGES) if args.page == 0 else []
+        if facts:  # what the graph knows now about the names in the query, on the first page
+            text += "\nFacts now known:\n" + "\n".join(f"- {f.render()}" for f in facts)
         self._note(
             "archival_memory_search", f"searched archival for {args.query!r}: {page.total} results"
         )
@@ -254,6 +286,37 @@ class MemoryTool:
             "conversation_search_date", f"listed messages {start}..{end}: {page.total} results"
         )
         return text
+
+    def _graph_insert(self, args: GraphInsertArgs) -> str:
+        done = self.graph.insert(
+            args.subject,
+            args.relation,
+            args.object,
+            args.valid_from,
+            exclusive=args.exclusive,
+            source=self._actor,
+        )
+        fact = done.fact.render()
+        if done.duplicate:
+            self._note("graph_insert", f"already known: {fact}")
+            return f"Already known: {fact}. Next: reply to the user with send_message."
+        ended = "".join(f" It ends: {old.render()}." for old in done.closed)
+        self._note("graph_insert", f"saved fact: {fact}{ended}")
+        return (
+            f"Saved fact {done.fact.id}: {fact}.{ended} Next: reply to the user with send_message."
+        )
+
+    def _graph_search(self, args: GraphSearchArgs) -> str:
+        facts = self.graph.search(args.entity, args.relation, args.at)
+        when = f" at {args.at}" if args.at else ""
+        self._note("graph_search", f"looked up {args.entity!r}{when}: {len(facts)} facts")
+        if not facts:
+            return f"No facts about {args.entity!r}{when}."
+        shown = facts[:FACTS_PER_SEARCH]
+        more = f" (first {len(shown)} of {len(facts)})" if len(facts) > len(shown) else ""
+        lines = [f"{len(facts)} facts about {args.entity!r}{when}{more}:"]
+        lines += [f"- {f.render()}" for f in shown]
+        return "\n".join(lines)
 
     @staticmethod
     def _format_messages(header: str, messages: list[Any]) -> str:

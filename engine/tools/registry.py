@@ -50,6 +50,34 @@ class DateSearchArgs(_Args):
     page: int = Field(default=0, ge=0, le=1000, description="Page number, from 0.")
 
 
+class GraphInsertArgs(_Args):
+    subject: str = Field(description="Who or what the fact is about, e.g. 'Alice'.", max_length=200)
+    relation: str = Field(description="How they relate, e.g. 'works_at'.", max_length=100)
+    object: str = Field(description="The other side, e.g. 'Acme'.", max_length=200)
+    valid_from: str | None = Field(
+        default=None,
+        description="When it became true (YYYY-MM-DD, YYYY-MM or YYYY); null: now.",
+        max_length=32,
+    )
+    exclusive: bool = Field(
+        default=True,
+        description="true: one object at a time (works_at, lives_in), so a new one ends the old "
+        "fact; false: several at once (likes, knows).",
+    )
+
+
+class GraphSearchArgs(_Args):
+    entity: str = Field(description="The name to look up, e.g. 'Alice'.", max_length=200)
+    relation: str | None = Field(
+        default=None, description="Only this relation, e.g. 'works_at'.", max_length=100
+    )
+    at: str | None = Field(
+        default=None,
+        description="What held then (YYYY-MM-DD, YYYY-MM or YYYY); null: now and before.",
+        max_length=32,
+    )
+
+
 TOOL_ARGS: dict[str, type[_Args]] = {
     "send_message": SendMessageArgs,
     "core_memory_append": CoreMemoryAppendArgs,
@@ -58,6 +86,8 @@ TOOL_ARGS: dict[str, type[_Args]] = {
     "archival_memory_search": SearchArgs,
     "conversation_search": SearchArgs,
     "conversation_search_date": DateSearchArgs,
+    "graph_insert": GraphInsertArgs,
+    "graph_search": GraphSearchArgs,
 }
 
 TOOL_DESCRIPTIONS: dict[str, str] = {
@@ -70,6 +100,9 @@ TOOL_DESCRIPTIONS: dict[str, str] = {
     "archival_memory_search": "Search archival memory by meaning and words. page counts from 0.",
     "conversation_search": "Search all past messages, also those out of view. page counts from 0.",
     "conversation_search_date": "List past messages from start_date to end_date (YYYY-MM-DD).",
+    "graph_insert": "Record a fact (subject, relation, object) in the knowledge graph; a new "
+    "object for a one-at-a-time relation ends the old fact, which stays as history.",
+    "graph_search": "Facts about an entity: what holds now and what held before, or at a time.",
 }
 
 

@@ -359,3 +359,33 @@ def test_a_huge_message_shows_its_start_and_keeps_all(qtbot, window, scripted, m
     bubble = bubbles(window, "user")[0]
     assert bubble.text == huge
     assert bubble.body.text() == "x" * 100 + "\n… 1,400 more characters (all kept in memory)"
+
+
+def test_export_then_import_asks_another_name_and_shows_the_copy(
+    qtbot, window, scripted, tmp_path, monkeypatch
+):
+    from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+    scripted.enqueue([call("send_message", message="Hello Sam.")])
+    send_and_wait(qtbot, window, "Hi, I'm Sam")
+    path = tmp_path / "agent.json"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
+    window._ask_export_agent()
+    qtbot.waitUntil(lambda: "Exported" in window.status.text(), timeout=TIMEOUT)
+    asked = []
+
+    def answer(parent, title, label, *a, **k):
+        asked.append(label)
+        return "Sam's copy", True
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    monkeypatch.setattr(QInputDialog, "getText", answer)
+    window._ask_import_agent()  # the name is taken: the window asks for another
+    qtbot.waitUntil(lambda: window.agent_box.currentText() == "Sam's copy", timeout=TIMEOUT)
+    assert len(asked) == 1 and "already an agent" in asked[0]
+    assert [window.agent_box.itemText(i) for i in range(window.agent_box.count())] == [
+        "memex",
+        "Sam's copy",
+    ]
+    qtbot.waitUntil(lambda: len(bubbles(window, "user")) == 1, timeout=TIMEOUT)
+    assert [b.text for b in bubbles(window, "assistant")] == ["Hello Sam."]

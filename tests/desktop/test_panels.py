@@ -276,3 +276,97 @@ def test_recall_empty_search_asks_for_words(qtbot, worker):
     qtbot.addWidget(panel)
     panel.search()
     assert panel.header.property("error") and "Type some words" in panel.header.text()
+
+
+# -- facts -----------------------------------------------------------------------------------
+
+
+def test_facts_now_as_of_a_day_and_the_users_corrections(qtbot, worker, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from desktop.panels.facts import FactsPanel
+
+    def remember(s):
+        s.agent.graph.insert("Alice", "works_at", "Initech", "2025-01-01")
+        s.agent.graph.insert("Alice", "works_at", "Acme", "2026-03-01")
+        s.agent.graph.insert("Bob", "likes", "tea", exclusive=False)
+
+    run(qtbot, worker, remember)
+    panel = FactsPanel(worker)
+    qtbot.addWidget(panel)
+    panel.refresh()
+    qtbot.waitUntil(lambda: panel.status.text() == "3 facts", timeout=WAIT_MS)
+
+    def texts() -> list[str]:
+        return [panel.list.item(i).text() for i in range(panel.list.count())]
+
+    panel.query.setText("alice")
+    click(qtbot, panel.findChild(QPushButton, "facts-search"))
+    qtbot.waitUntil(lambda: panel.status.text() == "2 facts", timeout=WAIT_MS)
+    assert texts() == [
+        "Alice works_at Acme (since 2026-03-01)",
+        "Alice works_at Initech (from 2025-01-01 until 2026-03-01)",
+    ]
+    panel.day.setDate(QDate(2025, 6, 1))
+    panel.as_of.setChecked(True)
+    qtbot.waitUntil(lambda: panel.status.text() == "1 facts", timeout=WAIT_MS)
+    assert texts() == ["Alice works_at Initech (from 2025-01-01 until 2026-03-01)"]
+    panel.list.setCurrentRow(0)
+    assert not panel.end_button.isEnabled()  # it has ended already
+
+    panel.as_of.setChecked(False)
+    qtbot.waitUntil(lambda: panel.status.text() == "2 facts", timeout=WAIT_MS)
+    panel.list.setCurrentRow(0)
+    click(qtbot, panel.end_button)  # Alice left Acme
+    qtbot.waitUntil(lambda: "until" in texts()[-1] and "Acme" in " ".join(texts()), timeout=WAIT_MS)
+    assert run(qtbot, worker, lambda s: [f.current for f in s.agent.graph.search("Alice")]) == [
+        False,
+        False,
+    ]
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    panel.list.setCurrentRow(0)
+    click(qtbot, panel.delete_button)
+    qtbot.waitUntil(lambda: panel.status.text() == "1 facts", timeout=WAIT_MS)
+    assert run(qtbot, worker, lambda s: s.agent.graph.count()) == 2
+
+
+def test_a_new_section_shared_with_another_agent(qtbot, worker, core, monkeypatch):
+    from PySide6.QtWidgets import QInputDialog
+
+    from engine import MemGPTAgent
+
+    run(qtbot, worker, lambda s: MemGPTAgent(None, s.store, s.agent.llm, name="bob").name)
+    answers = iter([("project", True), ("The shared project notes.", True)])
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: next(answers))
+    monkeypatch.setattr(QInputDialog, "getItem", lambda *a, **k: ("bob", True))
+    click(qtbot, find(core, QPushButton, "core-add"))
+    qtbot.waitUntil(lambda: core.editor("project") is not None, timeout=WAIT_MS)
+
+    project = core.editor("project")
+    click(qtbot, project.share_button)
+    qtbot.waitUntil(lambda: "shared with bob" in project.title.text(), timeout=WAIT_MS)
+    bob_sees = run(
+        qtbot,
+        worker,
+        lambda s: MemGPTAgent(None, s.store, s.agent.llm, name="bob").core_memory.get("project"),
+    )
+    assert bob_sees == ""
+    project.editor.setPlainText("Launch: May 1.")
+    click(qtbot, project.save_button)
+    qtbot.waitUntil(lambda: project.status.text() == "Saved.", timeout=WAIT_MS)
+    bob_sees = run(
+        qtbot,
+        worker,
+        lambda s: MemGPTAgent(None, s.store, s.agent.llm, name="bob").core_memory["project"],
+    )
+    assert bob_sees == "Launch: May 1."
+
+    human = core.editor("human")  # bob has a 'human' of his own: refused, nothing replaced
+    click(qtbot, human.share_button)
+    qtbot.waitUntil(lambda: bool(human.status.property("error")), timeout=WAIT_MS)
+    assert "bob: this agent already has its own 'human' section" in human.status.text()
+
+    answers = iter([("two words", True), ("x", True)])
+    click(qtbot, find(core, QPushButton, "core-add"))
+    qtbot.waitUntil(lambda: bool(core.status.property("error")), timeout=WAIT_MS)
+    assert "a section name is a word" in core.status.text()

@@ -10,9 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).parents[2]
 
 
-def run_chat(*args: str, stdin: str = "/quit\n") -> subprocess.CompletedProcess[str]:
+def run_memex(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine", "chat", *args],
+        [sys.executable, "-m", "engine", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -20,6 +20,10 @@ def run_chat(*args: str, stdin: str = "/quit\n") -> subprocess.CompletedProcess[
         timeout=300,
         env=os.environ.copy(),
     )
+
+
+def run_chat(*args: str, stdin: str = "/quit\n") -> subprocess.CompletedProcess[str]:
+    return run_memex("chat", *args, stdin=stdin)
 
 
 def test_corrupt_database_gets_a_message_not_a_traceback(tmp_path: Path) -> None:
@@ -53,3 +57,21 @@ def test_chat_with_the_small_model_runs_and_remembers_the_file(tmp_path: Path) -
     assert "memex> " in result.stdout and "<human" in result.stdout
     assert "Traceback" not in result.stderr
     assert db.exists()
+
+
+def test_export_and_import_from_the_terminal(tmp_path: Path) -> None:
+    letta = ROOT / "tests" / "engine" / "data" / "letta_memgpt_agent.af"
+    db, other = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    imported = run_memex("import", str(letta), "--db", db)
+    assert imported.returncode == 0, imported.stderr
+    assert "Imported 'memgpt_agent'" in imported.stdout and "not brought over:" in imported.stdout
+    again = run_memex("import", str(letta), "--db", db)
+    assert again.returncode == 1 and "already an agent called 'memgpt_agent'" in again.stderr
+    assert "Traceback" not in again.stderr
+    path = str(tmp_path / "agent.json")
+    exported = run_memex("export", "memgpt_agent", path, "--db", db)
+    assert exported.returncode == 0 and "Exported 'memgpt_agent'" in exported.stdout
+    moved = run_memex("import", path, "--db", other, "--name", "sarah's")
+    assert moved.returncode == 0 and 'Imported "sarah\'s"' in moved.stdout
+    missing = run_memex("export", "nobody", path, "--db", db)
+    assert missing.returncode == 1 and "no agent called 'nobody'" in missing.stderr

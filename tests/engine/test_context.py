@@ -15,6 +15,7 @@ import re
 import pytest
 
 from engine import MemGPTAgent, Persona
+from engine.consolidate import REVIEW_SYSTEM
 from engine.context import HEARTBEAT_PREFIX, PRESSURE_PREFIX
 from engine.errors import ContextOverflowError, GenerationError
 from engine.llm.scripted import ScriptedClient, call
@@ -97,10 +98,16 @@ def pad_system(agent, client, tokens: int) -> None:
     the tests do not depend on the size of the engine's instructions."""
     chars = max(0, 4 * (tokens - system_tokens(agent, client)) - 40)
     agent.memory.attach(BlockTemplate("notes", prose(99, chars)[:chars], "Notes.", chars + 1000))
-    chars += 4 * (tokens - system_tokens(agent, client))
-    agent.memory.set("notes", prose(99, chars)[:chars])
-    agent.context.refresh()
+    for _ in range(3):  # a character more or less moves the count by at most one token
+        chars += 4 * (tokens - system_tokens(agent, client))
+        agent.memory.set("notes", prose(99, chars)[:chars])
+        agent.context.refresh()
+        if system_tokens(agent, client) == tokens:
+            break
     assert abs(system_tokens(agent, client) - tokens) <= 1
+
+
+REVIEW_HEAD = REVIEW_SYSTEM.split("{")[0]
 
 
 def is_summary_prompt(prompt: list[ChatMessage]) -> bool:
@@ -108,7 +115,12 @@ def is_summary_prompt(prompt: list[ChatMessage]) -> bool:
 
 
 def agent_prompts(client) -> list[list[ChatMessage]]:
-    return [p for p in client.history if not is_summary_prompt(p)]
+    """The prompts of the agent's own turns (not page-out summaries, not memory reviews)."""
+    return [
+        p
+        for p in client.history
+        if not is_summary_prompt(p) and not p[0].content.startswith(REVIEW_HEAD)
+    ]
 
 
 def summary_prompts(client) -> list[list[ChatMessage]]:

@@ -83,6 +83,8 @@ def test_every_tool_schema_compiles_to_a_grammar() -> None:
         "archival_memory_search",
         "conversation_search",
         "conversation_search_date",
+        "graph_insert",
+        "graph_search",
     ]
     assert compile_grammar(reply_schema(tool_specs())) is not None
 

@@ -1,0 +1,179 @@
+"""Agent files: export an agent to one JSON file and import it into another database, whole;
+never overwriting; Letta's .af where it maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import MemGPTAgent, Persona
+from engine.agentfile import (
+    FORMAT_VERSION,
+    AgentExists,
+    AgentFileError,
+    export_agent,
+    import_agent,
+)
+from engine.llm.scripted import ScriptedClient, call
+from engine.store.db import open_store
+
+LETTA_FILE = Path(__file__).parent / "data" / "letta_memgpt_agent.af"
+
+
+@pytest.fixture
+def other_store(tmp_path, embedder):
+    db = open_store(tmp_path / "other.db", embedder=embedder)
+    yield db
+    db.close()
+
+
+def lived_in_agent(store) -> MemGPTAgent:
+    """An agent with something in every tier: edits with history, a page of conversation, a
+    summary, passages (one holding part of a message), facts with an ended one."""
+    llm = ScriptedClient(
+        [
+            call("core_memory_append", heartbeat=True, section="human", content="Name: Ada."),
+            call("send_message", message="Hello Ada!"),
+            call("archival_memory_insert", heartbeat=True, content="Ada's cat is called Tom."),
+            call("send_message", message="Noted the cat."),
+        ]
+    )
+    agent = MemGPTAgent(Persona("Sam", "helpful", ["calm"]), store, llm, name="sam")
+    agent.step("Hi, I'm Ada.")
+    agent.step("My cat is Tom.")
+    agent.graph.insert("Ada", "works_at", "Initech", "2025-01-01")
+    agent.graph.insert("Ada", "works_at", "Acme", "2026-03-01")
+    agent.graph.insert("Ada", "likes", "chess", exclusive=False)
+    agent.summaries.add("Ada said hello.", 1, 2, "scripted")
+    agent.archival.insert_message_parts(1, "a long message " * 10)
+    agent.undo_core_memory("human")
+    agent.edit_core_memory("human", "Name: Ada Lovelace.")
+    return agent
+
+
+def test_an_agent_moves_to_another_database_whole(store, other_store, tmp_path) -> None:
+    agent = lived_in_agent(store)
+    path = tmp_path / "sam.json"
+    document = export_agent(store, "sam", path)
+    assert document["version"] == FORMAT_VERSION and path.exists()
+
+    [report] = import_agent(other_store, path)
+    assert (report.name, report.reembedded) == ("sam", 0)  # same embedder: vectors reused
+    moved = MemGPTAgent(None, other_store, ScriptedClient(), name="sam")
+    assert moved.persona == agent.persona
+    assert moved.core_memory == agent.core_memory
+    assert [(e.before, e.after, e.actor, e.undone) for e in moved.memory.history("human")] == [
+        (e.before, e.after, e.actor, e.undone) for e in agent.memory.history("human")
+    ]
+    old, new = agent.recall.all(), moved.recall.all()
+    assert [(m.role, m.content, m.created_at, m.in_context) for m in new] == [
+        (m.role, m.content, m.created_at, m.in_context) for m in old
+    ]
+    assert [s.text for s in moved.summaries.all()] == ["Ada said hello."]
+    assert moved.summaries.all()[0].first_message_id == new[0].id
+    assert sorted(p.text for p in moved.archival.recent(50)) == sorted(
+        p.text for p in agent.archival.recent(50)
+    )
+    assert moved.archival.has_message_parts(new[0].id)  # renumbered with its message
+    assert [f.render() for f in moved.graph.all()] == [f.render() for f in agent.graph.all()]
+    # the searches work on what came over: text, meaning and time
+    assert "Tom" in moved.tools.archival_memory_search("what is the cat's name")
+    assert "Hi, I'm Ada" in moved.tools.conversation_search("greeting from Ada")
+    assert "Initech" in moved.tools.graph_search("Ada", at="2025-06")
+    # the export of the import is the export, ids and times of export aside
+    again = export_agent(other_store, "sam")
+    for key in ("blocks", "facts"):
+        assert _without_ids(again[key]) == _without_ids(document[key])
+
+
+def _without_ids(items: list[dict]) -> list[dict]:
+    return [{k: v for k, v in item.items() if k not in ("id", "ended_by")} for item in items]
+
+
+def test_an_import_never_overwrites_an_agent(store, tmp_path) -> None:
+    lived_in_agent(store)
+    path = tmp_path / "sam.json"
+    export_agent(store, "sam", path)
+    before = store.query_one("SELECT count(*) FROM messages")[0]
+    with pytest.raises(AgentExists, match="already an agent called 'sam'"):
+        import_agent(store, path)
+    assert store.query_one("SELECT count(*) FROM messages")[0] == before
+    [report] = import_agent(store, path, name="sam (copy)")
+    copy = MemGPTAgent(None, store, ScriptedClient(), name="sam (copy)")
+    assert copy.core_memory["human"] == "Name: Ada Lovelace."
+    assert len(copy.recall.all()) == report.messages
+    # the two are separate: an edit of one is not in the other
+    copy.edit_core_memory("human", "changed")
+    assert MemGPTAgent(None, store, ScriptedClient(), name="sam").core_memory["human"] != "changed"
+
+
+def test_vectors_of_another_embedding_model_are_made_again(store, other_store, tmp_path) -> None:
+    lived_in_agent(store)
+    document = export_agent(store, "sam")
+    for passage in document["passages"]:
+        passage["embedding_model"] = "some-other-model"
+    document["message_embedding_model"] = "some-other-model"
+    [report] = import_agent(other_store, document)
+    readable = [m for m in document["messages"] if m["role"] in ("user", "assistant")]
+    assert report.reembedded == len(document["passages"]) + len(readable)
+    moved = MemGPTAgent(None, other_store, ScriptedClient(), name="sam")
+    assert "Tom" in moved.tools.archival_memory_search("what is the cat's name")
+
+
+def test_a_newer_or_damaged_file_is_refused_and_nothing_is_imported(store, tmp_path) -> None:
+    lived_in_agent(store)
+    document = export_agent(store, "sam")
+    newer = dict(document, version=FORMAT_VERSION + 1)
+    with pytest.raises(AgentFileError, match="made by a newer Memex"):
+        import_agent(store, newer, name="x")
+    damaged = json.loads(json.dumps(document))
+    damaged["messages"][-1].pop("role")
+    with pytest.raises(AgentFileError, match="damaged or incomplete"):
+        import_agent(store, damaged, name="y")
+    assert [r[0] for r in store.query("SELECT name FROM agents")] == ["sam"]
+    for text, message in [
+        ("not json {", "it is not JSON"),
+        ('{"hello": 1}', "neither a Memex agent file nor a Letta agent file"),
+    ]:
+        path = tmp_path / "bad.json"
+        path.write_text(text)
+        with pytest.raises(AgentFileError, match=message):
+            import_agent(store, path)
+    with pytest.raises(AgentFileError, match="there is no file"):
+        import_agent(store, tmp_path / "missing.json")
+
+
+def test_a_failed_write_leaves_no_half_file(store, tmp_path) -> None:
+    lived_in_agent(store)
+    with pytest.raises(AgentFileError, match="could not write"):
+        export_agent(store, "sam", tmp_path / "no-such-folder" / "sam.json")
+    assert not list(tmp_path.glob("**/*.part"))
+
+
+def test_a_letta_agent_file_imports_where_it_maps(store) -> None:
+    [report] = import_agent(store, LETTA_FILE)
+    agent = MemGPTAgent(None, store, ScriptedClient(), name=report.name)
+    assert {"persona", "human"} <= set(agent.core_memory)
+    assert agent.core_memory["human"].startswith("\nThis is what I know so far about the user")
+    assert agent.persona.description.startswith("\nThe following is a starter persona")
+    messages = agent.recall.all()
+    assert len(messages) == report.messages > 0
+    first_user = next(m for m in messages if m.role == "user")
+    assert first_user.content.startswith("hi my name is actually sarah")
+    assert "sarah" in agent.tools.conversation_search("what is my name").lower()
+    assert any("tool" in note.lower() for note in report.notes)  # what did not map is said
+    with pytest.raises(AgentExists):
+        import_agent(store, LETTA_FILE)
+
+
+def test_a_letta_agent_answers_through_the_loop(store) -> None:
+    [report] = import_agent(store, LETTA_FILE, name="from letta")
+    llm = ScriptedClient([call("send_message", message="Hi Sarah.")])
+    agent = MemGPTAgent(None, store, llm, name="from letta")
+    result = agent.step("Do you remember me?")
+    assert result.message == "Hi Sarah."
+    prompt = llm.history[-1]
+    assert prompt[0].role == "system" and agent.core_memory["persona"][:40] in prompt[0].content
+    assert prompt[-1].content == "Do you remember me?"

@@ -1,0 +1,205 @@
+"""Idle consolidation: on heartbeat (or every N turns) the agent reviews the messages since its
+last review and folds them into core memory, passages and facts, merging repeats."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from engine import MemGPTAgent, Persona
+from engine.consolidate import REVIEW_SYSTEM
+from engine.llm.scripted import ScriptedClient, call
+
+REVIEW_HEAD = REVIEW_SYSTEM.split("{")[0]
+
+
+def review(core=(), passages=(), facts=()) -> dict:
+    return {"core": list(core), "passages": list(passages), "facts": list(facts)}
+
+
+def fact(subject, relation, obj, valid_from=None, exclusive=True) -> dict:
+    return {
+        "subject": subject,
+        "relation": relation,
+        "object": obj,
+        "valid_from": valid_from,
+        "exclusive": exclusive,
+    }
+
+
+def review_prompts(llm: ScriptedClient) -> list:
+    return [p for p in llm.history if p[0].content.startswith(REVIEW_HEAD)]
+
+
+def make_agent(store, reviews=(), replies=(), **kw) -> tuple[MemGPTAgent, ScriptedClient]:
+    llm = ScriptedClient(replies, reviews=reviews, **kw.pop("llm_kw", {}))
+    return MemGPTAgent(Persona("Sam", "helpful"), store, llm, name="sam", **kw), llm
+
+
+def test_heartbeat_reviews_new_messages_into_every_tier(store) -> None:
+    agent, llm = make_agent(
+        store,
+        reviews=[
+            review(
+                core=[{"section": "human", "line": "Name: Dana. Nurse at Mercy Hospital."}],
+                passages=["Dana's sister Jo moved to Lyon in October to study."],
+                facts=[fact("Dana", "works_at", "Mercy Hospital"), fact("Jo", "lives_in", "Lyon")],
+            )
+        ],
+        replies=[
+            call("send_message", message="Hi Dana!"),
+            call("conversation_search", query="Dana"),  # each heartbeat's own turn
+            call("conversation_search", query="Lyon"),
+        ],
+    )
+    agent.step("Hi, I'm Dana, a nurse at Mercy Hospital. My sister Jo moved to Lyon.")
+    result = agent.heartbeat()
+    assert agent.core_memory["human"] == "Name: Dana. Nurse at Mercy Hospital."
+    [edit] = agent.memory.history("human")
+    assert (edit.actor, edit.agent) == ("consolidation", "sam")  # in the history like any edit
+    assert agent.archival.count() == 1
+    assert {f.object for f in agent.graph.all()} == {"Mercy Hospital", "Lyon"}
+    tools = [op.tool for op in result.memory_operations]
+    assert tools[:4] == [
+        "core_memory_append",
+        "archival_memory_insert",
+        "graph_insert",
+        "graph_insert",
+    ]
+    # the review read the conversation, with memory as it stood
+    [prompt] = review_prompts(llm)
+    assert "User: Hi, I'm Dana" in prompt[1].content and "Sam: Hi Dana!" in prompt[1].content
+    # the model and the transcript are told what changed
+    note = [m for m in agent.recall.all() if m.content.startswith("[memory review]")]
+    assert len(note) == 1 and "Mercy Hospital" in note[0].content
+    # nothing new since: the next heartbeat makes no review call
+    agent.heartbeat()
+    assert len(review_prompts(llm)) == 1
+
+
+def test_repeats_are_merged_not_piled_up(store) -> None:
+    agent, llm = make_agent(store, replies=[call("send_message", message="ok")] * 2)
+    agent.edit_core_memory("human", "Name: Dana.\nWorks as a nurse at Mercy Hospital.")
+    agent.archival.insert("Jo moved to Lyon.")
+    agent.graph.insert("Dana", "works_at", "Mercy Hospital")
+    agent.step("Hello again, it's Dana.")
+    llm.enqueue_review(
+        review(
+            core=[
+                {"section": "human", "line": "name: dana"},  # the same words
+                {"section": "human", "line": "Dana works as a nurse at Mercy Hospital."},  # meaning
+                {"section": "human", "line": "Has a sister, Jo."},  # new
+            ],
+            passages=[
+                "Jo moved to Lyon.",  # the same
+                "Jo moved to Lyon.\nShe studies medicine there.",  # fuller: replaces it
+            ],
+            facts=[fact("dana", "works at", "mercy hospital")],  # known already
+        )
+    )
+    result = agent.consolidate()
+    assert agent.core_memory["human"] == (
+        "Name: Dana.\nWorks as a nurse at Mercy Hospital.\nHas a sister, Jo."
+    )
+    assert [p.text for p in agent.archival.recent(10)] == [
+        "Jo moved to Lyon.\nShe studies medicine there."
+    ]
+    assert agent.graph.count() == 1
+    summaries = [op.summary for op in result.operations]
+    assert sum(s.startswith("already") for s in summaries) == 4
+    assert any(s.startswith("merged into passage") for s in summaries)
+
+
+def test_a_full_section_sends_the_line_to_archival(store) -> None:
+    agent, llm = make_agent(store, replies=[call("send_message", message="ok")])
+    block = agent.memory.block("human")
+    agent.edit_core_memory("human", "x" * (block.limit - 5))
+    agent.step("I collect stamps from Peru.")
+    llm.enqueue_review(review(core=[{"section": "human", "line": "Collects stamps from Peru."}]))
+    agent.consolidate()
+    assert "Peru" not in agent.core_memory["human"]
+    assert [p.text for p in agent.archival.recent(5)] == ["Collects stamps from Peru."]
+
+
+def test_every_n_turns(store) -> None:
+    agent, llm = make_agent(
+        store, replies=[call("send_message", message="ok")] * 3, consolidate_every=2
+    )
+    agent.step("one")
+    assert review_prompts(llm) == []
+    llm.enqueue_review(review(facts=[fact("User", "counts_to", "two")]))
+    result = agent.step("two")
+    assert len(review_prompts(llm)) == 1 and agent.graph.count() == 1
+    assert [op.tool for op in result.memory_operations] == ["graph_insert"]
+    agent.step("three")
+    assert len(review_prompts(llm)) == 1  # one turn since the review: not due
+
+
+def test_a_failed_review_moves_no_mark_and_is_tried_again(store) -> None:
+    agent, llm = make_agent(store, replies=[call("send_message", message="ok")])
+    agent.step("I'm Dana.")
+    llm._reviews.append('{"core": [], "passages": [')  # cut off, as at the token limit
+    result = agent.consolidate()
+    assert result.failures and "tried again later" in result.failures[0]
+    assert agent.consolidator.reviewed_through() == 0
+    llm.enqueue_review(review(core=[{"section": "human", "line": "Name: Dana."}]))
+    agent.consolidate()
+    assert agent.core_memory["human"] == "Name: Dana."
+    assert agent.consolidator.reviewed_through() == agent.recall.all()[-1].id - 1  # its note after
+
+
+def test_a_long_conversation_is_reviewed_in_window_sized_pieces(store) -> None:
+    agent, llm = make_agent(store, llm_kw={"n_ctx": 1400}, replies=[])
+    for i in range(12):
+        agent.add_user_message(f"Message {i}: " + "words about my day " * 25)
+    agent.consolidate()
+    prompts = review_prompts(llm)
+    assert len(prompts) >= 2
+    for prompt in prompts:
+        assert llm.count_tokens(prompt) + 600 <= 1400
+    seen = "".join(p[1].content for p in prompts)
+    assert all(f"Message {i}:" in seen for i in range(12))
+    assert agent.consolidator.pending() == []
+
+
+def test_a_bad_date_from_the_model_falls_back_to_when_it_was_said(store) -> None:
+    agent, llm = make_agent(store, replies=[call("send_message", message="ok")])
+    agent.step("I started at Acme last spring.")
+    said = agent.recall.all()[0].created_at
+    llm.enqueue_review(review(facts=[fact("User", "works_at", "Acme", "last spring")]))
+    agent.consolidate()
+    [stored] = agent.graph.all()
+    assert stored.valid_from.date() == said.date()
+
+
+@pytest.mark.slow
+def test_the_real_model_reviews_a_conversation(store, chat_client) -> None:
+    agent = MemGPTAgent(Persona("Sam", "helpful"), store, chat_client, name="sam")
+    agent.add_user_message("Hi! I'm Dana. I work as a nurse at Mercy Hospital.")
+    agent.add_user_message("I love rock climbing on weekends.")
+    result = agent.consolidate()
+    assert not result.failures and result.reviewed
+    saved = " ".join(op.summary for op in result.operations if op.ok)
+    assert "Dana" in saved and ("nurse" in saved or "Mercy" in saved)
+    assert "Dana" in agent.core_memory["human"] or agent.graph.search("Dana")
+    # a second review of the same conversation adds nothing: it is marked reviewed
+    assert not agent.consolidate().reviewed
+
+
+def test_stop_during_the_review_keeps_the_messages_for_the_next_one(store) -> None:
+    agent, llm = make_agent(
+        store, replies=[call("send_message", message="ok")], llm_kw={"piece_delay": 0.02}
+    )
+    agent.step("I'm Dana.")
+    llm.enqueue_review(review(core=[{"section": "human", "line": "Name: Dana."}]))
+    cancel = threading.Event()
+    threading.Timer(0.1, cancel.set).start()  # the stop button, while the review is written
+    result = agent.heartbeat(cancel=cancel)
+    assert result.cancelled and result.memory_operations == []
+    assert agent.core_memory["human"] == "" and agent.consolidator.reviewed_through() == 0
+    assert len(review_prompts(llm)) == 1
+    llm.enqueue_review(review(core=[{"section": "human", "line": "Name: Dana."}]))
+    llm.piece_delay = 0
+    agent.consolidate()
+    assert agent.core_memory["human"] == "Name: Dana."
