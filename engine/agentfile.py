@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import apsw
 import numpy as np
 from apsw import Connection
 
@@ -323,9 +324,7 @@ def _import_memex(store: Store, doc: dict[str, Any], name: str | None) -> Import
         )
     try:
         return _MemexImport(store, doc, name).run()
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        if isinstance(exc, InvalidInput):
-            raise
+    except (KeyError, TypeError, ValueError, AttributeError, apsw.ConstraintError) as exc:
         raise AgentFileError(
             f"the agent file is damaged or incomplete ({type(exc).__name__}: {exc}); "
             "nothing was imported"

@@ -184,3 +184,50 @@ def test_folder_that_cannot_be_made_says_so(tmp_path: Path) -> None:
 def test_a_folder_is_not_a_memory_file(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="is not a file"):
         open_store(tmp_path)
+
+
+def test_a_file_of_schema_v2_upgrades_to_the_graph_and_keeps_everything(
+    tmp_path: Path, embedder, monkeypatch
+) -> None:
+    """A file written before the knowledge graph (schema v2): the upgrade backs it up, keeps
+    every message and edit, and the old agent gets facts, shared blocks and reviews."""
+    import engine.store.db as db
+    from engine import MemGPTAgent
+    from engine.llm.scripted import ScriptedClient
+    from engine.store.migrations import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    with monkeypatch.context() as old_memex:
+        old_memex.setattr(db, "MIGRATIONS", MIGRATIONS[:2])
+        old_memex.setattr(db, "LATEST_VERSION", 2)
+        store = open_store(path, embedder=embedder)
+        assert store.query("SELECT name FROM sqlite_master WHERE name = 'facts'") == []
+        with store.atomic() as conn:  # what a v2 Memex wrote: an agent, a block, an edit
+            conn.execute(
+                "INSERT INTO agents(name, persona_json, created_at)"
+                ' VALUES (\'sam\', \'{"name": "Sam", "description": "d"}\', \'2026-01-01\')'
+            )
+            conn.execute(
+                "INSERT INTO blocks(label, value, char_limit, created_at, updated_at)"
+                " VALUES ('human', 'Name: Ada.', 100, '2026-01-01', '2026-01-01')"
+            )
+            conn.execute("INSERT INTO agent_blocks VALUES (1, 1, 'human', 0)")
+            conn.execute(
+                "INSERT INTO block_history(block_id, before, after, actor, created_at)"
+                " VALUES (1, '', 'Name: Ada.', 'tool:core_memory_append', '2026-01-01')"
+            )
+        store.close()
+
+    store = open_store(path, embedder=embedder)
+    try:
+        assert store.schema_version == LATEST_VERSION
+        assert (tmp_path / "old.db.v2.bak").exists()
+        agent = MemGPTAgent(None, store, ScriptedClient(), name="sam")
+        assert agent.core_memory["human"] == "Name: Ada."
+        [edit] = agent.memory.history("human")
+        assert (edit.actor, edit.agent) == ("tool:core_memory_append", None)
+        agent.graph.insert("Ada", "works_at", "Acme")
+        assert [f.object for f in agent.graph.search("Ada")] == ["Acme"]
+        assert agent.consolidator.reviewed_through() == 0
+    finally:
+        store.close()
