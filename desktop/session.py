@@ -467,7 +467,7 @@ class EngineSession:
         if entity.strip():
             return graph.search(entity, at=at)
         facts = graph.all() if at is None else graph.held_on(at)
-        return sorted(facts, key=lambda f: (not f.current, -f.valid_from.timestamp(), -f.id))
+        return sorted(facts, key=Fact.order)
 
     def end_fact(self, fact_id: int) -> Fact:
         """The user says a fact no longer holds: it ends now and stays as history."""

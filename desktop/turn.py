@@ -8,7 +8,7 @@ import datetime as dt
 from desktop.chat_view import ChatView, ExpandableRow, MessageBubble
 from engine.agent import StepResult
 from engine.transcript import pageout_entry
-from engine.types import PagedOut, ReplyDelta, StepEvent, ToolDone
+from engine.types import PagedOut, ReplyDelta, Reviewed, StepEvent, ToolDone
 
 
 class TurnRenderer:
@@ -26,6 +26,10 @@ class TurnRenderer:
             self._bubble(event.index).append(event.text)
         elif isinstance(event, ToolDone):
             self._tool_done(event)
+        elif isinstance(event, Reviewed):
+            details = "\n".join(op.summary for op in event.operations)
+            text = f"memory review of {event.summary()}"
+            self.chat.add(ExpandableRow("operation", text, details or "(no changes)"))
         elif isinstance(event, PagedOut):
             now = dt.datetime.now(dt.UTC)
             entry = pageout_entry(event.first_message_id, event.last_message_id, event.summary, now)

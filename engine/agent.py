@@ -33,6 +33,7 @@ from engine.types import (
     PagedOut,
     Persona,
     ReplyDelta,
+    Reviewed,
     Role,
     StepEvent,
     ToolCall,
@@ -215,7 +216,7 @@ class MemGPTAgent:
             self.consolidator.user_turns_pending() >= self.consolidate_every
         )
         if due and not result.cancelled:
-            result = _with_review(result, self.consolidate())
+            result = _with_review(result, self.consolidate(cancel, on_event))
         return result
 
     def add_user_message(self, text: str | bytes) -> Message:
@@ -240,7 +241,7 @@ class MemGPTAgent:
         """A turn with no user message (the app sends one when the user is idle): first the
         memory review of the messages since the last one (see consolidate), then a turn in
         which the model may act on its own."""
-        review = self.consolidate(cancel)
+        review = self.consolidate(cancel, on_event)
         if cancel is not None and cancel.is_set():
             self.tools.operations.clear()
             self.tools.sent_messages.clear()
@@ -251,19 +252,29 @@ class MemGPTAgent:
         result = self._run(require_reply=False, on_event=on_event, cancel=cancel)
         return _with_review(result, review)
 
-    def consolidate(self, cancel: threading.Event | None = None) -> ReviewResult:
+    def consolidate(
+        self, cancel: threading.Event | None = None, on_event: EventSink | None = None
+    ) -> ReviewResult:
         """Review the messages since the last review and fold what they tell into core memory,
         archival passages and graph facts, merging repeats (engine.consolidate). Nothing to
         review: no model call. Its edits are in the block history as actor "consolidation"."""
         result = self.consolidator.run(cancel)
-        changes = [op.summary for op in result.operations if op.ok and _changes(op)]
-        if changes:  # the model and the transcript learn what changed, in a line each
+        if not result.reviewed:
+            return result
+        event = Reviewed(
+            result.first_message_id,  # type: ignore[arg-type]
+            result.last_message_id,  # type: ignore[arg-type]
+            tuple(result.operations),
+        )
+        if event.changes:  # the model and the transcript learn what changed, a line each
             self._add(
                 "system",
-                f"{REVIEW_PREFIX} Messages {result.first_message_id}-{result.last_message_id} "
-                "were reviewed for memory:\n" + "\n".join(f"- {c}" for c in changes),
+                f"{REVIEW_PREFIX} {event.summary()}:\n"
+                + "\n".join(f"- {op.summary}" for op in event.changes),
             )
             self.context.refresh()
+        if on_event is not None:
+            on_event(event)
         return result
 
     def cancel(self) -> None:
@@ -545,10 +556,6 @@ def _side_client(llm: LLMClient) -> LLMClient:
             return getattr(side(), name)
 
     return _Lazy()  # type: ignore[return-value]
-
-
-def _changes(operation: MemoryOperation) -> bool:
-    return not operation.summary.startswith("already")
 
 
 def _with_review(result: StepResult, review: ReviewResult) -> StepResult:

@@ -17,6 +17,7 @@ not half read.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -27,19 +28,21 @@ from typing import Any
 import apsw
 import numpy as np
 from apsw import Connection
+from pydantic import ValidationError
 
 from engine import __version__
 from engine.agentfile_letta import LettaAgent, LettaFormatError, read_letta_agent_file
+from engine.agentfile_schema import FORMAT, FORMAT_VERSION, MAX_CHARS, AgentFileV1
 from engine.agents import check_name
 from engine.errors import InvalidInput, MemexError
 from engine.memory.archival import ArchivalMemory
+from engine.memory.core import CoreMemoryError, check_label
 from engine.memory.recall import searchable_text
 from engine.memory.search import vector_blob
 from engine.store.db import Store, now_iso
 from engine.types import Persona
 
-FORMAT = "memex-agent"
-FORMAT_VERSION = 1
+MAX_BLOCK_CHARS = MAX_CHARS
 LETTA_IN_CONTEXT = 20  # an imported Letta conversation keeps its last messages in view
 CHARS_PER_TOKEN = 4  # token counts of imported Letta messages are estimates until recounted
 
@@ -122,8 +125,20 @@ def export_agent(store: Store, name: str, path: str | os.PathLike[str] | None = 
         "facts": _export_facts(store, agent_id),
     }
     if path is not None:
+        _refuse_store_files(store, Path(path))
         _write_json(Path(path), document)
     return document
+
+
+def _refuse_store_files(store: Store, path: Path) -> None:
+    """Writing the export over the memory file itself (or its journal or lock) would destroy
+    it: refused."""
+    own = store.path.resolve()
+    names = {own, *(own.with_name(own.name + suffix) for suffix in ("-wal", "-shm", ".lock"))}
+    if path.expanduser().resolve() in names:
+        raise AgentFileError(
+            f"{path} is the memory file this Memex has open (or part of it): export to another file"
+        )
 
 
 def _export_blocks(store: Store, agent_id: int) -> list[dict[str, Any]]:
@@ -283,24 +298,30 @@ def read_agent_file(path: str | os.PathLike[str]) -> dict[str, Any] | list[Letta
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise AgentFileError(f"{path} is not an agent file: it is not JSON ({exc})") from None
+    return _parsed(data, str(path))
+
+
+def _parsed(data: Any, where: str) -> dict[str, Any] | list[LettaAgent]:
+    """A Memex document as it is, or the agents of a Letta document."""
     if isinstance(data, dict) and data.get("format") == FORMAT:
         return data
     try:
         return read_letta_agent_file(data)
     except LettaFormatError as exc:
         raise AgentFileError(
-            f"{path} is neither a Memex agent file nor a Letta agent file (.af): {exc}"
+            f"{where} is neither a Memex agent file nor a Letta agent file (.af): {exc}"
         ) from None
 
 
 def import_agent(
     store: Store, source: str | os.PathLike[str] | dict[str, Any], name: str | None = None
 ) -> list[ImportReport]:
-    """Import the agent(s) of an agent file (a path, or a parsed Memex document) into `store`,
+    """Import the agent(s) of an agent file (a path, or a parsed document) into `store`,
     each under its own name or `name` (for a file of one agent). AgentExists when that name is
     taken: nothing is imported then. A Letta file may hold several agents: all or none are
     imported."""
-    data = source if isinstance(source, dict) else read_agent_file(source)
+    data = _parsed(source, "the document") if isinstance(source, dict) else read_agent_file(source)
+    _check_unicode(data)
     if isinstance(data, dict):
         return [_import_memex(store, data, name)]
     agents = data
@@ -308,27 +329,84 @@ def import_agent(
         raise InvalidInput(
             f"the file holds {len(agents)} agents: import it without a name, one per agent"
         )
-    with store.atomic():
-        return [_import_letta(store, agent, name) for agent in agents]
+    if len(agents) == 1:
+        names = [name if name is not None else agents[0].name]
+    else:  # several: a taken name (or one used twice in the file) gets a number, and a note
+        names = _numbered_names(store, [a.name for a in agents])
+    try:
+        with store.atomic():
+            return [
+                _import_letta(store, agent, stored, renamed=stored != agent.name)
+                for agent, stored in zip(agents, names, strict=True)
+            ]
+    except (apsw.ConstraintError, OverflowError, ValueError) as exc:
+        if isinstance(exc, InvalidInput):
+            raise
+        raise AgentFileError(
+            f"the Letta agent file holds what Memex cannot store ({type(exc).__name__}: {exc}); "
+            "nothing was imported"
+        ) from None
 
 
-def _import_memex(store: Store, doc: dict[str, Any], name: str | None) -> ImportReport:
-    version = doc.get("version")
-    if not isinstance(version, int) or version < 1:
+def _check_unicode(data: object) -> None:
+    """JSON can spell lone surrogates (\\ud800), which are not text and cannot be stored."""
+    try:
+        json.dumps(data, ensure_ascii=False, default=_plain).encode("utf-8")
+    except UnicodeEncodeError:
+        raise AgentFileError(
+            "the agent file holds text that is not valid Unicode; nothing was imported"
+        ) from None
+
+
+def _plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def _numbered_names(store: Store, wanted: list[str]) -> list[str]:
+    taken = {r[0] for r in store.query("SELECT name FROM agents")}
+    names = []
+    for name in wanted:
+        name = check_name(name)
+        candidate, number = name, 2
+        while candidate in taken:
+            candidate, number = f"{name} ({number})", number + 1
+        taken.add(candidate)
+        names.append(candidate)
+    return names
+
+
+def _import_memex(store: Store, data: dict[str, Any], name: str | None) -> ImportReport:
+    version = data.get("version")
+    if type(version) is not int or version < 1:
         raise AgentFileError("the agent file has no valid version number; it is damaged")
     if version > FORMAT_VERSION:
         raise AgentFileError(
             f"the agent file is of version {version}, made by a newer Memex "
-            f"({doc.get('memex_version', '?')}); this Memex reads up to version "
+            f"({data.get('memex_version', '?')}); this Memex reads up to version "
             f"{FORMAT_VERSION}: update Memex to import it"
         )
     try:
+        doc = AgentFileV1.model_validate(data).model_dump()
+    except ValidationError as exc:
+        raise AgentFileError(f"the agent file is damaged: {_first_problem(exc)}") from None
+    try:
         return _MemexImport(store, doc, name).run()
-    except (KeyError, TypeError, ValueError, AttributeError, apsw.ConstraintError) as exc:
+    except (KeyError, ValueError, apsw.ConstraintError) as exc:
+        if isinstance(exc, InvalidInput):
+            raise
         raise AgentFileError(
             f"the agent file is damaged or incomplete ({type(exc).__name__}: {exc}); "
             "nothing was imported"
         ) from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return f"{where}: {error['msg']}{more}; nothing was imported"
 
 
 class _MemexImport:
@@ -434,7 +512,7 @@ class _MemexImport:
 
     def _messages(self, conn: Connection) -> None:
         messages = self.doc.get("messages", [])
-        vectors = _usable_vectors(self.store, messages, self.doc, "message")
+        vectors = _usable_vectors(self.store, messages, _message_model(self.doc))
         missing = [
             m
             for m, v in zip(messages, vectors, strict=True)
@@ -499,7 +577,7 @@ class _MemexImport:
 
     def _passages(self) -> None:
         passages = self.doc.get("passages", [])
-        vectors = _usable_vectors(self.store, passages, self.doc, "passage")
+        vectors = _usable_vectors(self.store, passages, _message_model(self.doc))
         archival = ArchivalMemory(self.store, self.agent_id)
         for p, vector in zip(passages, vectors, strict=True):
             source, tags = self._renumbered(p.get("source", ""), p.get("tags", []))
@@ -567,24 +645,21 @@ def _entity(conn: Connection, agent_id: int, name: str, known: dict[str, int]) -
 
 
 def _usable_vectors(
-    store: Store, items: list[dict[str, Any]], doc: dict[str, Any], kind: str
+    store: Store, items: list[dict[str, Any]], made_by: str | None
 ) -> list[bytes | None]:
-    """Each item's vector as stored, when the file's embedding model is the one this store
-    embeds with (and the vector has its width); None where it must be embedded again."""
-    model = store.embedder.name
-    width = store.embedder.dim
+    """Each item's vector as the file has it, when it was made by the embedding model this
+    store embeds with (an item's own "embedding_model" wins over `made_by`) and is of its
+    width; None where the text must be embedded again."""
     out: list[bytes | None] = []
     for item in items:
         encoded = item.get("embedding")
-        made_by = (
-            item.get("embedding_model", _message_model(doc))
-            if kind == "passage"
-            else (_message_model(doc))
-        )
         vector = None
-        if encoded and made_by == model:
-            raw = base64.b64decode(encoded)
-            if len(raw) == 4 * width:
+        if encoded and item.get("embedding_model", made_by) == store.embedder.name:
+            try:
+                raw = base64.b64decode(encoded, validate=True)
+            except (ValueError, TypeError):
+                raw = b""  # a damaged vector is made again from its text
+            if len(raw) == 4 * store.embedder.dim:
                 vector = raw
         out.append(vector)
     return out
@@ -605,17 +680,19 @@ def _search_text(message: dict[str, Any]) -> str:
 # -- Letta ------------------------------------------------------------------------------------
 
 
-def _import_letta(store: Store, agent: LettaAgent, name: str | None) -> ImportReport:
+def _import_letta(store: Store, agent: LettaAgent, name: str, renamed: bool) -> ImportReport:
     from engine.agent import SYSTEM_BLOCK
     from engine.memory.core import DEFAULT_BLOCK_LIMIT
 
-    stored_name = _free_name(store, name if name is not None else agent.name)
+    stored_name = _free_name(store, name)
     report = ImportReport(stored_name, notes=list(agent.unmapped))
+    if renamed:
+        report.notes.insert(0, f"{agent.name!r} is imported as {stored_name!r}: the name is taken")
     persona_block = next((b for b in agent.blocks if b.label == "persona"), None)
     persona = Persona(
         name=stored_name, description=persona_block.value if persona_block else agent.name
     )
-    created = (agent.created_at or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
+    created = _utc(agent.created_at)
     with store.atomic() as conn:
         conn.execute(
             "INSERT INTO agents(name, persona_json, model_settings_json, created_at)"
@@ -623,7 +700,7 @@ def _import_letta(store: Store, agent: LettaAgent, name: str | None) -> ImportRe
             (stored_name, json.dumps(persona.__dict__), "{}", created),
         )
         agent_id = conn.last_insert_rowid()
-        blocks = [*agent.blocks]
+        blocks = _letta_blocks(agent, report)
         labels = {b.label for b in blocks}
         position = 0
         for b in blocks:
@@ -633,7 +710,7 @@ def _import_letta(store: Store, agent: LettaAgent, name: str | None) -> ImportRe
                 position,
                 b.label,
                 b.value,
-                b.limit or DEFAULT_BLOCK_LIMIT,
+                min(max(b.limit or DEFAULT_BLOCK_LIMIT, 1), MAX_BLOCK_CHARS),
                 b.description,
                 b.read_only,
                 created,
@@ -659,6 +736,33 @@ def _import_letta(store: Store, agent: LettaAgent, name: str | None) -> ImportRe
             )
         _letta_messages(store, conn, agent_id, agent, report)
     return report
+
+
+def _letta_blocks(agent: LettaAgent, report: ImportReport) -> list[Any]:
+    """The blocks that can be core sections: one per label, the label a word."""
+    blocks, seen = [], set()
+    for block in agent.blocks:
+        try:
+            check_label(block.label)
+        except CoreMemoryError:
+            report.notes.append(f"block {block.label!r}: not a section name Memex can use")
+            continue
+        if block.label in seen:
+            report.notes.append(f"block {block.label!r}: a second block of that label")
+            continue
+        if len(block.value) > MAX_BLOCK_CHARS:
+            report.notes.append(f"block {block.label!r}: over {MAX_BLOCK_CHARS} characters")
+            continue
+        seen.add(block.label)
+        blocks.append(block)
+    return blocks
+
+
+def _utc(moment: dt.datetime | None) -> str:
+    """A time as the store keeps it (UTC); a Letta time without a zone is UTC."""
+    moment = moment or dt.datetime.now(dt.UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def _insert_block(
@@ -693,7 +797,7 @@ def _letta_messages(
         return
     conn.execute(
         "INSERT INTO sessions(agent_id, started_at) VALUES (?, ?)",
-        (agent_id, (messages[0].created_at or dt.datetime.now(dt.UTC)).isoformat()),
+        (agent_id, _utc(messages[0].created_at)),
     )
     session_id = conn.last_insert_rowid()
     rows = [_letta_row(m) for m in messages]
@@ -730,7 +834,7 @@ def _letta_messages(
 def _letta_row(m: Any) -> tuple[str, str, str, dict[str, Any] | None, str]:
     """(role, content, search text, tool call, created_at) of one Letta message, stored the
     way Memex stores its own: an assistant's reply is a send_message call."""
-    created = (m.created_at or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
+    created = _utc(m.created_at)
     if m.role == "assistant":
         call = m.tool_call or {"tool": "send_message", "arguments": {"message": m.text}}
         call = {

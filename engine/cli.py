@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from engine.errors import MemexError
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write an agent to an agent file (JSON)")
     export.add_argument("agent", help="the agent's name")
     export.add_argument("path", help="the file to write")
+    export.add_argument("--force", action="store_true", help="replace the file if it exists")
     export.add_argument("--db", default=None, help=f"database file (default {default_db_path()})")
     imp = sub.add_parser("import", help="read a Memex agent file or a Letta .af into the database")
     imp.add_argument("path", help="the agent file")
@@ -132,11 +134,14 @@ def _llm_client(args: argparse.Namespace, factory: Any) -> Any:
 def _transfer(args: argparse.Namespace) -> int:
     """`memex export AGENT PATH` and `memex import PATH [--name NAME]`."""
     from engine.agentfile import export_agent, import_agent
+    from engine.errors import InvalidInput
     from engine.store.db import open_store
 
     store = open_store(args.db)
     try:
         if args.command == "export":
+            if Path(args.path).expanduser().exists() and not args.force:
+                raise InvalidInput(f"{args.path} exists; add --force to replace it")
             document = export_agent(store, args.agent, args.path)
             print(
                 f"Exported {args.agent!r} to {args.path}: {len(document['messages'])} messages, "

@@ -16,11 +16,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import GenerationError
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 REVIEW_TITLE = "memory_review"
 REVIEW_REPLY_TOKENS = 600
-SAME_LINE_SIMILARITY = 0.9  # cosine: a core line this close to one already there is a repeat
+REVIEW_LINE_CHARS = 8_000  # of one message; the piece is cut to the window anyway
 SAME_PASSAGE_DISTANCE = 0.12  # cosine distance: a passage this close to one stored is a repeat
 # ... and one this close that contains a stored passage's words is a fuller telling of it, which
 # replaces it (closer alone is not enough: "a cat named Tom" and "a dog named Rex" are 0.29 apart)
@@ -56,12 +56,13 @@ subject for facts about the user; relation in snake_case (works_at, works_as, li
 sister_of); valid_from: the date it became true (YYYY-MM-DD) if said, else null; exclusive: false \
 for relations that hold several objects at once (likes, knows).
 Write nothing that memory already holds. Empty lists are fine. Today is {today}.
-Example. Conversation: "User: I'm Omar, a baker in Porto. I like chess." Review: \
-{{"core": [{{"section": "human", "line": "Name: Omar. Baker in Porto. Likes chess."}}], \
-"passages": [], "facts": [{{"subject": "Omar", "relation": "works_as", "object": "baker", \
-"valid_from": null, "exclusive": true}}, {{"subject": "Omar", "relation": "lives_in", \
-"object": "Porto", "valid_from": null, "exclusive": true}}, {{"subject": "Omar", "relation": \
-"likes", "object": "chess", "valid_from": null, "exclusive": false}}]}}"""
+Example (its names are made up: never copy them). Conversation: "User: I'm Omar, a baker in \
+Porto. I like chess." Review: {{"core": [{{"section": "human", "line": "Name: Omar. Baker in \
+Porto. Likes chess."}}], "passages": [], "facts": [{{"subject": "Omar", "relation": \
+"works_as", "object": "baker", "valid_from": null, "exclusive": true}}, {{"subject": "Omar", \
+"relation": "lives_in", "object": "Porto", "valid_from": null, "exclusive": true}}, \
+{{"subject": "Omar", "relation": "likes", "object": "chess", "valid_from": null, \
+"exclusive": false}}]}}"""
 
 REVIEW_REQUEST = """\
 CORE MEMORY NOW:
@@ -209,7 +210,11 @@ class Consolidator:
         result = ReviewResult()
         messages = self.pending()
         while messages and not (cancel is not None and cancel.is_set()):
-            lines = [(m, line) for m in messages if (line := transcript_line(m, self.agent_name))]
+            lines = [
+                (m, line)
+                for m in messages
+                if (line := transcript_line(m, self.agent_name, REVIEW_LINE_CHARS))
+            ]
             count = self._fitting(lines) if lines else 0
             piece = lines[:count]
             last = piece[-1][0] if piece else messages[-1]
@@ -226,7 +231,7 @@ class Consolidator:
                 )
                 return result
             with self.store.atomic() as conn:
-                result.operations += self._apply(review, last.created_at)
+                result.operations += self._apply(review, piece, last.created_at)
                 conn.execute(
                     "UPDATE agents SET reviewed_through = ? WHERE id = ?",
                     (last.id, self.agent_id),
@@ -273,11 +278,13 @@ class Consolidator:
         return tokens + REVIEW_REPLY_TOKENS <= self.llm.context_window
 
     def _fitting(self, lines: list[tuple[Message, str]]) -> int:
-        """How many lines fit one call (binary search: a count renders the whole prompt)."""
+        """How many lines fit one call (binary search: a count renders the whole prompt); a
+        first line too long for a call alone is cut until it fits."""
+        message, line = lines[0]
+        while not self._fits([(message, line)]) and len(line) > 200:
+            line = line[: len(line) // 2]
+            lines[0] = (message, line + " [...]")
         low, high = 1, len(lines)
-        if not self._fits(lines[:1]):
-            message, line = lines[0]
-            lines[0] = (message, line[: max(200, len(line) // 4)] + " [...]")
         while low < high:
             middle = (low + high + 1) // 2
             if self._fits(lines[:middle]):
@@ -287,20 +294,31 @@ class Consolidator:
         return low
 
     # -- applying ----------------------------------------------------------------------------
-    def _apply(self, review: _Review, said_at: dt.datetime) -> list[MemoryOperation]:
+    def _apply(
+        self, review: _Review, piece: list[tuple[Message, str]], said_at: dt.datetime
+    ) -> list[MemoryOperation]:
         done: list[MemoryOperation] = []
         before = len(self.tools.operations)
+        known = self.core.render()
         for item in review.core:
-            self._add_core_line(item.section, item.line.strip(), done)
+            if _names_stated(item.line, piece, known, done):
+                self._add_core_line(item.section, item.line.strip(), done)
         for text in review.passages:
-            self._add_passage(text.strip(), done)
+            if _names_stated(text, piece, known, done):
+                self._add_passage(text.strip(), done)
         for fact in review.facts:
+            triple = f"{fact.subject} {fact.relation} {fact.object}"
+            if not _stated(fact.object, piece, known):
+                # small models copy the prompt's example ("lives_in Porto"): what the
+                # conversation never names is not stored
+                done.append(_kept("graph_insert", f"not in the conversation, skipped: {triple}"))
+                continue
             self._dispatch(
                 "graph_insert",
                 subject=fact.subject,
                 relation=fact.relation,
                 object=fact.object,
-                valid_from=_valid_from(fact.valid_from, said_at),
+                valid_from=_valid_from(fact, piece, said_at),
                 exclusive=fact.exclusive,
             )
         done += self.tools.operations[before:]
@@ -314,28 +332,17 @@ class Consolidator:
     def _add_core_line(self, section: str, line: str, done: list[MemoryOperation]) -> None:
         if not line:
             return
-        value = self.core.get(section, "")
-        if self._holds_line(value, line):
-            done.append(MemoryOperation("core_memory_append", f"already in {section}: {line}"))
+        action, old = _line_action(self.core.get(section, ""), line)
+        if action == "already":
+            done.append(_kept("core_memory_append", f"already in {section}: {line}"))
+            return
+        if action == "replace" and self._dispatch(
+            "core_memory_replace", section=section, old_content=old, new_content=line
+        ):
             return
         if not self._dispatch("core_memory_append", section=section, content=line):
-            # no room left in the section: the line is kept as a passage instead
+            # no room left in the section (or no such section): kept as a passage instead
             self._add_passage(line, done)
-
-    def _holds_line(self, value: str, line: str) -> bool:
-        folded = _folded(line)
-        existing = [x for x in map(_folded, value.splitlines()) if x]
-        if not existing:
-            return False
-        if any(folded in x or x in folded for x in existing):
-            return True
-        vectors = self.store.embedder.embed([line, *existing])
-        similarity = (
-            vectors[1:]
-            @ vectors[0]
-            / (np.linalg.norm(vectors[1:], axis=1) * np.linalg.norm(vectors[0]) + 1e-9)
-        )
-        return bool(similarity.max() >= SAME_LINE_SIMILARITY)
 
     def _add_passage(self, text: str, done: list[MemoryOperation]) -> None:
         if not text:
@@ -356,9 +363,7 @@ class Consolidator:
                 distance = 0.0
             if distance <= SAME_PASSAGE_DISTANCE:
                 done.append(
-                    MemoryOperation(
-                        "archival_memory_insert", f"already in passage {twin}: {text[:80]}"
-                    )
+                    _kept("archival_memory_insert", f"already in passage {twin}: {text[:80]}")
                 )
                 return
         self._dispatch("archival_memory_insert", content=text, tags=["review"])
@@ -376,16 +381,82 @@ class Consolidator:
         return None
 
 
+NEGATIONS = frozenset({"not", "no", "never", "nor", "none", "nobody", "nothing", "t"})
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())  # "isn't" gives isn, t: "t" counts as a "not"
+
+
+def _within(outer: list[str], inner: list[str]) -> bool:
+    """Whether `inner` is a run of consecutive words of `outer`."""
+    n = len(inner)
+    return any(outer[i : i + n] == inner for i in range(len(outer) - n + 1))
+
+
+def _line_action(value: str, line: str) -> tuple[str, str | None]:
+    """What a review's new core line does to a section: "already" (a line there says it, or
+    says more), "replace" (it says more than a line there, or takes back a "not": the old line
+    is replaced by it), or "append". By words, not by meaning: "Likes coffee" and "Dislikes
+    coffee" are different lines (an embedding finds them 0.9 alike)."""
+    new = _words(line)
+    for old_line in value.splitlines():
+        old = _words(old_line)
+        if not old:
+            continue
+        if old == new:
+            return "already", old_line
+        if _within(new, old):
+            return "replace", old_line  # "Lives in Paris" -> "Lives in Paris, Texas"
+        if _within(old, new):
+            extra = set(old) - set(new)
+            # "Not allergic to peanuts" told "Allergic to peanuts": the newer line wins
+            return ("replace", old_line) if extra & NEGATIONS else ("already", old_line)
+    return "append", None
+
+
+def _kept(tool: str, summary: str) -> MemoryOperation:
+    """What a review left as it was (a repeat, or a fact the conversation never stated)."""
+    return MemoryOperation(tool, summary, changed=False)
+
+
 def _folded(text: str) -> str:
     return " ".join(text.casefold().split()).rstrip(".")
 
 
-def _valid_from(written: str | None, said_at: dt.datetime) -> str:
-    """The model's date when it is one, else when the conversation said it."""
-    if written:
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][\w'-]+")  # capitalised, not starting a sentence
+
+
+def _names_stated(
+    text: str, piece: list[tuple[Message, str]], known: str, done: list[MemoryOperation]
+) -> bool:
+    """Whether the names in a review's line (capitalised words inside a sentence) are in the
+    conversation or core memory; a line naming what neither holds is skipped."""
+    missing = [n for n in _NAME.findall(text.strip()) if not _stated(n, piece, known)]
+    if missing:
+        done.append(_kept("archival_memory_insert", f"not in the conversation, skipped: {text}"))
+    return not missing
+
+
+def _stated(name: str, piece: list[tuple[Message, str]], known: str) -> bool:
+    """Whether every word of `name` is in the conversation read (or in core memory)."""
+    words = set(_words(name))
+    said = set(_words(" ".join(line for _, line in piece) + " " + known))
+    return bool(words) and words <= said
+
+
+def _valid_from(fact: _NewFact, piece: list[tuple[Message, str]], said_at: dt.datetime) -> str:
+    """The model's date when it is one; else when the conversation said it: the time of the
+    latest message that names the object (or the subject), else of the piece's last one."""
+    if fact.valid_from:
         try:
-            parse_time(written)
-            return written
+            parse_time(fact.valid_from)
+            return fact.valid_from
         except GraphError:
-            pass  # "last spring" and the like: the time it was said is the best known
+            pass  # "last spring" and the like
+    for name in (fact.object, fact.subject):
+        words = _words(name)
+        for message, line in reversed(piece):
+            if words and _within(_words(line), words):
+                return message.created_at.isoformat()
     return said_at.isoformat()

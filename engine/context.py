@@ -188,7 +188,7 @@ class ContextBuilder:
         self._has_archived_parts = has_archived_parts
         self._tool_text = render_tool_descriptions(tools)
         self._system: SystemPrompt | None = None
-        self._core_version = (0, 0)
+        self._core_version: tuple[int, int, str] = (0, 0, "")
         self._last_total = 0
 
     def _summarizer(self) -> Summarizer:

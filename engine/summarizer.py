@@ -124,8 +124,9 @@ class Summarizer:
         return text
 
 
-def transcript_line(message: Message, agent_name: str) -> str | None:
-    """How a paged-out message reads in the summary prompt (None: not worth summarising)."""
+def transcript_line(message: Message, agent_name: str, limit: int = LINE_CHARS) -> str | None:
+    """How a paged-out message reads in the summary prompt (None: not worth summarising);
+    cut after `limit` characters."""
     if message.role == "user":
         text = message.content
         speaker = "User"
@@ -142,8 +143,8 @@ def transcript_line(message: Message, agent_name: str) -> str | None:
     text = " ".join(text.split())
     if not text:
         return None
-    if len(text) > LINE_CHARS:
-        text = text[:LINE_CHARS] + f" [... {len(text) - LINE_CHARS} more characters]"
+    if len(text) > limit:
+        text = text[:limit] + f" [... {len(text) - limit} more characters]"
     return f"{speaker}: {text}"
 
 

@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-from engine.context import HEARTBEAT_PREFIX
+from engine.context import HEARTBEAT_PREFIX, REVIEW_PREFIX
 from engine.memory.recall import RecallMemory
 from engine.memory.summaries import SummaryLog
 from engine.types import Message
@@ -82,6 +82,10 @@ def _message_entries(messages: list[Message]) -> list[TranscriptEntry]:
     for index, m in enumerate(messages):
         if m.role == "user":
             entries.append(TranscriptEntry("user", m.content, m.created_at, m.id))
+        elif m.role == "system" and m.content.startswith(REVIEW_PREFIX):
+            summary, _, changes = m.content[len(REVIEW_PREFIX) :].strip().partition(":\n")
+            text = f"memory review of {summary}"
+            entries.append(TranscriptEntry("operation", text, m.created_at, m.id, changes))
         elif m.role == "system":
             kind: EntryKind = "heartbeat" if m.content.startswith(HEARTBEAT_PREFIX) else "note"
             entries.append(TranscriptEntry(kind, m.content, m.created_at, m.id))

@@ -94,6 +94,7 @@ class MemoryOperation:
     tool: str
     summary: str
     ok: bool = True
+    changed: bool = True  # False: a search, or a repeat of what memory held already
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,27 @@ class PagedOut:
     summary: str | None
 
 
-StepEvent = ModelCallStarted | ReplyDelta | ToolDone | PagedOut
+@dataclass(frozen=True)
+class Reviewed:
+    """The memory review (engine.consolidate) read messages `first_message_id`..
+    `last_message_id` and changed memory so (repeats it merged are in `operations` too)."""
+
+    first_message_id: int
+    last_message_id: int
+    operations: tuple[MemoryOperation, ...]
+
+    @property
+    def changes(self) -> list[MemoryOperation]:
+        return [op for op in self.operations if op.ok and op.changed]
+
+    def summary(self) -> str:
+        """E.g. "messages 3-9: 2 changes"."""
+        count = len(self.changes)
+        what = f"{count} change{'s' if count != 1 else ''}" if count else "nothing new"
+        return f"messages {self.first_message_id}-{self.last_message_id}: {what}"
+
+
+StepEvent = ModelCallStarted | ReplyDelta | ToolDone | PagedOut | Reviewed
 
 
 @dataclass(frozen=True)

@@ -522,6 +522,22 @@ def _uses(template: str, name: str) -> bool:
 TOOL_CALL_ID = "memextool"
 
 
+def _check_address(base_url: str) -> None:
+    """A server address: http(s)://HOST[:PORT][/PATH], with no query or fragment."""
+    usage = "use http://HOST:PORT/v1"
+    if not is_remote_model(base_url):
+        raise ModelLoadError(f"not a server address: {base_url!r} ({usage})")
+    parts = urlsplit(base_url.strip())
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ModelLoadError(f"the port in {base_url!r} is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise ModelLoadError(f"{base_url!r} names no host ({usage})")
+    if parts.query or parts.fragment:
+        raise ModelLoadError(f"{base_url!r} has a query or fragment; {usage}")
+
+
 def _wire(messages: list[ChatMessage]) -> list[dict[str, str]]:
     out = []
     for m in messages:
@@ -560,15 +576,14 @@ class RemoteClient:
         schema_format: str = "auto",
         name: str | None = None,
     ) -> None:
-        if not is_remote_model(base_url):
-            raise ModelLoadError(f"not a server address: {base_url!r} (use http://HOST:PORT/v1)")
+        _check_address(base_url)
         if schema_format not in SCHEMA_FORMATS:
             raise ModelLoadError(f"schema_format must be one of {SCHEMA_FORMATS}")
         if n_ctx is not None and n_ctx <= 0:
             raise ModelLoadError(f"n_ctx must be positive, got {n_ctx}")
         if connect_timeout <= 0 or timeout <= 0:
             raise ModelLoadError("connect_timeout and timeout must be positive")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = base_url.strip().rstrip("/")
         self._root = (
             self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
         )
@@ -877,13 +892,21 @@ class RemoteClient:
             if isinstance(event.get("usage"), dict):
                 usage = event["usage"]
             for choice in event.get("choices") or []:
-                delta = choice.get("delta") or {}
-                piece = delta.get("content")
+                if not isinstance(choice, dict):
+                    continue  # a null or odd choice carries no text
+                delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+                piece = delta.get("content") if isinstance(delta.get("content"), str) else None
                 if piece:
                     pieces.append(piece)
                     if on_text(piece) is False:
                         return "".join(pieces), "cancelled", {}  # closing the connection stops it
                 finish = choice.get("finish_reason") or finish
+        if finish is None:
+            # a stream cut off (the server died, a proxy closed it): the reply is not whole
+            raise _ServerError(
+                f"the model server at {self.base_url} ended the reply before it was finished "
+                "(no finish_reason): check the server's log"
+            )
         return "".join(pieces), finish, usage
 
     def _events(self, call: _Call) -> Iterator[dict[str, Any]]:

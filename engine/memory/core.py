@@ -135,18 +135,23 @@ class CoreMemory(Mapping[str, str]):
             for r in rows
         ]
 
-    def others_version(self) -> tuple[int, int]:
-        """Changes when a block is attached or detached, or when another agent edits a block
-        this one shares: the context builder re-renders the prompt then. This agent's own edits
-        leave it alone (the model sees those as calls; the prompt prefix stays cached)."""
+    def others_version(self) -> tuple[int, int, str]:
+        """Changes when a block is attached or detached, when another agent edits a block this
+        one shares, or when the agents it is shared with change (one is deleted or renamed):
+        the context builder re-renders the prompt then. This agent's own edits leave it alone
+        (the model sees those as calls; the prompt prefix stays cached)."""
         row = self.store.query_one(
             "SELECT (SELECT count(*) FROM agent_blocks WHERE agent_id = ?),"
-            " coalesce(max(h.id), 0) FROM agent_blocks ab"
-            " JOIN block_history h ON h.block_id = ab.block_id"
-            " WHERE ab.agent_id = ? AND h.agent_id IS NOT ?",
-            (self.agent_id, self.agent_id, self.agent_id),
+            " (SELECT coalesce(max(h.id), 0) FROM agent_blocks ab"
+            "  JOIN block_history h ON h.block_id = ab.block_id"
+            "  WHERE ab.agent_id = ? AND h.agent_id IS NOT ?),"
+            " (SELECT coalesce(group_concat(other.block_id || ':' || a.name, ','), '')"
+            "  FROM agent_blocks mine JOIN agent_blocks other ON other.block_id = mine.block_id"
+            "  JOIN agents a ON a.id = other.agent_id"
+            "  WHERE mine.agent_id = ? AND other.agent_id != ?)",
+            (self.agent_id,) * 5,
         )
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        return (int(row[0]), int(row[1]), str(row[2])) if row else (0, 0, "")
 
     def block(self, label: str) -> Block:
         for block in self.blocks():
@@ -212,7 +217,7 @@ class CoreMemory(Mapping[str, str]):
             row = conn.execute("SELECT label FROM blocks WHERE id = ?", (block_id,)).fetchone()
             if row is None:
                 raise CoreMemoryError(f"there is no block {block_id} in this file")
-            label = label or row[0]
+            label = check_label(label or row[0])
             mine = conn.execute(
                 "SELECT block_id FROM agent_blocks WHERE agent_id = ? AND label = ?",
                 (self.agent_id, label),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from apsw import Connection
@@ -22,6 +23,7 @@ from engine.memory.search import fts_query
 from engine.store.db import Store, now_iso
 
 MAX_NAME_CHARS = 200
+MIN_YEAR, MAX_YEAR = 1, 9998  # a period's end must still be a date
 MAX_ENTITIES_PER_SEARCH = 5
 _SPACES = re.compile(r"\s+")
 _RELATION_SEPARATORS = re.compile(r"[\s\-]+")
@@ -44,16 +46,31 @@ class Fact:
     exclusive: bool
     source: str
 
+    def holds_at(self, moment: dt.datetime) -> bool:
+        return self.valid_from <= moment and (self.valid_to is None or self.valid_to > moment)
+
     @property
     def current(self) -> bool:
-        return self.valid_to is None
+        """It holds now (a fact dated in the future does not yet)."""
+        return self.holds_at(dt.datetime.now(dt.UTC))
+
+    @property
+    def upcoming(self) -> bool:
+        return self.valid_from > dt.datetime.now(dt.UTC)
 
     def render(self) -> str:
         """The fact as the model and the user read it, with when it held."""
         when = f"since {_day(self.valid_from)}"
+        if self.upcoming:
+            when = f"from {_day(self.valid_from)}"
         if self.valid_to is not None:
             when = f"from {_day(self.valid_from)} until {_day(self.valid_to)}"
         return f"{self.subject} {self.relation} {self.object} ({when})"
+
+    def order(self) -> tuple[int, float, int]:
+        """Sort key: what holds now, then what is to come, then what ended; newest first."""
+        rank = 0 if self.current else 1 if self.upcoming else 2
+        return (rank, -self.valid_from.timestamp(), -self.id)
 
 
 @dataclass(frozen=True)
@@ -66,8 +83,20 @@ class Insertion:
     closed: list[Fact]
 
 
+def clean_entity_name(name: str) -> str:
+    """A name as stored: one Unicode spelling (NFC: "Zoë" typed either way is one name),
+    single spaces, not empty, not too long."""
+    clean = _SPACES.sub(" ", unicodedata.normalize("NFC", name)).strip()
+    if not clean:
+        raise GraphError("an entity name is empty: name the subject and the object")
+    if len(clean) > MAX_NAME_CHARS:
+        raise GraphError(f"an entity name has at most {MAX_NAME_CHARS} characters")
+    return clean
+
+
 def entity_key(name: str) -> str:
-    return _SPACES.sub(" ", name).strip().casefold()
+    """What makes two names one entity: case, spacing and Unicode spelling aside."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", name)).strip().casefold()
 
 
 def clean_relation(relation: str) -> str:
@@ -83,28 +112,48 @@ def parse_time(value: str | dt.datetime | dt.date, name: str = "time") -> Period
     it names no zone). Returns the period it names: a year, a month, a day, or an instant."""
     if isinstance(value, dt.datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return Period(moment, moment)
+        return _in_range(Period(moment, moment), name, value)
     if isinstance(value, dt.date):
         start = dt.datetime.combine(value, dt.time(), dt.UTC)
-        return Period(start, start + dt.timedelta(days=1))
+        return _in_range(Period(start, start + dt.timedelta(days=1)), name, value)
     text = value.strip()
+    if re.match(r"\d{4}", text) and not MIN_YEAR <= int(text[:4]) <= MAX_YEAR:
+        raise GraphError(f"{name} {value!r} is out of range: years {MIN_YEAR} to {MAX_YEAR}")
     try:
-        if re.fullmatch(r"\d{4}", text):
-            start = dt.datetime(int(text), 1, 1, tzinfo=dt.UTC)
-            return Period(start, start.replace(year=start.year + 1))
-        if re.fullmatch(r"\d{4}-\d{1,2}", text):
-            year, month = (int(p) for p in text.split("-"))
-            start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
-            end = dt.datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=dt.UTC)
-            return Period(start, end)
-        if re.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}", text):
-            return parse_time(dt.date(*(int(p) for p in text.split("-"))), name)
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        period = _parse_period(text, name)
+    except GraphError:
+        raise
+    except (ValueError, OverflowError):
         raise GraphError(
             f"{name} {value!r} is not a time like 2026, 2026-03, 2026-03-14 or 2026-03-14T09:30"
         ) from None
-    return parse_time(moment, name)
+    if not MIN_YEAR <= period.start.year <= MAX_YEAR:
+        raise GraphError(f"{name} {value!r} is out of range: years {MIN_YEAR} to {MAX_YEAR}")
+    return period
+
+
+def _parse_period(text: str, name: str) -> Period:
+    """ValueError or OverflowError for what is not a time."""
+    if re.fullmatch(r"\d{4}", text):
+        start = dt.datetime(int(text), 1, 1, tzinfo=dt.UTC)
+        return Period(start, start.replace(year=start.year + 1))
+    if re.fullmatch(r"\d{4}-\d{1,2}", text):
+        year, month = (int(p) for p in text.split("-"))
+        start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
+        end = dt.datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=dt.UTC)
+        return Period(start, end)
+    if re.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}", text):
+        return parse_time(dt.date(*(int(p) for p in text.split("-"))), name)
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    moment = moment.astimezone(dt.UTC)  # OverflowError at the ends of the calendar
+    return Period(moment, moment)
+
+
+def _in_range(period: Period, name: str, value: object) -> Period:
+    if not MIN_YEAR <= period.start.year <= MAX_YEAR:
+        raise GraphError(f"{name} {value!r} is out of range: years {MIN_YEAR} to {MAX_YEAR}")
+    return period
 
 
 @dataclass(frozen=True)
@@ -140,20 +189,26 @@ class KnowledgeGraph:
         with self.store.atomic() as conn:
             subject_id = self._entity(conn, subject)
             object_id = self._entity(conn, obj)
+            # a relation keeps the kind its first fact gave it: a model that forgets to say
+            # exclusive=false for "likes" must not end the other likes
+            recorded = self._recorded_exclusive(subject_id, relation)
+            exclusive = exclusive if recorded is None else recorded
             same = self._holding(subject_id, relation, start, object_id=object_id)
             if same is not None:
                 return Insertion(self.get(same), duplicate=True, closed=[])
-            covering = later = None
+            covering = None
             if exclusive:
                 covering = self._holding(subject_id, relation, start, exclusive_only=True)
                 later = self._next(subject_id, relation, start)
+            else:
+                later = self._next(subject_id, relation, start, object_id=object_id)
             duplicate = later is not None and later[2] == object_id
             if later is not None and duplicate:
                 # known from a later time: it held from this earlier one already
                 fact_id = later[0]
                 conn.execute("UPDATE facts SET valid_from = ? WHERE id = ?", (start, fact_id))
             else:
-                valid_to = later[1] if later is not None else None
+                valid_to = later[1] if later is not None and exclusive else None
                 fact_id = self._add(
                     conn, subject_id, relation, object_id, exclusive, start, valid_to, source
                 )
@@ -225,8 +280,9 @@ class KnowledgeGraph:
         at: str | dt.datetime | dt.date | None = None,
     ) -> list[Fact]:
         """Facts about `entity` (as subject or object). With `at` (a year, month, day or
-        instant), those that held at any time in it; without, those that hold now followed by
-        the ones that ended, newest first."""
+        instant), those that held at any time in it; without, those that hold now, then those
+        dated in the future, then the ones that ended, newest first."""
+        held = _period_params(at) if at is not None else None  # a bad time is an error first
         entity_ids = self.entities_named(entity)
         if not entity_ids:
             return []
@@ -236,11 +292,11 @@ class KnowledgeGraph:
         if relation:
             where += " AND f.relation = ?"
             params.append(clean_relation(relation))
-        if at is not None:
+        if held is not None:
             where += " AND " + _HELD_IN
-            params += _period_params(at)
+            params += held
         facts = self._facts(where + _NOT_RETRACTED, tuple(params))
-        return sorted(facts, key=lambda f: (not f.current, -f.valid_from.timestamp(), -f.id))
+        return sorted(facts, key=Fact.order)
 
     def held_on(self, at: str | dt.datetime | dt.date) -> list[Fact]:
         """Every fact that held at any time in `at` (a year, month, day or instant)."""
@@ -249,10 +305,11 @@ class KnowledgeGraph:
     def about(self, query: str, limit: int = 5) -> list[Fact]:
         """Facts that hold now about the entities `query` names (for archival search)."""
         facts: list[Fact] = []
+        now = _period_params(dt.datetime.now(dt.UTC))
         for entity_id in self.entities_named(query):
             for fact in self._facts(
-                "(f.subject_id = ? OR f.object_id = ?) AND f.valid_to IS NULL" + _NOT_RETRACTED,
-                (entity_id, entity_id),
+                "(f.subject_id = ? OR f.object_id = ?) AND " + _HELD_IN + _NOT_RETRACTED,
+                (entity_id, entity_id, *now),
             ):
                 if fact not in facts:
                     facts.append(fact)
@@ -265,11 +322,7 @@ class KnowledgeGraph:
         return parse_time(value, "valid_from").start
 
     def _entity(self, conn: Connection, name: str) -> int:
-        clean = _SPACES.sub(" ", name).strip()
-        if not clean:
-            raise GraphError("an entity name is empty: name the subject and the object")
-        if len(clean) > MAX_NAME_CHARS:
-            raise GraphError(f"an entity name has at most {MAX_NAME_CHARS} characters")
+        clean = clean_entity_name(name)
         key = entity_key(clean)
         row = self.store.query_one(
             "SELECT id FROM entities WHERE agent_id = ? AND key = ?", (self.agent_id, key)
@@ -304,16 +357,28 @@ class KnowledgeGraph:
         row = self.store.query_one(sql + " ORDER BY valid_from DESC, id DESC LIMIT 1", params)
         return int(row[0]) if row else None
 
-    def _next(self, subject_id: int, relation: str, after: str) -> tuple[int, str, int] | None:
-        """The first exclusive fact of this subject and relation that begins after `after`:
-        (id, valid_from, object id)."""
+    def _next(
+        self, subject_id: int, relation: str, after: str, object_id: int | None = None
+    ) -> tuple[int, str, int] | None:
+        """The first fact of this subject and relation that begins after `after`: an exclusive
+        one, or (given `object_id`) one of that object. (id, valid_from, object id)."""
+        which = "exclusive = 1" if object_id is None else "object_id = ?"
+        params: list[object] = [self.agent_id, subject_id, relation]
+        params += [] if object_id is None else [object_id]
         row = self.store.query_one(
             "SELECT id, valid_from, object_id FROM facts WHERE agent_id = ? AND subject_id = ?"
-            " AND relation = ? AND exclusive = 1 AND valid_from > ?"
-            " ORDER BY valid_from, id LIMIT 1",
-            (self.agent_id, subject_id, relation, after),
+            f" AND relation = ? AND {which} AND valid_from > ? ORDER BY valid_from, id LIMIT 1",
+            (*params, after),
         )
         return (int(row[0]), str(row[1]), int(row[2])) if row else None
+
+    def _recorded_exclusive(self, subject_id: int, relation: str) -> bool | None:
+        row = self.store.query_one(
+            "SELECT exclusive FROM facts WHERE agent_id = ? AND subject_id = ? AND relation = ?"
+            " ORDER BY id LIMIT 1",
+            (self.agent_id, subject_id, relation),
+        )
+        return bool(row[0]) if row else None
 
     def _add(
         self,

@@ -231,7 +231,9 @@ class MemoryTool:
         if facts:  # what the graph knows now about the names in the query, on the first page
             text += "\nFacts now known:\n" + "\n".join(f"- {f.render()}" for f in facts)
         self._note(
-            "archival_memory_search", f"searched archival for {args.query!r}: {page.total} results"
+            "archival_memory_search",
+            f"searched archival for {args.query!r}: {page.total} results",
+            changed=False,
         )
         return text
 
@@ -239,7 +241,9 @@ class MemoryTool:
         ranked = self.recall.ranked(args.query)
         page, text = self._message_page("conversation_search", ranked, args.limit, args.page)
         self._note(
-            "conversation_search", f"searched conversation for {args.query!r}: {page.total} results"
+            "conversation_search",
+            f"searched conversation for {args.query!r}: {page.total} results",
+            changed=False,
         )
         return text
 
@@ -283,7 +287,9 @@ class MemoryTool:
         )
         page, text = self._message_page("conversation_search_date", dated, args.limit, args.page)
         self._note(
-            "conversation_search_date", f"listed messages {start}..{end}: {page.total} results"
+            "conversation_search_date",
+            f"listed messages {start}..{end}: {page.total} results",
+            changed=False,
         )
         return text
 
@@ -298,7 +304,7 @@ class MemoryTool:
         )
         fact = done.fact.render()
         if done.duplicate:
-            self._note("graph_insert", f"already known: {fact}")
+            self._note("graph_insert", f"already known: {fact}", changed=False)
             return f"Already known: {fact}. Next: reply to the user with send_message."
         ended = "".join(f" It ends: {old.render()}." for old in done.closed)
         self._note("graph_insert", f"saved fact: {fact}{ended}")
@@ -309,7 +315,11 @@ class MemoryTool:
     def _graph_search(self, args: GraphSearchArgs) -> str:
         facts = self.graph.search(args.entity, args.relation, args.at)
         when = f" at {args.at}" if args.at else ""
-        self._note("graph_search", f"looked up {args.entity!r}{when}: {len(facts)} facts")
+        self._note(
+            "graph_search",
+            f"looked up {args.entity!r}{when}: {len(facts)} facts",
+            changed=False,
+        )
         if not facts:
             return f"No facts about {args.entity!r}{when}."
         shown = facts[:FACTS_PER_SEARCH]
@@ -331,5 +341,5 @@ class MemoryTool:
         if self._actor == "user" and self._on_user_core_edit is not None:
             self._on_user_core_edit()
 
-    def _note(self, tool: str, summary: str) -> None:
-        self.operations.append(MemoryOperation(tool, summary))
+    def _note(self, tool: str, summary: str, changed: bool = True) -> None:
+        self.operations.append(MemoryOperation(tool, summary, changed=changed))

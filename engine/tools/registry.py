@@ -62,7 +62,7 @@ class GraphInsertArgs(_Args):
     exclusive: bool = Field(
         default=True,
         description="true: one object at a time (works_at, lives_in), so a new one ends the old "
-        "fact; false: several at once (likes, knows).",
+        "fact; false: several at once (likes, knows). A relation keeps what its first fact said.",
     )
 
 

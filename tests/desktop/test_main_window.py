@@ -389,3 +389,26 @@ def test_export_then_import_asks_another_name_and_shows_the_copy(
     ]
     qtbot.waitUntil(lambda: len(bubbles(window, "user")) == 1, timeout=TIMEOUT)
     assert [b.text for b in bubbles(window, "assistant")] == ["Hello Sam."]
+
+
+def test_reflect_reviews_new_messages_first_and_shows_what_changed(qtbot, window, scripted):
+    scripted.enqueue([call("send_message", message="Nice to meet you, Dana.")])
+    send_and_wait(qtbot, window, "I'm Dana, a nurse.")
+    scripted.enqueue_review(
+        {
+            "core": [{"section": "human", "line": "Name: Dana. Nurse."}],
+            "passages": [],
+            "facts": [],
+        }
+    )
+    scripted.enqueue([call("conversation_search", query="Dana")])  # the heartbeat's own turn
+    window.reflect()
+    qtbot.waitUntil(lambda: not window.stepping, timeout=TIMEOUT)
+    [review] = [r for r in rows(window, "operation") if "memory review" in r.summary.text()]
+    assert review.summary.text() == "memory review of messages 1-3: 1 change"
+    assert "saved to core memory (human): Name: Dana. Nurse." in review.detail.text()
+    assert window.core_panel.editor("human") is not None
+    qtbot.waitUntil(
+        lambda: window.core_panel.editor("human").editor.toPlainText() == "Name: Dana. Nurse.",
+        timeout=TIMEOUT,
+    )

@@ -130,7 +130,7 @@ def test_a_newer_or_damaged_file_is_refused_and_nothing_is_imported(store, tmp_p
         import_agent(store, newer, name="x")
     damaged = json.loads(json.dumps(document))
     damaged["messages"][-1].pop("role")
-    with pytest.raises(AgentFileError, match="damaged or incomplete"):
+    with pytest.raises(AgentFileError, match="messages.9.role: Field required"):
         import_agent(store, damaged, name="y")
     assert [r[0] for r in store.query("SELECT name FROM agents")] == ["sam"]
     for text, message in [
@@ -177,3 +177,74 @@ def test_a_letta_agent_answers_through_the_loop(store) -> None:
     prompt = llm.history[-1]
     assert prompt[0].role == "system" and agent.core_memory["persona"][:40] in prompt[0].content
     assert prompt[-1].content == "Do you remember me?"
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "problem"),
+    [
+        (("agent", "created_at"), "yesterday", "agent.created_at"),
+        (("messages", 0, "created_at"), "soon", "messages.0.created_at"),
+        (("passages", 0, "created_at"), 5, "passages.0.created_at"),
+        (("facts", 0, "valid_from"), "March", "facts.0.valid_from"),
+        (("messages", 1, "tool_call"), "not a call", "messages.1.tool_call"),
+        (("messages", 1, "tool_call"), {"tool": 5}, "messages.1.tool_call"),
+        (("blocks", 0, "label"), "bad label> <x", "blocks.0.label"),
+        (("blocks", 0, "limit"), 10**30, "blocks.0.limit"),
+        (("messages", 0, "token_count"), 10**30, "messages.0.token_count"),
+        (("facts", 0, "subject"), "   ", "facts.0.subject"),
+        (("version",), True, "version"),
+    ],
+)
+def test_a_hand_edited_file_is_checked_before_anything_is_stored(
+    store, other_store, where, value, problem
+) -> None:
+    lived_in_agent(store)
+    document = json.loads(json.dumps(export_agent(store, "sam")))
+    target = document
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    with pytest.raises(AgentFileError, match=problem.split(".")[0]):
+        import_agent(other_store, document)
+    assert other_store.query("SELECT count(*) FROM agents")[0][0] == 0
+    assert other_store.query("SELECT count(*) FROM messages")[0][0] == 0
+
+
+def test_times_with_a_zone_are_stored_as_utc_and_relations_normalised(store, other_store):
+    lived_in_agent(store)
+    document = json.loads(json.dumps(export_agent(store, "sam")))
+    document["messages"][0]["created_at"] = "2025-01-01T23:30:00-05:00"
+    document["facts"][0]["relation"] = "Works At"
+    import_agent(other_store, document)
+    moved = MemGPTAgent(None, other_store, ScriptedClient(), name="sam")
+    assert moved.recall.all()[0].created_at.isoformat() == "2025-01-02T04:30:00+00:00"
+    assert "2025-01-02" in moved.tools.conversation_search_date("2025-01-02", "2025-01-02")
+    assert moved.graph.search("Ada", relation="works at")
+
+
+def test_text_that_is_not_unicode_is_refused(store, other_store) -> None:
+    lived_in_agent(store)
+    document = export_agent(store, "sam")
+    document["messages"][0]["content"] = "bad \ud800 text"
+    with pytest.raises(AgentFileError, match="not valid Unicode"):
+        import_agent(other_store, document)
+
+
+def test_export_never_writes_over_the_memory_file(store) -> None:
+    lived_in_agent(store)
+    with pytest.raises(AgentFileError, match="memory file this Memex has open"):
+        export_agent(store, "sam", store.path)
+    assert store.query("SELECT count(*) FROM agents")[0][0] == 1
+
+
+def test_a_letta_file_with_two_agents_of_one_name_imports_both_numbered(store) -> None:
+    from tests.engine.test_agentfile_letta import multi_agent_doc
+
+    document = multi_agent_doc()
+    document["agents"] = [document["agents"][0], json.loads(json.dumps(document["agents"][0]))]
+    for agent in document["agents"]:
+        agent["name"] = "twin"
+    MemGPTAgent(Persona("T", "t"), store, ScriptedClient(), name="twin")  # taken already
+    reports = import_agent(store, document)
+    assert [r.name for r in reports] == ["twin (2)", "twin (3)"]
+    assert all("is imported as" in r.notes[0] for r in reports)

@@ -10,6 +10,8 @@ import pytest
 from engine import MemGPTAgent, Persona
 from engine.consolidate import REVIEW_SYSTEM
 from engine.llm.scripted import ScriptedClient, call
+from engine.transcript import transcript
+from engine.types import ModelCallStarted, Reviewed
 
 REVIEW_HEAD = REVIEW_SYSTEM.split("{")[0]
 
@@ -43,7 +45,7 @@ def test_heartbeat_reviews_new_messages_into_every_tier(store) -> None:
         reviews=[
             review(
                 core=[{"section": "human", "line": "Name: Dana. Nurse at Mercy Hospital."}],
-                passages=["Dana's sister Jo moved to Lyon in October to study."],
+                passages=["Dana's sister Jo moved to Lyon."],
                 facts=[fact("Dana", "works_at", "Mercy Hospital"), fact("Jo", "lives_in", "Lyon")],
             )
         ],
@@ -54,7 +56,13 @@ def test_heartbeat_reviews_new_messages_into_every_tier(store) -> None:
         ],
     )
     agent.step("Hi, I'm Dana, a nurse at Mercy Hospital. My sister Jo moved to Lyon.")
-    result = agent.heartbeat()
+    events = []
+    result = agent.heartbeat(on_event=events.append)
+    [reviewed] = [e for e in events if isinstance(e, Reviewed)]
+    assert reviewed.summary() == "messages 1-3: 4 changes"  # the user's, the call, its result
+    assert events.index(reviewed) < next(  # before the heartbeat's own turn
+        i for i, e in enumerate(events) if isinstance(e, ModelCallStarted)
+    )
     assert agent.core_memory["human"] == "Name: Dana. Nurse at Mercy Hospital."
     [edit] = agent.memory.history("human")
     assert (edit.actor, edit.agent) == ("consolidation", "sam")  # in the history like any edit
@@ -73,6 +81,9 @@ def test_heartbeat_reviews_new_messages_into_every_tier(store) -> None:
     # the model and the transcript are told what changed
     note = [m for m in agent.recall.all() if m.content.startswith("[memory review]")]
     assert len(note) == 1 and "Mercy Hospital" in note[0].content
+    [entry] = [e for e in transcript(agent.recall, agent.summaries).entries if "review" in e.text]
+    assert (entry.kind, entry.text) == ("operation", "memory review of messages 1-3: 4 changes")
+    assert "saved fact: Jo lives_in Lyon" in entry.detail
     # nothing new since: the next heartbeat makes no review call
     agent.heartbeat()
     assert len(review_prompts(llm)) == 1
@@ -83,12 +94,13 @@ def test_repeats_are_merged_not_piled_up(store) -> None:
     agent.edit_core_memory("human", "Name: Dana.\nWorks as a nurse at Mercy Hospital.")
     agent.archival.insert("Jo moved to Lyon.")
     agent.graph.insert("Dana", "works_at", "Mercy Hospital")
-    agent.step("Hello again, it's Dana.")
+    agent.step("Hello again, it's Dana. My sister Jo says hi from Lyon.")
     llm.enqueue_review(
         review(
             core=[
                 {"section": "human", "line": "name: dana"},  # the same words
-                {"section": "human", "line": "Dana works as a nurse at Mercy Hospital."},  # meaning
+                {"section": "human", "line": "Name: Dana"},  # within a line there
+                {"section": "human", "line": "Dana works as a nurse at Mercy Hospital."},  # more
                 {"section": "human", "line": "Has a sister, Jo."},  # new
             ],
             passages=[
@@ -100,7 +112,7 @@ def test_repeats_are_merged_not_piled_up(store) -> None:
     )
     result = agent.consolidate()
     assert agent.core_memory["human"] == (
-        "Name: Dana.\nWorks as a nurse at Mercy Hospital.\nHas a sister, Jo."
+        "Name: Dana.\nDana works as a nurse at Mercy Hospital.\nHas a sister, Jo."
     )
     assert [p.text for p in agent.archival.recent(10)] == [
         "Jo moved to Lyon.\nShe studies medicine there."
@@ -203,3 +215,67 @@ def test_stop_during_the_review_keeps_the_messages_for_the_next_one(store) -> No
     llm.piece_delay = 0
     agent.consolidate()
     assert agent.core_memory["human"] == "Name: Dana."
+
+
+def test_undated_facts_take_the_time_of_the_message_that_said_them(store) -> None:
+    agent, llm = make_agent(store)
+    agent.add_user_message("I live in Paris.")
+    agent.add_user_message("I moved to Rome.")
+    with store.atomic() as conn:  # said two months apart
+        conn.execute(
+            "UPDATE messages SET created_at = '2026-01-01T10:00:00.000000+00:00' WHERE id = 1"
+        )
+        conn.execute(
+            "UPDATE messages SET created_at = '2026-03-01T10:00:00.000000+00:00' WHERE id = 2"
+        )
+    llm.enqueue_review(
+        review(facts=[fact("User", "lives_in", "Paris"), fact("User", "lives_in", "Rome")])
+    )
+    agent.consolidate()
+    assert [f.object for f in agent.graph.search("User", at="2026-02")] == ["Paris"]
+    assert [f.object for f in agent.graph.search("User")] == ["Rome", "Paris"]
+
+
+def test_what_the_conversation_never_named_is_not_stored(store) -> None:
+    agent, llm = make_agent(store)
+    agent.add_user_message("Hi, I'm Ada.")
+    llm.enqueue_review(  # the prompt's own example, copied by a small model
+        review(
+            core=[{"section": "human", "line": "Name: Omar. Baker in Porto."}],
+            passages=["Ada plays chess in Porto."],
+            facts=[fact("Ada", "lives_in", "Porto"), fact("Ada", "name_is", "Ada")],
+        )
+    )
+    result = agent.consolidate()
+    assert agent.core_memory["human"] == "" and agent.archival.count() == 0
+    assert [f.object for f in agent.graph.all()] == ["Ada"]
+    skipped = [op.summary for op in result.operations if not op.changed]
+    assert len(skipped) == 3 and all("not in the conversation" in s for s in skipped)
+
+
+def test_a_long_message_is_read_whole(store) -> None:
+    agent, llm = make_agent(store)
+    agent.add_user_message("Let me tell you about my week. " * 50 + "My daughter is called Emma.")
+    agent.consolidate()
+    [prompt] = review_prompts(llm)
+    assert "My daughter is called Emma." in prompt[1].content
+
+
+@pytest.mark.parametrize(
+    ("before", "line", "after"),
+    [
+        ("Dislikes coffee.", "Likes coffee.", "Dislikes coffee.\nLikes coffee."),
+        ("Age: 30", "Age: 3", "Age: 30\nAge: 3"),
+        ("Allergic to peanuts.", "Not allergic to peanuts.", "Not allergic to peanuts."),
+        ("Not allergic to peanuts.", "Allergic to peanuts.", "Allergic to peanuts."),
+        ("Lives in Paris", "Lives in Paris, Texas since 2026", "Lives in Paris, Texas since 2026"),
+        ("Name: Dana. Nurse.", "Name: Dana", "Name: Dana. Nurse."),
+    ],
+)
+def test_a_new_line_is_never_lost_for_looking_like_an_old_one(store, before, line, after) -> None:
+    agent, llm = make_agent(store)
+    agent.edit_core_memory("human", before)
+    agent.add_user_message(f"{before} {line}")
+    llm.enqueue_review(review(core=[{"section": "human", "line": line}]))
+    agent.consolidate()
+    assert agent.core_memory["human"] == after

@@ -341,6 +341,52 @@ def test_stream_pieces_usage_and_cancel_closes_the_connection() -> None:
         assert fake.httpd.stream_broken and not fake.httpd.stream_completed  # type: ignore[attr-defined]
 
 
+def raw_events(*chunks: object) -> Chat:
+    """A stream of exactly these events, then the connection closes (no [DONE])."""
+
+    def chat(handler: BaseHTTPRequestHandler, payload: dict[str, Any]) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.end_headers()
+        for chunk in chunks:
+            handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        handler.wfile.flush()
+        handler.close_connection = True
+
+    return chat
+
+
+def test_a_stream_cut_off_before_its_end_is_an_error_not_a_reply() -> None:
+    cut = raw_events({"choices": [{"delta": {"content": '{"tool": "send_'}}]})
+    with FakeServer(cut) as fake, pytest.raises(GenerationError, match="before it was finished"):
+        client(fake).complete(HELLO, None, 16, on_text=lambda p: True)
+
+
+def test_odd_events_in_a_stream_are_skipped() -> None:
+    odd = raw_events(
+        {"choices": [None]},
+        {"choices": [{"delta": None}]},
+        {"choices": [{"delta": {"content": 5}}]},
+        {"choices": [{"delta": {"content": "ok"}, "finish_reason": "stop"}]},
+    )
+    with FakeServer(odd) as fake:
+        assert client(fake).complete(HELLO, None, 16, on_text=lambda p: True).text == "ok"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:99999/v1", "not a number from 1 to 65535"),
+        ("http://127.0.0.1:abc/v1", "not a number from 1 to 65535"),
+        ("http://:8080/v1", "names no host"),
+        ("http://127.0.0.1:8080/v1?key=1", "has a query"),
+    ],
+)
+def test_a_malformed_address_is_a_clear_error(url: str, message: str) -> None:
+    with pytest.raises(ModelLoadError, match=message):
+        RemoteClient(url, n_ctx=512)
+
+
 def test_factory_resolves_a_url_to_the_remote_client() -> None:
     with FakeServer() as fake:
         remote = default_llm_client(

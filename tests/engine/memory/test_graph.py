@@ -172,3 +172,73 @@ def test_facts_are_per_agent_and_go_with_a_deleted_agent(store) -> None:
     assert store.query_one("SELECT count(*) FROM facts")[0] == 0
     assert store.query_one("SELECT count(*) FROM entities")[0] == 0
     assert store.query("SELECT rowid FROM entities_fts WHERE entities_fts MATCH 'alice'") == []
+
+
+def test_a_fact_dated_in_the_future_does_not_hold_yet(agent, graph) -> None:
+    graph.insert("Alice", "works_at", "Acme", "2020-01-01")
+    graph.insert("Alice", "works_at", "Beta", "2099-01-01")  # a plan
+    facts = graph.search("Alice")
+    assert [(f.object, f.current, f.upcoming) for f in facts] == [
+        ("Acme", True, False),
+        ("Beta", False, True),
+    ]
+    assert facts[0].render() == "Alice works_at Acme (from 2020-01-01 until 2099-01-01)"
+    assert facts[1].render() == "Alice works_at Beta (from 2099-01-01)"
+    out = agent.tools.archival_memory_search("where does Alice work")
+    assert "Facts now known:\n- Alice works_at Acme" in out and "Beta" not in out
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31", "0001-01-01T00:00+05:00", "9999-12-31T23:00-05:00", "10000"]
+)
+def test_times_at_the_ends_of_the_calendar_are_tool_errors(agent, when) -> None:
+    out = agent.tools.graph_insert("Alice", "works_at", "Acme", when)
+    assert out.startswith("Error: valid_from") and agent.graph.count() == 0
+    assert agent.tools.graph_search("Alice", at=when).startswith("Error: at")
+
+
+def test_a_far_date_from_the_model_is_a_tool_error_not_a_lost_turn(store) -> None:
+    llm = ScriptedClient(
+        [
+            {
+                "tool": "graph_insert",
+                "arguments": {
+                    "subject": "A",
+                    "relation": "r",
+                    "object": "B",
+                    "valid_from": "9999-12-31",
+                    "exclusive": True,
+                },
+                "request_heartbeat": False,
+            },
+            {"tool": "send_message", "arguments": {"message": "ok"}, "request_heartbeat": False},
+        ]
+    )
+    agent = MemGPTAgent(Persona("Sam", "helpful"), store, llm, name="sam")
+    result = agent.step("remember that")
+    assert result.message == "ok" and not result.memory_operations[0].ok
+
+
+def test_one_name_in_any_unicode_spelling(graph) -> None:
+    graph.insert("Zo\u00eb", "lives_in", "Paris")  # composed
+    graph.insert("Zoe\u0308", "lives_in", "Rome")  # decomposed: the same name
+    assert [(f.object, f.current) for f in graph.search("ZO\u00cb")] == [
+        ("Rome", True),
+        ("Paris", False),
+    ]
+
+
+def test_a_relation_keeps_the_kind_its_first_fact_gave_it(graph) -> None:
+    graph.insert("Ada", "likes", "tea", exclusive=False)
+    graph.insert("Ada", "likes", "chess")  # the model forgot exclusive=false: tea stays
+    assert sorted(f.object for f in graph.search("Ada") if f.current) == ["chess", "tea"]
+    graph.insert("Alice", "works_at", "Acme", "2026-01-01")
+    graph.insert("Alice", "works_at", "Beta", "2026-05-01", exclusive=False)
+    assert [f.object for f in graph.search("Alice", at="2026-06")] == ["Beta"]
+
+
+def test_a_shared_like_told_with_an_earlier_date_starts_earlier(graph) -> None:
+    graph.insert("Ada", "likes", "tea", "2026-03-01", exclusive=False)
+    again = graph.insert("Ada", "likes", "tea", "2025-01-01", exclusive=False)
+    assert again.duplicate and graph.count() == 1
+    assert [f.object for f in graph.search("Ada", at="2025-06")] == ["tea"]

@@ -80,3 +80,19 @@ def test_deleting_one_agent_keeps_the_block_for_the_others(store, project) -> No
     delete_agent(store, "a")
     assert b.core_memory["project"] == "Launch: May 1."
     assert b.memory.block("project").shared_with == ()
+
+
+def test_the_prompt_follows_when_a_sharing_agent_goes_or_is_renamed(store, project) -> None:
+    llm = ScriptedClient([reply("send_message", message="ok")] * 3)
+    a = MemGPTAgent(Persona("A", "a"), store, llm, name="a", shared_blocks=[project])
+    MemGPTAgent(Persona("B", "b"), store, ScriptedClient(), name="bobby", shared_blocks=[project])
+    a.step("hi")
+    assert "shared with bobby" in llm.history[-1][0].content
+    from engine.agents import rename_agent
+
+    rename_agent(store, "bobby", "rob")
+    a.step("hi")
+    assert "shared with rob" in llm.history[-1][0].content
+    delete_agent(store, "rob")
+    a.step("hi")
+    assert "shared with" not in llm.history[-1][0].content
