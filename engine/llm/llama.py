@@ -33,6 +33,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,8 +187,11 @@ _SCALAR_FORMATS = {
 _STRING, _ARRAY = 8, 9
 
 
-def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The key/value metadata of a GGUF file (scalars and strings; arrays as their length).
+def read_gguf_metadata(
+    path: str | os.PathLike[str], tokens: Collection[int] = ()
+) -> dict[str, Any]:
+    """The key/value metadata of a GGUF file (scalars and strings; arrays as their length),
+    plus the text of each token id in `tokens` as "tokenizer.ggml.tokens[ID]".
 
     Fast (reads only the header, skipping arrays such as the token list without decoding them).
     Raises ModelLoadError if the file is not a GGUF file or its header is cut short.
@@ -204,7 +208,7 @@ def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
                 if mm[:4] != b"GGUF":
                     raise ModelLoadError(_not_gguf(path))
                 try:
-                    return _parse_header(mm)
+                    return _parse_header(mm, frozenset(tokens))
                 except struct.error:
                     detail = f"its header runs past the end of the file ({size} bytes)"
                     raise ModelLoadError(_truncated(path, detail)) from None
@@ -214,7 +218,7 @@ def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelLoadError(f"cannot read model file {path}: {exc}") from exc
 
 
-def _parse_header(buf: mmap.mmap) -> dict[str, Any]:
+def _parse_header(buf: mmap.mmap, tokens: frozenset[int] = frozenset()) -> dict[str, Any]:
     (version,) = struct.unpack_from("<I", buf, 4)
     if version not in (2, 3):
         raise _GGUFFormatError(f"unsupported GGUF version {version} (expected 2 or 3)")
@@ -254,9 +258,22 @@ def _parse_header(buf: mmap.mmap) -> dict[str, Any]:
             return count, o
         raise _GGUFFormatError(f"unknown GGUF value type {kind}")
 
+    def token_texts(o: int) -> None:
+        """The texts of the wanted ids in the tokenizer.ggml.tokens array at `o`."""
+        sub, count = struct.unpack_from("<IQ", buf, o)
+        if sub != _STRING:
+            raise _GGUFFormatError("tokenizer.ggml.tokens is not an array of strings")
+        o += 12
+        for index in range(min(count, max(tokens) + 1)):
+            text, o = read_str(o)
+            if index in tokens:
+                out[f"tokenizer.ggml.tokens[{index}]"] = text
+
     for _ in range(n_kv):
         key, off = read_str(off)
         (kind,) = struct.unpack_from("<I", buf, off)
+        if key == "tokenizer.ggml.tokens" and tokens and kind == _ARRAY:
+            token_texts(off + 4)
         value, off = skip_value(kind, off + 4)
         out[key] = value
     return out

@@ -48,8 +48,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import mmap
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -414,61 +412,11 @@ def _gguf_template(path: Path, need_text: bool = True) -> _Template:
             "model the server runs"
         )
     ids = {k: meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos")}
-    wanted = {k: i for k, i in ids.items() if isinstance(i, int)}
-    try:
-        texts = _gguf_token_texts(path, wanted) if wanted else {}
-    except (struct.error, OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read the vocabulary of {path}: {exc}") from exc
+    wanted = {k: i for k, i in ids.items() if isinstance(i, int) and i >= 0}
+    if wanted:  # a second pass over the header, reading just these two token texts
+        meta = read_gguf_metadata(path, tokens=wanted.values())
+    texts = {k: meta.get(f"tokenizer.ggml.tokens[{i}]") for k, i in wanted.items()}
     return _Template(text, texts.get("bos"), texts.get("eos"), str(path))
-
-
-_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def _gguf_token_texts(path: Path, ids: dict[str, int]) -> dict[str, str]:
-    """The texts of some token ids, read from the GGUF's tokenizer.ggml.tokens array (a walk
-    over the header; gguf.GGUFReader takes seconds to parse a 150k-token vocabulary)."""
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        (n_kv,) = struct.unpack_from("<Q", buf, 16)
-        off = 24
-
-        def skip(kind: int, o: int) -> int:
-            if kind in _GGUF_SIZES:
-                return o + _GGUF_SIZES[kind]
-            if kind == _GGUF_STRING:
-                return o + 8 + struct.unpack_from("<Q", buf, o)[0]
-            if kind == _GGUF_ARRAY:
-                sub, count = struct.unpack_from("<IQ", buf, o)
-                o += 12
-                if sub in _GGUF_SIZES:
-                    return o + _GGUF_SIZES[sub] * count
-                for _ in range(count):
-                    o = skip(sub, o)
-                return o
-            raise ValueError(f"unknown GGUF value type {kind}")
-
-        for _ in range(n_kv):
-            (n,) = struct.unpack_from("<Q", buf, off)
-            key = buf[off + 8 : off + 8 + n].decode("utf-8")
-            (kind,) = struct.unpack_from("<I", buf, off + 8 + n)
-            off += 12 + n
-            if key != "tokenizer.ggml.tokens":
-                off = skip(kind, off)
-                continue
-            sub, count = struct.unpack_from("<IQ", buf, off)
-            if kind != _GGUF_ARRAY or sub != _GGUF_STRING:
-                raise ValueError("tokenizer.ggml.tokens is not an array of strings")
-            off += 12
-            by_id = {i: k for k, i in ids.items() if 0 <= i < count}
-            out: dict[str, str] = {}
-            for i in range(min(count, max(by_id, default=-1) + 1)):
-                (n,) = struct.unpack_from("<Q", buf, off)
-                if i in by_id:
-                    out[by_id[i]] = buf[off + 8 : off + 8 + n].decode("utf-8")
-                off += 8 + n
-            return out
-    return {}
 
 
 def _token_text(value: Any) -> str | None:

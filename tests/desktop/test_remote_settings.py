@@ -10,19 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QDialog, QDialogButtonBox
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QDialog
 
 import desktop.session as session_module
 import desktop.settings_dialog as settings_dialog
 from desktop.main_window import MainWindow
 from desktop.session import EngineSession, ServerInfo, llama_client
 from desktop.settings import Settings, load_settings, save_settings
-from desktop.settings_dialog import SettingsDialog
 from engine.errors import InvalidInput, ModelLoadError
 from engine.types import ChatMessage
 from tests.conftest import free_port
-from tests.desktop.windows import bubbles, idle
+from tests.desktop.windows import bubbles, idle, open_dialog, press_ok
 
 WAIT_MS = 10_000
 REAL_MS = 300_000  # a real step on 2 CPU cores
@@ -102,18 +101,6 @@ def test_llama_client_says_when_no_server_answers() -> None:
 
 
 # -- the dialog ----------------------------------------------------------------------------------
-
-
-def open_dialog(qtbot, worker, settings: Settings) -> SettingsDialog:
-    dlg = SettingsDialog(worker, settings)
-    qtbot.addWidget(dlg)
-    dlg.show()
-    return dlg
-
-
-def press_ok(qtbot, dlg: SettingsDialog) -> None:
-    ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
-    qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
 
 
 def test_server_options_show_only_for_a_url(qtbot, worker, settings) -> None:

@@ -7,26 +7,19 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFileDialog
+from PySide6.QtWidgets import QDialog, QFileDialog
 
 from desktop.settings_dialog import SettingsDialog
 from engine.llm.llama import available_cpus
 from models.fetch import models_dir
+from tests.desktop.windows import open_dialog, press_ok
 
 WAIT_MS = 10_000
 
 
 @pytest.fixture
 def dialog(qtbot, worker, settings) -> SettingsDialog:
-    dlg = SettingsDialog(worker, settings)
-    qtbot.addWidget(dlg)
-    dlg.show()
-    return dlg
-
-
-def press_ok(qtbot, dlg: SettingsDialog) -> None:
-    ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
-    qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+    return open_dialog(qtbot, worker, settings)
 
 
 def settled(label) -> bool:

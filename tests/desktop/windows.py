@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialogButtonBox
 
 from desktop.chat_view import ExpandableRow, MessageBubble
 from desktop.main_window import MainWindow
+from desktop.settings import Settings
+from desktop.settings_dialog import SettingsDialog
 from desktop.worker import EngineWorker
 
 TIMEOUT = 20_000  # ms; scripted steps take well under a second
@@ -44,3 +47,16 @@ def run(qtbot, worker: EngineWorker, job, timeout: int = TIMEOUT) -> Any:  # noq
     if "error" in answer:
         raise answer["error"]
     return answer["result"]
+
+
+def open_dialog(qtbot, worker: EngineWorker, settings: Settings) -> SettingsDialog:  # noqa: ANN001
+    """The Settings dialog on `settings`, shown."""
+    dlg = SettingsDialog(worker, settings)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    return dlg
+
+
+def press_ok(qtbot, dlg: SettingsDialog) -> None:  # noqa: ANN001
+    ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+    qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
