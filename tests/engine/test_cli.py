@@ -73,5 +73,11 @@ def test_export_and_import_from_the_terminal(tmp_path: Path) -> None:
     assert exported.returncode == 0 and "Exported 'memgpt_agent'" in exported.stdout
     moved = run_memex("import", path, "--db", other, "--name", "sarah's")
     assert moved.returncode == 0 and 'Imported "sarah\'s"' in moved.stdout
-    missing = run_memex("export", "nobody", path, "--db", db)
+    missing = run_memex("export", "nobody", path + ".2", "--db", db)
     assert missing.returncode == 1 and "no agent called 'nobody'" in missing.stderr
+    kept = run_memex("export", "memgpt_agent", path, "--db", db)  # the file exists
+    assert kept.returncode == 1 and "add --force to replace it" in kept.stderr
+    replaced = run_memex("export", "memgpt_agent", path, "--db", db, "--force")
+    assert replaced.returncode == 0
+    over_itself = run_memex("export", "memgpt_agent", db, "--db", db, "--force")
+    assert over_itself.returncode == 1 and "memory file this Memex has open" in over_itself.stderr
