@@ -340,8 +340,6 @@ def import_agent(
                 for agent, stored in zip(agents, names, strict=True)
             ]
     except (apsw.ConstraintError, OverflowError, ValueError) as exc:
-        if isinstance(exc, InvalidInput):
-            raise
         raise AgentFileError(
             f"the Letta agent file holds what Memex cannot store ({type(exc).__name__}: {exc}); "
             "nothing was imported"
@@ -394,8 +392,6 @@ def _import_memex(store: Store, data: dict[str, Any], name: str | None) -> Impor
     try:
         return _MemexImport(store, doc, name).run()
     except (KeyError, ValueError, apsw.ConstraintError) as exc:
-        if isinstance(exc, InvalidInput):
-            raise
         raise AgentFileError(
             f"the agent file is damaged or incomplete ({type(exc).__name__}: {exc}); "
             "nothing was imported"
