@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from engine.consolidate import Consolidator, ReviewResult
 from engine.context import HEARTBEAT_PREFIX, REVIEW_PREFIX, Budget, ContextBuilder, Thresholds
 from engine.errors import InvalidInput
-from engine.llm.base import LLMClient
+from engine.llm.base import LLMClient, side_client_of
 from engine.llm.grammar import reply_schema
 from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import ArchivalMemory
@@ -191,7 +191,7 @@ class MemGPTAgent:
             result_room=self.context.result_room,
             count_result_tokens=self._count_result_tokens,
         )
-        self.consolidator = Consolidator(_side_client(self.llm), self.persona.name, self.tools)
+        self.consolidator = Consolidator(side_client_of(self.llm), self.persona.name, self.tools)
 
     # -- public API --------------------------------------------------------------------------
     @property
@@ -542,20 +542,6 @@ class MemGPTAgent:
 
     def __repr__(self) -> str:
         return f"MemGPTAgent(name={self.name!r}, store={self.store!r}, llm={self.llm.name!r})"
-
-
-def _side_client(llm: LLMClient) -> LLMClient:
-    """The client's second context where it has one (LlamaClient.side_client), made on first
-    use: reviews then leave the conversation's prompt cache alone."""
-    side = getattr(llm, "side_client", None)
-    if not callable(side):
-        return llm
-
-    class _Lazy:
-        def __getattr__(self, name: str) -> object:
-            return getattr(side(), name)
-
-    return _Lazy()  # type: ignore[return-value]
 
 
 def _with_review(result: StepResult, review: ReviewResult) -> StepResult:

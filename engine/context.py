@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.errors import ContextOverflowError
-from engine.llm.base import LLMClient
+from engine.llm.base import LLMClient, side_client_of
 from engine.llm.grammar import render_tool_descriptions
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, CoreMemory
 from engine.memory.recall import RecallMemory
@@ -196,8 +196,7 @@ class ContextBuilder:
         client has one (made at the first page-out), so they leave the conversation's KV cache
         alone (see LlamaClient.side_client)."""
         if self._summary_llm is None:
-            side_client = getattr(self.llm, "side_client", None)
-            self._summary_llm = side_client() if callable(side_client) else self.llm
+            self._summary_llm = side_client_of(self.llm)
         return Summarizer(self._summary_llm, self.agent_name, self._summary_room())
 
     @property

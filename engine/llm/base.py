@@ -111,3 +111,18 @@ def check_fits(n_prompt: int, max_tokens: int, n_ctx: int) -> None:
             f"the prompt ({n_prompt} tokens) plus max_tokens ({max_tokens}) exceeds the "
             f"context window ({n_ctx} tokens); the context builder must leave room"
         )
+
+
+def side_client_of(llm: LLMClient) -> LLMClient:
+    """The client's second context where it has one (LlamaClient.side_client), made on first
+    use: page-out summaries and memory reviews then leave the conversation's prompt cache
+    alone. Other clients serve side work themselves."""
+    side = getattr(llm, "side_client", None)
+    if not callable(side):
+        return llm
+
+    class _Lazy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(side(), name)
+
+    return _Lazy()  # type: ignore[return-value]
