@@ -143,7 +143,11 @@ def _write_atomically(path: Path, text: str) -> None:
     """A crash mid-write leaves the old file, not half a new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(path.suffix + ".tmp")
-    partial.write_text(text, encoding="utf-8")
+    # readable by the user only (a .tmp an earlier crash left keeps its mode: set it again)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, "w", encoding="utf-8") as f:
+        os.chmod(partial, 0o600)
+        f.write(text)
     partial.replace(path)
 
 

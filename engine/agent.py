@@ -9,16 +9,17 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from engine import timing
 from engine.consolidate import Consolidator, ReviewResult
 from engine.context import HEARTBEAT_PREFIX, REVIEW_PREFIX, Budget, ContextBuilder, Thresholds
 from engine.errors import InvalidInput
 from engine.llm.base import LLMClient, side_client_of
 from engine.llm.grammar import reply_schema
 from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
-from engine.memory.archival import ArchivalMemory
+from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, Block, BlockTemplate, CoreMemory
 from engine.memory.graph import KnowledgeGraph
-from engine.memory.recall import RecallMemory
+from engine.memory.recall import MESSAGE_INDEX, RecallMemory
 from engine.memory.summaries import SummaryLog
 from engine.store.db import Store, now_iso
 from engine.tools.memory_tools import MemoryTool
@@ -165,6 +166,9 @@ class MemGPTAgent:
         self.session_id = self._new_session()
         self.recall = RecallMemory(self.store, self.agent_id)
         self.archival = ArchivalMemory(self.store, self.agent_id)
+        # the vector search's bits load now, beside the user's typing, not at the first search
+        for index in (MESSAGE_INDEX, PASSAGE_INDEX):
+            index.vectors.warm_in_background(self.store, self.agent_id)
         self.graph = KnowledgeGraph(self.store, self.agent_id)
         self.summaries = SummaryLog(self.store, self.agent_id)
         specs = tool_specs()
@@ -209,15 +213,16 @@ class MemGPTAgent:
         `on_event` hears what happens while the step runs (StepEvent: each model call, the reply
         as it is written, each tool run, page-outs); it is called on the step's thread.
         `cancel`, when set (from any thread, even before the step starts), stops the step:
-        see cancel()."""
-        self.add_user_message(text)
-        result = self._run(require_reply=True, on_event=on_event, cancel=cancel)
-        due = self.consolidate_every and (
-            self.consolidator.user_turns_pending() >= self.consolidate_every
-        )
-        if due and not result.cancelled:
-            result = _with_review(result, self.consolidate(cancel, on_event))
-        return result
+        see cancel(). The result's `timings` say where the step's time went (engine.timing)."""
+        with timing.measure() as timer:
+            self.add_user_message(text)
+            result = self._run(require_reply=True, on_event=on_event, cancel=cancel)
+            due = self.consolidate_every and (
+                self.consolidator.user_turns_pending() >= self.consolidate_every
+            )
+            if due and not result.cancelled:
+                result = _with_review(result, self.consolidate(cancel, on_event))
+            return dataclasses.replace(result, timings=timer.finish())
 
     def add_user_message(self, text: str | bytes) -> Message:
         """Store a user message without running the model (the next step answers it), e.g. a
@@ -241,16 +246,18 @@ class MemGPTAgent:
         """A turn with no user message (the app sends one when the user is idle): first the
         memory review of the messages since the last one (see consolidate), then a turn in
         which the model may act on its own."""
-        review = self.consolidate(cancel, on_event)
-        if cancel is not None and cancel.is_set():
-            self.tools.operations.clear()
-            self.tools.sent_messages.clear()
-            self._turn_calls = []
-            stopped = self._response([], self.context.measure(), stopped=False, cancelled=True)
-            return _with_review(stopped, review)
-        self._add("system", self._heartbeat_note())
-        result = self._run(require_reply=False, on_event=on_event, cancel=cancel)
-        return _with_review(result, review)
+        with timing.measure() as timer:
+            review = self.consolidate(cancel, on_event)
+            if cancel is not None and cancel.is_set():
+                self.tools.operations.clear()
+                self.tools.sent_messages.clear()
+                self._turn_calls = []
+                result = self._response([], self.context.measure(), stopped=False, cancelled=True)
+            else:
+                self._add("system", self._heartbeat_note())
+                result = self._run(require_reply=False, on_event=on_event, cancel=cancel)
+            result = _with_review(result, review)
+            return dataclasses.replace(result, timings=timer.finish())
 
     def consolidate(
         self, cancel: threading.Event | None = None, on_event: EventSink | None = None
@@ -328,14 +335,19 @@ class MemGPTAgent:
         for index in range(self.max_steps):
             if self._cancel.is_set():  # stopped before this call began
                 return self._stopped(records, usage)
-            window = self.context.build()
-            self._report_page_outs()
+            with timing.phase(timing.PHASE_CONTEXT):
+                window = self.context.build()
+                self._report_page_outs()
             usage = window.usage
             schema = self._schema_for(index, require_reply)
             self._emit(ModelCallStarted(index))
-            completion = self.llm.complete(
-                window.messages, schema, self.context.reply_tokens, on_text=self._streamer(index)
-            )
+            with timing.phase(timing.PHASE_MODEL):  # llama.cpp's parts are split out inside
+                completion = self.llm.complete(
+                    window.messages,
+                    schema,
+                    self.context.reply_tokens,
+                    on_text=self._streamer(index),
+                )
             if completion.finish_reason == "cancelled" or self._cancel.is_set():
                 return self._stopped(records, usage)  # the cut reply is dropped
             call, result = self._act(completion.text, index)
@@ -363,7 +375,8 @@ class MemGPTAgent:
     def _act(self, reply_text: str, index: int) -> tuple[ToolCall | None, ToolResult]:
         """Parse, dispatch and store one reply and its result in one transaction."""
         try:
-            call: ToolCall | None = parse_reply(reply_text)
+            with timing.phase(timing.PHASE_PARSE):
+                call: ToolCall | None = parse_reply(reply_text)
         except ReplyParseError as exc:
             call = None
             result = ToolResult("reply", False, str(exc))
@@ -372,9 +385,13 @@ class MemGPTAgent:
             if call is not None and self._repeats_last_call(call):
                 result = ToolResult(call.name, False, REPEATED_CALL)
             elif call is not None:
-                result = self.tools.dispatch(call)
+                with timing.phase(timing.PHASE_DISPATCH):
+                    result = self.tools.dispatch(call)
             operation = next(iter(self.tools.operations[done_before:]), None)
-            self._add("assistant", reply_text, tool_call=call.as_json() if call else None)
+            # a lone surrogate (a server's JSON can carry \ud800) cannot be stored as UTF-8:
+            # kept as its escape; parse_reply has refused such a reply already
+            stored = reply_text.encode("utf-8", "backslashreplace").decode("utf-8")
+            self._add("assistant", stored, tool_call=call.as_json() if call else None)
             self._add(
                 "tool",
                 json.dumps(result.as_json(), ensure_ascii=False),
@@ -461,8 +478,9 @@ class MemGPTAgent:
 
     # -- storage -----------------------------------------------------------------------------
     def _add(self, role: Role, content: str, **extra: object) -> Message:
-        tokens = self.llm.count_message_tokens(ChatMessage(role, content))
-        return self.recall.add(self.session_id, role, content, tokens, **extra)  # type: ignore[arg-type]
+        with timing.phase(timing.PHASE_STORE):
+            tokens = self.llm.count_message_tokens(ChatMessage(role, content))
+            return self.recall.add(self.session_id, role, content, tokens, **extra)  # type: ignore[arg-type]
 
     def _count_result_tokens(self, result: ToolResult) -> int:
         """Tokens a tool result takes in the window, stored as _act stores it."""

@@ -37,7 +37,7 @@ from engine.agents import check_name
 from engine.errors import InvalidInput, MemexError
 from engine.memory.archival import ArchivalMemory
 from engine.memory.core import CoreMemoryError, check_label
-from engine.memory.recall import searchable_text
+from engine.memory.recall import MESSAGE_INDEX, searchable_text
 from engine.memory.search import vector_blob
 from engine.store.db import Store, now_iso
 from engine.types import Persona
@@ -271,7 +271,10 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
     path = path.expanduser()
     temporary = path.with_name(path.name + ".part")
     try:
-        with temporary.open("w", encoding="utf-8") as f:
+        # readable by the user only: the file holds their memory
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "w", encoding="utf-8") as f:
+            os.chmod(temporary, 0o600)  # a .part an earlier failed export left keeps its mode
             json.dump(document, f, ensure_ascii=False, indent=1)
             f.flush()
             os.fsync(f.fileno())
@@ -541,7 +544,7 @@ class _MemexImport:
             if m["role"] in ("user", "assistant"):
                 blob = vector if vector is not None else vector_blob(next(fresh))
                 conn.execute(
-                    "INSERT INTO message_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                    MESSAGE_INDEX.vectors.insert_sql,
                     (new_id, self.agent_id, blob),
                 )
         self.report.messages = len(messages)
@@ -820,7 +823,7 @@ def _letta_messages(
         )
         if i in vector_of:
             conn.execute(
-                "INSERT INTO message_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                MESSAGE_INDEX.vectors.insert_sql,
                 (conn.last_insert_rowid(), agent_id, vector_blob(vector_of[i])),
             )
     report.messages = len(messages)

@@ -25,11 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import GenerationError
 from engine.llm.base import LLMClient
-from engine.memory.archival import ArchivalMemory
+from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.core import CoreMemory
 from engine.memory.graph import GraphError, KnowledgeGraph, parse_time
 from engine.memory.recall import RecallMemory
-from engine.memory.search import vector_blob
 from engine.store.db import Store
 from engine.summarizer import transcript_line
 from engine.tools.memory_tools import MemoryTool
@@ -371,13 +370,9 @@ class Consolidator:
     def _nearest_passage(self, text: str) -> tuple[int, float] | None:
         """The stored passage closest in meaning, if any is close enough to be the same topic."""
         vector = self.store.embedder.embed_one(text)
-        rows = self.store.query(
-            "SELECT rowid, distance FROM passage_vectors WHERE embedding MATCH ?"
-            " AND agent_id = ? AND k = 1 ORDER BY distance",
-            (vector_blob(vector), self.agent_id),
-        )
-        if rows and rows[0][1] <= SAME_TOPIC_DISTANCE:
-            return int(rows[0][0]), float(rows[0][1])
+        nearest = PASSAGE_INDEX.vectors.nearest(self.store, self.agent_id, vector, 1)
+        if nearest and nearest[0][1] <= SAME_TOPIC_DISTANCE:
+            return nearest[0]
         return None
 
 

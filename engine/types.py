@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -126,6 +126,73 @@ class ContextUsage:
         return "ok"
 
 
+# The phases of a step (engine.timing), in the order a table of them reads.
+PHASE_PROMPT_EVAL = "prompt_eval"  # llama.cpp: evaluating the prompt tokens not in the KV cache
+PHASE_GENERATION = "generation"  # llama.cpp: decoding the reply's tokens
+PHASE_MODEL = "model"  # the rest of the model call: sampling, grammar, the token loop
+PHASE_EMBEDDING = "embedding"  # the embedding model (messages stored, search queries)
+PHASE_CONTEXT = "context"  # building the window (the context builder's own work)
+PHASE_TEMPLATE = "template"  # rendering messages with the model's chat template
+PHASE_TOKENIZE = "tokenize"  # tokenizing rendered prompts (counting and the model call)
+PHASE_STREAM = "stream"  # handing the reply on as it is generated (text, events)
+PHASE_PARSE = "parse"  # reading the reply as a tool call
+PHASE_DISPATCH = "dispatch"  # running the tool (its Python; its database work is "database")
+PHASE_STORE = "store"  # storing messages (their Python; database and embedding apart)
+PHASE_DATABASE = "database"  # SQLite statements, transactions and commits
+PHASE_OTHER = "other"  # what no phase covers: the loop, events, bookkeeping
+
+
+@dataclass(frozen=True)
+class StepTimings:
+    """Where one step's wall time went (engine.timing): seconds per phase, each phase's own
+    time (a phase inside another counts only in the inner one), with "other" for what no phase
+    covers, so the phases add up to `wall_s`. Model time is the phases of MODEL_PHASES (the
+    chat model's prompt evaluation, decoding and sampling, and the embedding model); the rest
+    is the engine's overhead."""
+
+    wall_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+    ORDER: ClassVar[tuple[str, ...]] = (
+        PHASE_PROMPT_EVAL,
+        PHASE_GENERATION,
+        PHASE_MODEL,
+        PHASE_EMBEDDING,
+        PHASE_CONTEXT,
+        PHASE_TEMPLATE,
+        PHASE_TOKENIZE,
+        PHASE_STREAM,
+        PHASE_PARSE,
+        PHASE_DISPATCH,
+        PHASE_STORE,
+        PHASE_DATABASE,
+        PHASE_OTHER,
+    )
+    MODEL_PHASES: ClassVar[frozenset[str]] = frozenset(
+        {PHASE_PROMPT_EVAL, PHASE_GENERATION, PHASE_MODEL, PHASE_EMBEDDING}
+    )
+
+    def seconds(self, name: str) -> float:
+        return self.phases.get(name, 0.0)
+
+    @property
+    def model_s(self) -> float:
+        """The models' time: prompt evaluation, generation (decoding, sampling), embedding."""
+        return sum(s for name, s in self.phases.items() if name in self.MODEL_PHASES)
+
+    @property
+    def engine_s(self) -> float:
+        """Everything but the models: the engine's overhead."""
+        return max(0.0, self.wall_s - self.model_s)
+
+    def rows(self) -> list[tuple[str, float]]:
+        """(phase, seconds) for every phase, in ORDER ("other" last; phases of other names
+        before it)."""
+        known = [(name, self.phases.get(name, 0.0)) for name in self.ORDER[:-1]]
+        extra = [(n, s) for n, s in self.phases.items() if n not in self.ORDER]
+        return [*known, *extra, (PHASE_OTHER, self.phases.get(PHASE_OTHER, 0.0))]
+
+
 @dataclass(frozen=True)
 class AgentResponse:
     """The result of one `agent.step()`: the reply to the user and what happened on the way."""
@@ -138,6 +205,7 @@ class AgentResponse:
     stopped_by_step_limit: bool = False
     notes: list[str] = field(default_factory=list)
     cancelled: bool = False  # the user stopped the step (agent.cancel()) before it finished
+    timings: StepTimings = field(default_factory=StepTimings)  # where the step's time went
 
 
 # -- what a step reports while it runs (agent.step(text, on_event=...)) -----------------------

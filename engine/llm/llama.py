@@ -6,15 +6,23 @@ How a prompt is built, so that `count_tokens` is exact:
    llama-cpp-python's `Jinja2ChatFormatter` (bos/eos token strings from the vocab,
    add_generation_prompt=True). If the template writes the BOS text itself and the vocab also
    adds BOS, the leading BOS text is dropped (llama-cpp-python would otherwise add a second one).
-2. The prompt STRING goes to `Llama.create_completion`, which tokenizes it as
+2. `Llama.create_completion` would tokenize a prompt string as
    `[BOS if vocab add_bos] + tokenize(prompt, add_bos=False, special=True) + [SEP/EOS if the vocab
-   asks for it]`. `_prompt_tokens` mirrors exactly that, and `count_tokens` is its length; the
-   `prompt_tokens` llama-cpp-python reports in `usage` is the same number (tested).
+   asks for it]`. `_prompt_tokens` makes exactly those ids (tested against llama-cpp-python's own
+   tokenization), `count_tokens` is their length, and `complete` hands llama-cpp-python the ids
+   themselves. The text between the template's special tokens is tokenized once and cached
+   (`_PieceTokenizer`), so a count or a call tokenizes only the messages new since the last one.
 
 Sampling: the grammar is checked on the token the unconstrained sampler chain draws, and applied
 to the whole vocabulary only when that token is not allowed (`_GrammarCheckedSampler`, what
 llama.cpp's own `common_sampler` does); llama-cpp-python's chain applies it to all 152k tokens at
 every step, which halves decoding speed on 2 cores. `grammar_check_first=False` restores that.
+The unconstrained draw itself runs the chain on the highest logits only (the same token as over
+all of them; ~0.26 ms a token instead of ~0.94 ms here). `python -m bench.grammar_speed`.
+
+Timing: the client splits its share of a step's `timings` (engine.timing) into llama.cpp's
+prompt evaluation and decoding (its own perf counters), the chat template, tokenizing, the
+reply's streaming and the rest of the call (sampling and llama-cpp-python's token loop).
 
 llama.cpp's native log goes to the Python logger "engine.llm.llama_cpp" (see `route_native_log`)
 instead of `verbose=False`, which would point the whole process's file descriptors 1 and 2 at
@@ -29,11 +37,12 @@ import io
 import logging
 import mmap
 import os
+import re
 import struct
 import threading
 import time
-from collections import deque
-from collections.abc import Collection
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +51,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from engine import timing
 from engine.errors import GenerationError, ModelLoadError, models_hint
 from engine.llm.base import (
     PROBE_SYSTEM,
@@ -297,6 +307,13 @@ def _truncated(path: Path, detail: str) -> str:
 # Grammar-first-check sampling
 
 
+_RENDERS_KEPT = 32  # LlamaClient._render's cache of the newest prompts
+_SAMPLE_STRIDE = 64  # _GrammarCheckedSampler._top guesses its cut from every 64th logit
+_TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+if _TOKEN_DATA.itemsize != ctypes.sizeof(llama_cpp.llama_token_data):  # the C struct changed
+    raise ImportError("llama_token_data is not (int32 id, float logit, float p) in this llama.cpp")
+
+
 class _GrammarCheckedSampler:
     """Samples like llama.cpp's own `common_sampler`: draw from the unconstrained chain first and
     keep the token if the grammar accepts it; only otherwise apply the grammar to the whole
@@ -306,38 +323,120 @@ class _GrammarCheckedSampler:
     against every token of the vocabulary (152k for Qwen) at every step; on 2 CPU cores that
     halves decoding speed. The result is the same kind of constrained sampling: every token
     kept is one the grammar allows.
+
+    The unconstrained draw does not hand the chain all 152k tokens either. The chain is
+    penalties (which only lower the logits of the last `penalty_last_n` tokens), then top-k, and
+    every sampler after top-k sees only the k tokens it keeps; so the chain picks the same
+    token from any candidates that include the `top_k + penalty_last_n` highest logits (a
+    token in the top k after the penalties is in the top k + P before them, P penalised tokens
+    being the only ones that move, and only down). Those go to the chain (`_top`, ~50 us), not
+    a 152k-entry copy of the logits that the chain's penalties and top-k walk through (~0.7 ms
+    a token on one core here). `keep` is that count, or None for a chain it does not hold for
+    (no top-k, greedy or mirostat sampling, a penalty that raises logits): then every draw is
+    over the whole vocabulary.
     """
 
-    def __init__(self, llama: llama_cpp.Llama, chain: Any, grammar: llama_cpp.LlamaGrammar) -> None:
-        from llama_cpp._internals import LlamaTokenDataArray
-
+    def __init__(
+        self,
+        llama: llama_cpp.Llama,
+        chain: Any,
+        grammar: llama_cpp.LlamaGrammar,
+        keep: int | None = None,
+    ) -> None:
         self._chain = chain  # llama_cpp._internals.LlamaSampler, without the grammar
         self._grammar = llama_cpp.llama_sampler_init_grammar(
             llama._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
         )
         if not self._grammar:
             raise ValueError("llama.cpp rejected the grammar")
-        self._n_vocab = llama.n_vocab()
-        self._candidates = LlamaTokenDataArray(n_vocab=self._n_vocab)
+        self._n_vocab = n_vocab = llama.n_vocab()
+        self._keep = keep if keep is not None and 0 < keep < n_vocab // 4 else None
+        self._data = np.zeros(n_vocab, dtype=_TOKEN_DATA)  # the candidates handed to llama.cpp
+        self._ids, self._logits, self._p = self._data["id"], self._data["logit"], self._data["p"]
+        self._all_ids = np.arange(n_vocab, dtype=np.intc)
+        self._array = llama_cpp.llama_token_data_array(
+            data=self._data.ctypes.data_as(llama_cpp.llama_token_data_p),
+            size=n_vocab,
+            selected=-1,
+            sorted=False,
+        )
+        self._array_ref = ctypes.byref(self._array)
+        self._views: dict[int, np.ndarray] = {}  # logits buffer address -> array over it
         self._one = (llama_cpp.llama_token_data * 1)()
         self._one_array = llama_cpp.llama_token_data_array(
             data=ctypes.cast(self._one, llama_cpp.llama_token_data_p), size=1, selected=-1
         )
         self.checked = 0
         self.resampled = 0
+        self.full_draws = 0  # unconstrained draws over the whole vocabulary (no cut found)
 
-    def _draw(self, logits: Any, constrained: bool) -> int:
-        cand = self._candidates
-        cand.copy_logits(logits)
-        cand.candidates.selected = -1
-        ref = ctypes.byref(cand.candidates)
-        if constrained:
-            llama_cpp.llama_sampler_apply(self._grammar, ref)
-        llama_cpp.llama_sampler_apply(self._chain.sampler, ref)
-        selected = cand.candidates.selected
-        if selected < 0 or selected >= cand.candidates.size:
+    def _logits_at(self, ctx: Any, idx: int) -> np.ndarray:
+        """llama.cpp's logits row, as an array over its buffer (made once per address: numpy's
+        as_array builds a ctypes type each call, ~0.2 ms)."""
+        address = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx.ctx, idx), ctypes.c_void_p).value
+        if not address:
+            raise RuntimeError("llama.cpp returned no logits")
+        view = self._views.get(address)
+        if view is None:
+            buffer = (ctypes.c_float * self._n_vocab).from_address(address)
+            view = self._views[address] = np.frombuffer(buffer, dtype=np.float32)
+        return view
+
+    def _top(self, logits: np.ndarray) -> np.ndarray | None:
+        """Ids of the `keep` highest logits (ties included), or None (no fast path, or no cut
+        found: NaN logits). A cut is guessed from every 64th logit (its 9th highest: about the
+        500th overall), checked to keep at least `keep` (else a deeper guess), and the few
+        hundred kept are partitioned for the exact keep-th. About 50 us for 152k logits."""
+        keep = self._keep
+        if keep is None:
+            return None
+        sample = logits[::_SAMPLE_STRIDE]
+        n = len(sample)
+        for rank in (8, 32, 128):
+            if rank >= n:
+                break
+            cut = np.partition(sample, n - 1 - rank)[n - 1 - rank]
+            ids = np.flatnonzero(logits >= cut)
+            if len(ids) >= keep:
+                kept = logits[ids]
+                kth = np.partition(kept, len(kept) - keep)[len(kept) - keep]
+                return ids[kept >= kth]
+        return None
+
+    def _apply(self, sampler: Any, size: int) -> int:
+        array = self._array
+        array.size = size
+        array.selected = -1
+        array.sorted = False
+        llama_cpp.llama_sampler_apply(sampler, self._array_ref)
+        selected = array.selected
+        if selected < 0 or selected >= array.size:
             raise RuntimeError("the sampler selected no token")
-        return int(cand.candidates.data[selected].id)
+        return int(self._ids[selected])
+
+    def _draw_all(self, logits: np.ndarray, constrained: bool) -> int:
+        """A draw over the whole vocabulary (with the grammar first when `constrained`)."""
+        self._ids[:] = self._all_ids
+        self._logits[:] = logits
+        self._p[:] = 0.0
+        if constrained:
+            self._array.size = self._n_vocab
+            self._array.selected = -1
+            self._array.sorted = False
+            llama_cpp.llama_sampler_apply(self._grammar, self._array_ref)
+        return self._apply(self._chain.sampler, self._n_vocab)
+
+    def _draw(self, logits: np.ndarray) -> int:
+        """The unconstrained chain's draw: over the top candidates where that is the same."""
+        ids = self._top(logits)
+        if ids is None:
+            self.full_draws += 1
+            return self._draw_all(logits, constrained=False)
+        n = len(ids)
+        self._ids[:n] = ids
+        self._logits[:n] = logits[ids]
+        self._p[:n] = 0.0
+        return self._apply(self._chain.sampler, n)
 
     def _allowed(self, token: int) -> bool:
         self._one[0].id = token
@@ -350,13 +449,12 @@ class _GrammarCheckedSampler:
         return self._one[0].logit != float("-inf")
 
     def sample(self, ctx: Any, idx: int = -1) -> int:
-        ptr = llama_cpp.llama_get_logits_ith(ctx.ctx, idx)
-        logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
-        token = self._draw(logits, constrained=False)
+        logits = self._logits_at(ctx, idx)
+        token = self._draw(logits)
         self.checked += 1
         if not self._allowed(token):
             self.resampled += 1
-            token = self._draw(logits, constrained=True)
+            token = self._draw_all(logits, constrained=True)
         llama_cpp.llama_sampler_accept(self._grammar, token)
         llama_cpp.llama_sampler_accept(self._chain.sampler, token)
         return token
@@ -372,28 +470,130 @@ class _GrammarCheckedSampler:
             self.close()
 
 
+def _top_candidates_suffice(llama: llama_cpp.Llama, kwargs: dict[str, Any]) -> int | None:
+    """How many of the highest logits the unconstrained chain `_init_sampler(**kwargs)` builds
+    needs to pick what it would pick from all of them (see _GrammarCheckedSampler), or None."""
+    top_k = kwargs.get("top_k", 40)
+    lowers_only = (
+        kwargs.get("repeat_penalty", 1.0) >= 1.0
+        and kwargs.get("frequency_penalty", 0.0) >= 0.0
+        and kwargs.get("presence_penalty", 0.0) >= 0.0
+    )
+    simple = (
+        kwargs.get("temp", 0.8) > 0.0
+        and kwargs.get("mirostat_mode", 0) == 0
+        and kwargs.get("logits_processor") is None
+    )
+    if not (top_k > 0 and lowers_only and simple):
+        return None
+    return int(top_k) + max(0, int(llama.last_n_tokens_size))
+
+
+class _PieceTokenizer:
+    """Tokenizes a rendered prompt piece by piece, each piece's tokens cached.
+
+    With special tokens parsed, llama.cpp first splits the text at every special token and
+    tokenizes the text between them on its own; so a prompt cut just before a special token
+    (the chat template's `<|im_start|>`, `<|im_end|>`, ...) tokenizes as its pieces do, one
+    after the other. A prompt is mostly the pieces of the last one (the system message, the
+    messages in view): only the new messages are tokenized again, not the whole window at
+    every count and call. `for_template` finds the template's control tokens and checks on
+    sample prompts that cutting before them gives exactly llama.cpp's tokens; where it does
+    not, prompts are tokenized whole.
+    """
+
+    def __init__(
+        self, tokenize: Callable[[str], list[int]], markers: Sequence[str], size: int = 2048
+    ) -> None:
+        self._tokenize = tokenize
+        self.markers = tuple(markers)
+        self._split = (
+            re.compile("(?=" + "|".join(re.escape(m) for m in self.markers) + ")").split
+            if self.markers
+            else None
+        )
+        self._size = size
+        self._cache: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_template(
+        cls, tokenize: Callable[[str], list[int]], samples: list[str], vocab: Any
+    ) -> _PieceTokenizer:
+        markers: dict[str, None] = {}
+        for sample in samples:
+            for token in tokenize(sample):
+                attr = llama_cpp.llama_vocab_get_attr(vocab, token)
+                if attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
+                    text = llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8", "replace")
+                    if text:
+                        markers[text] = None
+        pieces = cls(tokenize, list(markers))
+        if not markers or any(pieces(s) != tokenize(s) for s in samples):
+            logger.debug("tokenizing prompts whole: the template's pieces do not add up")
+            return cls(tokenize, ())
+        pieces._cache.clear()
+        return pieces
+
+    def __call__(self, text: str) -> list[int]:
+        if self._split is None or len(text) < 64:
+            return self._tokenize(text)
+        tokens: list[int] = []
+        cache = self._cache
+        for piece in self._split(text):
+            if not piece:
+                continue
+            with self._lock:
+                cached = cache.get(piece)
+                if cached is not None:
+                    cache.move_to_end(piece)
+            if cached is None:
+                cached = tuple(self._tokenize(piece))
+                with self._lock:
+                    cache[piece] = cached
+                    if len(cache) > self._size:
+                        cache.popitem(last=False)
+            tokens.extend(cached)
+        return tokens
+
+
 class _TextStream:
     """Hands the reply to a TextSink as it is generated, through llama-cpp-python's stopping
     criteria (called once a token, with the tokens evaluated so far): the reply and its usage
     figures stay those of a plain completion, and the sink can stop it. The criteria see each
     token once the next one is drawn, so `finish` sends the last piece."""
 
-    def __init__(self, llama: llama_cpp.Llama, n_prompt: int, sink: TextSink) -> None:
+    def __init__(
+        self, llama: llama_cpp.Llama, n_prompt: int, sink: TextSink, pieces: dict[int, bytes]
+    ) -> None:
         self._llama = llama
+        self._pieces = pieces  # shared by the client's streams: a token's bytes never change
         self._n_prompt = n_prompt
         self._sink = sink
         self._sent = ""
+        self._bytes = b""  # the reply so far: the bytes of its first `_done` tokens
+        self._done = 0
         self.stopped = False
 
     def criteria(self) -> llama_cpp.StoppingCriteriaList:
         return llama_cpp.StoppingCriteriaList([self._on_token])
 
     def _on_token(self, input_ids: Any, _logits: Any) -> bool:
-        generated = [int(t) for t in input_ids[self._n_prompt :]]
-        # "ignore" holds back a character whose bytes are not all generated yet
-        text = self._llama.detokenize(generated).decode("utf-8", "ignore")
-        self._send(text)
+        with timing.phase(timing.PHASE_STREAM):
+            # only the new tokens: a token's bytes do not depend on the tokens around it
+            # (detokenizing the whole reply at each token cost O(n^2) token_to_piece calls)
+            new = [int(t) for t in input_ids[self._n_prompt + self._done :]]
+            self._bytes += b"".join(map(self._piece, new))
+            self._done += len(new)
+            # "ignore" holds back a character whose bytes are not all generated yet
+            self._send(self._bytes.decode("utf-8", "ignore"))
         return self.stopped
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._llama.detokenize([token])
+        return piece
 
     def _send(self, text: str) -> None:
         if self.stopped or not text.startswith(self._sent) or len(text) == len(self._sent):
@@ -403,13 +603,15 @@ class _TextStream:
             self.stopped = True
 
     def finish(self, final_text: str) -> None:
-        self._send(final_text)
+        with timing.phase(timing.PHASE_STREAM):
+            self._send(final_text)
 
 
 class _Llama(llama_cpp.Llama):
     """llama_cpp.Llama with grammar-checked sampling (see _GrammarCheckedSampler)."""
 
     grammar_check_first = True
+    top_candidates_first = True  # False: the unconstrained draw over the whole vocabulary
     last_sampler: _GrammarCheckedSampler | None = None
 
     def _init_sampler(self, *args: Any, **kwargs: Any) -> Any:
@@ -417,7 +619,8 @@ class _Llama(llama_cpp.Llama):
         if grammar is None or args or not self.grammar_check_first:
             return super()._init_sampler(*args, grammar=grammar, **kwargs)
         chain = super()._init_sampler(grammar=None, **kwargs)
-        sampler = _GrammarCheckedSampler(self, chain, grammar)
+        keep = _top_candidates_suffice(self, kwargs) if self.top_candidates_first else None
+        sampler = _GrammarCheckedSampler(self, chain, grammar, keep)
         self.last_sampler = sampler
         return sampler
 
@@ -512,6 +715,9 @@ class LlamaClient:
         }
         self._lock = threading.RLock()
         self._counts = PromptCounts()
+        self._renders: OrderedDict[tuple[ChatMessage, ...], str] = OrderedDict()
+        self._renders_lock = threading.Lock()
+        self._pieces_of: dict[int, bytes] = {}  # token id -> its text's bytes (streaming)
         self._validated_grammars: set[str] = set()
         self.last_stats: GenerationStats | None = None
 
@@ -594,10 +800,31 @@ class LlamaClient:
                 if text and text not in stops:
                     stops.append(text)
         self._stop = stops
+        self._pieces = _PieceTokenizer(self._tokenize_text, ())
         try:
             self._render([PROBE_SYSTEM, PROBE_USER])
         except GenerationError as exc:
             raise ModelLoadError(f"the chat template of {self.model_path} fails: {exc}") from exc
+        self._pieces = _PieceTokenizer.for_template(self._tokenize_text, self._samples(), vocab)
+
+    def _samples(self) -> list[str]:
+        """Prompts rendered by the template, to find and check where tokenizing may split."""
+        conversations = [
+            [PROBE_SYSTEM, PROBE_USER],
+            [
+                ChatMessage("system", "You are Sam.\n\nTools:\nsend_message(message)  "),
+                ChatMessage("user", " Hi!  I'm Ada, 42 years old; naïve café 日本語 😀\n\n"),
+                ChatMessage("assistant", '{"thought": "Greet.", "tool": "send_message"}'),
+                ChatMessage("tool", '{"tool": "send_message", "status": "OK"}'),
+                ChatMessage("system", "[memory pressure] 71% full.\n"),
+                ChatMessage("user", "\tand <b>bold</b> </s> [INST] \\n end."),
+            ],
+        ]
+        samples = []
+        for messages in conversations:
+            with contextlib.suppress(GenerationError):  # a template may refuse some roles
+                samples.append(self._render(messages))
+        return samples
 
     # -- protocol --------------------------------------------------------------------------
 
@@ -630,29 +857,39 @@ class LlamaClient:
     ) -> Completion:
         check_request(messages, max_tokens)
         with self._lock:
-            prompt = self._render(messages)
-            n_prompt = len(self._prompt_tokens(prompt))
+            # the token ids, as llama-cpp-python makes them from the prompt text (mostly from
+            # the piece cache: the context builder has just counted this prompt)
+            tokens = self._prompt_tokens(self._render(messages))
+            n_prompt = len(tokens)
             check_fits(n_prompt, max_tokens, self.context_window)
             grammar = None if reply_schema is None else self._grammar(reply_schema)
             ctx = self._llama.ctx
             self._llama.last_sampler = None
             llama_cpp.llama_perf_context_reset(ctx)
-            stream = None if on_text is None else _TextStream(self._llama, n_prompt, on_text)
+            stream = (
+                None
+                if on_text is None
+                else _TextStream(self._llama, n_prompt, on_text, self._pieces_of)
+            )
             started = time.perf_counter()
-            try:
-                out = self._llama.create_completion(
-                    prompt=prompt,
-                    max_tokens=max_tokens,
-                    stop=list(self._stop),
-                    seed=self._seed,
-                    grammar=grammar,
-                    stopping_criteria=None if stream is None else stream.criteria(),
-                    **self._sampling,
-                )
-            except (RuntimeError, ValueError, OSError) as exc:
-                raise GenerationError(f"llama.cpp failed while generating: {exc}") from exc
-            wall = time.perf_counter() - started
-            perf = llama_cpp.llama_perf_context(ctx)
+            with timing.phase(timing.PHASE_MODEL):
+                try:
+                    out = self._llama.create_completion(
+                        prompt=tokens,  # a token list: llama-cpp-python adds no BOS/EOS to it
+                        max_tokens=max_tokens,
+                        stop=list(self._stop),
+                        seed=self._seed,
+                        grammar=grammar,
+                        stopping_criteria=None if stream is None else stream.criteria(),
+                        **self._sampling,
+                    )
+                except (RuntimeError, ValueError, OSError) as exc:
+                    raise GenerationError(f"llama.cpp failed while generating: {exc}") from exc
+                wall = time.perf_counter() - started
+                perf = llama_cpp.llama_perf_context(ctx)
+                # llama.cpp's own clocks: what is left of the phase is sampling and the loop
+                timing.attribute(timing.PHASE_PROMPT_EVAL, perf.t_p_eval_ms / 1000.0)
+                timing.attribute(timing.PHASE_GENERATION, perf.t_eval_ms / 1000.0)
             sampler = self._llama.last_sampler
         choice = out["choices"][0]  # type: ignore[index]
         usage = out["usage"]  # type: ignore[index]
@@ -681,9 +918,18 @@ class LlamaClient:
     # -- internals -------------------------------------------------------------------------
 
     def _render(self, messages: list[ChatMessage]) -> str:
+        """The prompt text; the newest renders are kept (a step renders the same window to
+        count it, to count it again once built, and to send it)."""
+        key = tuple(messages)
+        with self._renders_lock:
+            prompt = self._renders.get(key)
+            if prompt is not None:
+                self._renders.move_to_end(key)
+                return prompt
         payload = [{"role": m.role, "content": m.content} for m in messages]
         try:
-            prompt = self._formatter(messages=payload).prompt
+            with timing.phase(timing.PHASE_TEMPLATE):
+                prompt = self._formatter(messages=payload).prompt
         except Exception as exc:  # the template's raise_exception, jinja2 errors
             roles = ", ".join(m.role for m in messages)
             raise GenerationError(
@@ -691,15 +937,21 @@ class LlamaClient:
             ) from exc
         if self._prefix_ids and self._bos_text and prompt.startswith(self._bos_text):
             prompt = prompt[len(self._bos_text) :]  # llama-cpp-python adds the BOS token
+        with self._renders_lock:
+            self._renders[key] = prompt
+            if len(self._renders) > _RENDERS_KEPT:
+                self._renders.popitem(last=False)
         return prompt
 
     def _prompt_tokens(self, prompt: str) -> list[int]:
-        body = (
-            self._llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-            if prompt
-            else []
-        )
-        return [*self._prefix_ids, *body, *self._suffix_ids]
+        with timing.phase(timing.PHASE_TOKENIZE):
+            return [*self._prefix_ids, *self._pieces(prompt), *self._suffix_ids]
+
+    def _tokenize_text(self, text: str) -> list[int]:
+        """llama-cpp-python's tokenization of prompt text (special tokens parsed, no BOS)."""
+        if not text:
+            return []
+        return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def _grammar(self, schema: dict[str, Any]) -> llama_cpp.LlamaGrammar:
         grammar = compile_grammar(schema)

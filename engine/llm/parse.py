@@ -19,6 +19,12 @@ EXPECTED_FORMAT = (
 )
 _KNOWN_KEYS = ("thought", "tool", "arguments", "request_heartbeat")
 _FENCE_RE = re.compile(r"\A```[ \t]*(?:json|JSON)?[ \t]*\r?\n(?P<body>.*?)\r?\n?```\Z", re.DOTALL)
+# A reply nests at most this deep (the tools' arguments need 3 levels); deeper is junk, and
+# storing or showing it would run into Python's recursion limit.
+MAX_DEPTH = 32
+# What is left of a surrogate escape (\ud800) once JSON decoded it without its other half: not
+# a character, and not storable as UTF-8.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ReplyParseError(ValueError):
@@ -38,6 +44,37 @@ def _excerpt(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+def _json_excerpt(value: Any, limit: int = 60) -> str:
+    """A value as JSON, cut after `limit` characters: an error quotes the model's junk, and a
+    long quote would fill the context with it."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unusable_text(value: Any) -> str | None:
+    """Why `value` (a decoded reply) cannot be a tool call whatever its keys say: nested too
+    deeply, or a string (key or value) holding a lone surrogate. None when it is usable."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"The reply is nested more than {MAX_DEPTH} levels deep."
+        if isinstance(item, str):
+            lone = _LONE_SURROGATE.search(item)
+            if lone:
+                return (
+                    f"The reply holds the escape {ascii(lone.group())[1:-1]}, half of a "
+                    "surrogate pair without its other half, which is not a character. Write "
+                    "the character itself (or both halves of the pair)."
+                )
+        elif isinstance(item, dict):
+            stack.extend((k, depth + 1) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return None
+
+
 def parse_reply(text: str) -> ToolCall:
     """The ToolCall in `text`, one JSON object (surrounding whitespace and one ```json fence are
     tolerated; anything else around the object is not). Missing request_heartbeat means False,
@@ -50,6 +87,8 @@ def parse_reply(text: str) -> ToolCall:
         body = fence.group("body").strip()
     if not body:
         raise _fail("The reply was empty.")
+    if _LONE_SURROGATE.search(body):
+        raise _fail("The reply is not valid Unicode text (it holds a lone surrogate).")
 
     decoder = json.JSONDecoder(strict=False, parse_constant=_reject_constant)
     try:
@@ -58,8 +97,13 @@ def parse_reply(text: str) -> ToolCall:
         raise _fail(
             f"The reply is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
         ) from None
-    except ValueError as exc:  # NaN / Infinity
+    except ValueError as exc:  # NaN / Infinity, an integer of thousands of digits
         raise _fail(f"The reply is not valid JSON ({exc}).") from None
+    except RecursionError:
+        raise _fail(f"The reply is nested more than {MAX_DEPTH} levels deep.") from None
+    problem = _unusable_text(value)
+    if problem:
+        raise _fail(problem)
     trailing = body[end:].strip()
     if trailing:
         raise _fail(
@@ -74,7 +118,9 @@ def parse_reply(text: str) -> ToolCall:
 
     unknown = [k for k in value if k not in _KNOWN_KEYS]
     if unknown:
-        listed = ", ".join(json.dumps(k) for k in unknown)
+        listed = ", ".join(_json_excerpt(k) for k in unknown[:5])
+        if len(unknown) > 5:
+            listed += f" and {len(unknown) - 5} more"
         raise _fail(
             f'Unexpected key(s) {listed} at the top level; tool arguments go inside "arguments".'
         )
@@ -83,7 +129,7 @@ def parse_reply(text: str) -> ToolCall:
         raise _fail('The reply has no "tool" key naming the tool to call.')
     tool = value["tool"]
     if not isinstance(tool, str) or not tool.strip():
-        raise _fail(f'"tool" must be a non-empty string (a tool name), got {json.dumps(tool)}.')
+        raise _fail(f'"tool" must be a non-empty string (a tool name), got {_json_excerpt(tool)}.')
 
     arguments = value.get("arguments")
     if arguments is None:
@@ -98,7 +144,7 @@ def parse_reply(text: str) -> ToolCall:
     if heartbeat is None:
         heartbeat = False
     if not isinstance(heartbeat, bool):
-        raise _fail(f'"request_heartbeat" must be true or false, got {json.dumps(heartbeat)}.')
+        raise _fail(f'"request_heartbeat" must be true or false, got {_json_excerpt(heartbeat)}.')
 
     thought = value.get("thought")
     if thought is not None and not isinstance(thought, str):
@@ -109,6 +155,7 @@ def parse_reply(text: str) -> ToolCall:
     )
 
 
+_LENIENT = json.JSONDecoder(strict=False)  # raw newlines in strings, as parse_reply allows
 _SEND_MESSAGE_START = re.compile(
     r'"tool"\s*:\s*"send_message"\s*,\s*"arguments"\s*:\s*\{\s*"message"\s*:\s*"'
 )
@@ -138,15 +185,16 @@ class MessageStream:
                 return ""
             self._start = match.end()
         decoded = _decode_partial_string(self._raw[self._start :])
-        if len(decoded) <= len(self._shown):
-            return ""
+        if decoded is None or len(decoded) <= len(self._shown):
+            return ""  # None: not a JSON string after all (parse_reply will say so)
         added, self._shown = decoded[len(self._shown) :], decoded
         return added
 
 
-def _decode_partial_string(body: str) -> str:
+def _decode_partial_string(body: str) -> str | None:
     """The characters of a JSON string whose opening quote came before `body`, up to its
-    closing quote or up to the last whole escape sequence."""
+    closing quote or up to the last whole escape sequence. Raw control characters are taken
+    as parse_reply takes them; None when the text is not a JSON string (a bad escape)."""
     end = 0
     index = 0
     while index < len(body):
@@ -162,7 +210,11 @@ def _decode_partial_string(body: str) -> str:
         else:
             index += 1
         end = index
-    text = json.loads('"' + body[:end] + '"')
-    if text and "\ud800" <= text[-1] <= "\udbff":
-        text = text[:-1]  # the first half of a surrogate pair: wait for the second
-    return text
+    try:
+        text = _LENIENT.decode('"' + body[:end] + '"')
+    except ValueError:
+        return None
+    lone = _LONE_SURROGATE.search(text)
+    # The first half of a surrogate pair at the end: wait for the second. Anywhere else it is
+    # junk parse_reply refuses: the message shown stops there.
+    return text[: lone.start()] if lone else text

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.memory.search import HybridIndex, Page, paginate, vector_blob
+from engine.memory.vectors import VectorTable
 from engine.store.db import Store, now_iso
 
 PASSAGE_INDEX = HybridIndex(
     text_sql="SELECT p.id FROM passages_fts f JOIN passages p ON p.id = f.rowid"
-    " WHERE passages_fts MATCH ? AND p.agent_id = ? ORDER BY bm25(passages_fts) LIMIT 1000",
-    vector_table="passage_vectors",
+    " WHERE passages_fts MATCH ? AND p.agent_id = ?",
+    fts_table="passages_fts",
+    vectors=VectorTable("passage_vectors"),
 )
 
 
@@ -63,7 +66,7 @@ class ArchivalMemory:
                     (passage_id, text, " ".join(tag_list)),
                 )
                 conn.execute(
-                    "INSERT INTO passage_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                    PASSAGE_INDEX.vectors.insert_sql,
                     (passage_id, self.agent_id, vector),
                 )
                 ids.append(passage_id)
@@ -121,7 +124,7 @@ class ArchivalMemory:
             )
             conn.execute("DELETE FROM passage_vectors WHERE rowid = ?", (passage_id,))
             conn.execute(
-                "INSERT INTO passage_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                PASSAGE_INDEX.vectors.insert_sql,
                 (passage_id, self.agent_id, vector_blob(vector)),
             )
         return self.get(passage_id)
@@ -162,7 +165,11 @@ class ArchivalMemory:
 
     def page_of(self, ids: list[int], limit: int, page: int) -> tuple[Page, list[Passage]]:
         result = paginate(ids, limit, page)
-        return result, [self.get(i) for i in result.ids]
+        found = []
+        for i in result.ids:
+            with contextlib.suppress(KeyError):  # deleted since it was ranked (another thread)
+                found.append(self.get(i))
+        return result, found
 
 
 PART_CHARS = 1_000  # about 250 tokens: inside what the embedding model reads of a passage

@@ -55,11 +55,16 @@ class BlockTemplate:
     read_only: bool = False
 
 
+def _quoted(text: str, limit: int = 80) -> str:
+    """Text an error quotes, cut short: the error goes back to the model, whose junk may be long."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def check_label(label: str) -> str:
     """A block label as the prompt shows it (<label ...>): a short word."""
     if not _LABEL.fullmatch(label):
         raise CoreMemoryError(
-            f"a section name is a word of letters, digits, _ or - (at most 40), not {label!r}"
+            f"a section name is a word of letters, digits, _ or - (at most 40), not {_quoted(label)}"
         )
     return label
 
@@ -158,7 +163,7 @@ class CoreMemory(Mapping[str, str]):
             if block.label == label:
                 return block
         known = ", ".join(self) or "none"
-        raise KeyError(f"no core memory section {label!r} (sections: {known})")
+        raise KeyError(f"no core memory section {_quoted(label)} (sections: {known})")
 
     def render(self) -> str:
         """The blocks as the model sees them, with each block's size against its limit."""
@@ -243,7 +248,7 @@ class CoreMemory(Mapping[str, str]):
             raise CoreMemoryError("old_content is empty: give the exact text to replace")
         count = block.value.count(old)
         if count == 0:
-            raise CoreMemoryError(f"text not found in section {label!r}: {old!r}")
+            raise CoreMemoryError(f"text not found in section {label!r}: {_quoted(old)}")
         if count > 1:
             raise CoreMemoryError(
                 f"text occurs {count} times in section {label!r}; give a longer, unique old_content"
@@ -281,6 +286,13 @@ class CoreMemory(Mapping[str, str]):
         return block
 
     def _write(self, block: Block, value: str, actor: str) -> Block:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CoreMemoryError(
+                f"the text for section {block.label!r} holds characters that are not valid "
+                "Unicode text (a lone surrogate); nothing was changed"
+            ) from None
         if len(value) > block.limit:
             raise CoreMemoryError(
                 f"section {block.label!r} would hold {len(value)} characters, over its limit of "

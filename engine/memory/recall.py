@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from typing import Any
 
 from engine.memory.search import HybridIndex, Page, paginate, vector_blob
+from engine.memory.vectors import VectorTable
 from engine.store.db import Store, now_iso
 from engine.types import Message, Role
 
@@ -30,9 +32,9 @@ def searchable_text(content: str, tool_call: dict[str, Any] | None) -> str:
 # user and assistant messages only: tool results and system notes are not conversation
 MESSAGE_INDEX = HybridIndex(
     text_sql="SELECT m.id FROM messages_fts f JOIN messages m ON m.id = f.rowid"
-    " WHERE messages_fts MATCH ? AND m.agent_id = ? AND m.role IN ('user', 'assistant')"
-    " ORDER BY bm25(messages_fts) LIMIT 1000",
-    vector_table="message_vectors",
+    " WHERE messages_fts MATCH ? AND m.agent_id = ? AND m.role IN ('user', 'assistant')",
+    fts_table="messages_fts",
+    vectors=VectorTable("message_vectors"),
 )
 
 
@@ -91,7 +93,7 @@ class RecallMemory:
             message_id = conn.last_insert_rowid()
             if vector is not None:
                 conn.execute(
-                    "INSERT INTO message_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                    MESSAGE_INDEX.vectors.insert_sql,
                     (message_id, self.agent_id, vector_blob(vector)),
                 )
         return self.get(message_id)
@@ -177,4 +179,8 @@ class RecallMemory:
 
     def page_of(self, ids: list[int], limit: int, page: int) -> tuple[Page, list[Message]]:
         result = paginate(ids, limit, page)
-        return result, [self.get(i) for i in result.ids]
+        found = []
+        for i in result.ids:
+            with contextlib.suppress(KeyError):  # deleted since it was ranked (another thread)
+                found.append(self.get(i))
+        return result, found

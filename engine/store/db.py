@@ -17,6 +17,7 @@ import filelock
 import platformdirs
 import sqlite_vec
 
+from engine import timing
 from engine.errors import (
     ExtensionUnavailable,
     FileInUse,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+MMAP_BYTES = 1 << 31  # SQLite's default ceiling (SQLITE_MAX_MMAP_SIZE) caps it at about this
 # How long opening a file waits for another Memex to let go of it (one that is closing needs a
 # moment to finish its step and checkpoint) before saying the file is in use.
 IN_USE_WAIT_S = 3.0
@@ -67,9 +69,13 @@ class Store:
         self.path = Path(path)
         self._embedder = embedder
         self._lock = threading.RLock()
+        self._reader: apsw.Connection | None = None  # see committed_reads
+        self._reader_lock = threading.Lock()
+        self._closed = False
         real = self.path.resolve()  # a symlink's target: its folder and its lock
         _check_writable(self.path, real.parent)
         self._file_lock = _lock_file(self.path, real, wait_s)
+        beside = _sidecars_present(self.path)
         try:
             self.conn = _connect(self.path)
         except BaseException:
@@ -78,18 +84,24 @@ class Store:
         try:
             self.schema_version = _migrate(self.conn, self.path)
         except BaseException:
-            self.close()
+            try:
+                _close_refused(self.conn, self.path, beside)
+            finally:
+                self._closed = True
+                self._file_lock.release()
             raise
+        self.conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)  # accepted: tidy on close
 
     # -- transactions ------------------------------------------------------------------------
     @contextlib.contextmanager
     def atomic(self) -> Iterator[apsw.Connection]:
-        """A transaction (a savepoint when nested); rolled back on any exception."""
-        with self._lock, self.conn:
+        """A transaction (a savepoint when nested); rolled back on any exception. Its begin
+        and commit count as database time in a measured step (engine.timing)."""
+        with self._lock, timing.timed_transaction(self.conn):
             yield self.conn
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._lock, timing.phase(timing.PHASE_DATABASE):
             return list(self.conn.execute(sql, params))
 
     def query_one(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
@@ -110,9 +122,28 @@ class Store:
         """Embed with `embedder` from now on (new settings on the same file)."""
         self._embedder = embedder
 
+    @contextlib.contextmanager
+    def committed_reads(self) -> Iterator[apsw.Connection]:
+        """A second, read-only connection in one read transaction: it sees what is committed
+        and nothing of the open transaction of `conn` (a step's). For snapshots that must never
+        hold what may yet be rolled back (engine.memory.vectors); WAL lets it read while a
+        write is open. Serialised; raises StoreError once the store is closed."""
+        with self._reader_lock:
+            if self._reader is None:
+                if self._closed:
+                    raise StoreError(f"the memory file {self.path} is closed")
+                self._reader = _connect_reader(self.path)
+            with self._reader:
+                yield self._reader
+
     def close(self) -> None:
         with self._lock:
             try:
+                with self._reader_lock:
+                    self._closed = True
+                    if self._reader is not None:
+                        self._reader.close()
+                        self._reader = None
                 self.conn.close()
             finally:
                 self._file_lock.release()
@@ -167,10 +198,14 @@ def _lock_file(path: Path, real: Path, wait_s: float) -> filelock.BaseFileLock:
     # thread_local=False: the GUI opens the file on its engine thread and tests may close it
     # elsewhere; the lock belongs to the Store, not to a thread.
     # Named after the real file, so a symlink to it (or a relative path) meets the same lock. A
-    # hard link is another name for the same file and is not caught; SQLite's own locks still
-    # keep the file whole then.
+    # hard link is another name for the same file and is not caught, and SQLite does not save
+    # that case either: in WAL mode each name gets its own -wal and -shm, so two processes
+    # writing through two names lose commits. Opening one file under two hard-linked names at
+    # once is not supported.
+    # mode: readable by the user only, like the file it stands for (a new lock file; one left
+    # by an older Memex keeps its mode, and it is empty).
     lock = filelock.FileLock(
-        real.with_name(real.name + ".lock"), timeout=wait_s, thread_local=False
+        real.with_name(real.name + ".lock"), timeout=wait_s, thread_local=False, mode=0o600
     )
     try:
         lock.acquire()
@@ -186,6 +221,7 @@ def _lock_file(path: Path, real: Path, wait_s: float) -> filelock.BaseFileLock:
 
 def _connect(path: Path) -> apsw.Connection:
     existed = path.exists()
+    beside = _sidecars_present(path)
     try:
         conn = apsw.Connection(str(path))
     except apsw.Error as exc:
@@ -193,28 +229,89 @@ def _connect(path: Path) -> apsw.Connection:
     if not existed:
         with contextlib.suppress(OSError):
             os.chmod(path, 0o600)  # the user's memory is private
+    # Closing checkpoints the -wal into the file and deletes it; a file refused below (damaged,
+    # another program's, a newer Memex's) must be left byte for byte, its -wal included.
+    # Store turns this back off once the file is accepted.
+    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    conn.cursor_factory = timing.TimedCursor  # statements count as database time in a step
     _load_sqlite_vec(conn)
     try:
+        _refuse_another_programs_file(conn, path)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
+        # Reads through a memory map: re-scoring a vector search reads a thousand rows at
+        # random, 13 ms with read() calls against 2 ms mapped at 100k passages. The map is
+        # address space; the pages are the OS's file cache, shared and reclaimable.
+        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        _check_after_a_crash(conn, path)
     except apsw.BusyError as exc:
-        conn.close()
+        _close_refused(conn, path, beside)
         raise StoreError(f"{path} is in use by another Memex process; close it and retry") from exc
     except apsw.ReadOnlyError as exc:
-        conn.close()
+        _close_refused(conn, path, beside)
         raise StoreError(
             f"{path} cannot be written ({exc}): Memex writes every message to it. Make it "
             "writable, or choose another memory file (Settings, or --db PATH)."
         ) from exc
+    except StoreError:
+        _close_refused(conn, path, beside)
+        raise
     except (apsw.NotADBError, apsw.CorruptError) as exc:
-        conn.close()
+        _close_refused(conn, path, beside)
         raise StoreError(
             f"{path} is not a Memex database or is damaged ({exc}). Nothing was changed; "
             "restore it from a backup or open another file with --db PATH."
         ) from exc
+    return conn
+
+
+def _sidecars_present(path: Path) -> set[str]:
+    return {s for s in ("-wal", "-shm") if path.with_name(path.name + s).exists()}
+
+
+def _close_refused(conn: apsw.Connection, path: Path, present_before: set[str]) -> None:
+    """Close a connection to a refused file, leaving no -wal or -shm that was not there."""
+    conn.close()
+    for suffix in {"-wal", "-shm"} - present_before:
+        sidecar = path.with_name(path.name + suffix)
+        with contextlib.suppress(OSError):
+            if suffix == "-shm" or sidecar.stat().st_size == 0:
+                sidecar.unlink()
+
+
+def _refuse_another_programs_file(conn: apsw.Connection, path: Path) -> None:
+    """A SQLite file with tables but no schema_migrations belongs to another program: Memex
+    would add its tables to it and switch it to WAL."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and "schema_migrations" not in tables:
+        raise StoreError(
+            f"{path} is not a Memex database: it is another program's SQLite file (tables: "
+            f"{', '.join(sorted(tables)[:5])}). Nothing was changed; choose a Memex memory file "
+            "or a new file name (Settings, or --db PATH)."
+        )
+
+
+def _check_after_a_crash(conn: apsw.Connection, path: Path) -> None:
+    """A -wal left behind means Memex stopped without closing the file. SQLite then reads
+    the pages it holds over the file's, which can hide a file cut short (a copy made half-way,
+    a full disk): check the structure once before going on (raises CorruptError)."""
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return
+    problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        raise apsw.CorruptError("; ".join(problems))
+
+
+def _connect_reader(path: Path) -> apsw.Connection:
+    conn = apsw.Connection(str(path))
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    _load_sqlite_vec(conn)
+    conn.execute("PRAGMA query_only=1")
+    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     return conn
 
 
@@ -267,5 +364,11 @@ def _backup(conn: apsw.Connection, path: Path, version: int) -> None:
     """Copy an older file aside before upgrading it, so a failed upgrade loses nothing."""
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     backup = path.with_name(f"{path.name}.v{version}.bak")
+    copies = 1
+    while backup.exists():  # an earlier backup (of an earlier upgrade) is never overwritten
+        copies += 1
+        backup = path.with_name(f"{path.name}.v{version}.{copies}.bak")
     shutil.copy2(path, backup)
+    with contextlib.suppress(OSError):
+        os.chmod(backup, 0o600)  # a copy of the user's memory: private, whatever the file's mode
     log.info("backed up %s to %s before migrating", path, backup)

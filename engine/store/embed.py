@@ -12,6 +12,7 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
+from engine import timing
 from engine.errors import InvalidInput, ModelLoadError, models_hint
 from engine.llm.llama import available_cpus, route_native_log
 
@@ -55,13 +56,14 @@ class Embedder:
         """Embed `texts`: float32 array of shape (len(texts), dim), each row of unit length."""
         if isinstance(texts, str):
             raise InvalidInput("embed() takes a list of strings; use embed_one() for one string")
-        token_lists = [self.tokenize(t) for t in texts]
-        out = np.zeros((len(token_lists), self.dim), dtype=np.float32)
-        with self._lock:
-            self._require_open()
-            for start, stop in self._packs(token_lists):
-                out[start:stop] = self._encode(token_lists[start:stop])
-        return _normalise(out)
+        with timing.phase(timing.PHASE_EMBEDDING):  # model time in a step's timings
+            token_lists = [self.tokenize(t) for t in texts]
+            out = np.zeros((len(token_lists), self.dim), dtype=np.float32)
+            with self._lock:
+                self._require_open()
+                for start, stop in self._packs(token_lists):
+                    out[start:stop] = self._encode(token_lists[start:stop])
+            return _normalise(out)
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one text: float32 vector of shape (dim,) and unit length."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import apsw
 
-EMBEDDING_DIM = 384  # all-MiniLM-L6-v2; vec0 tables need a fixed width
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2: the width of every stored vector
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,56 @@ def _graph_and_sharing(conn: apsw.Connection) -> None:
     )
 
 
+def _vectors_table(table: str, owner: str) -> str:
+    """A plain table of one tier's embeddings (see _vectors_for_scale) and its rewrite count."""
+    return f"""
+        CREATE TABLE {table}_new (
+            id INTEGER PRIMARY KEY REFERENCES {owner}(id) ON DELETE CASCADE,
+            agent_id INTEGER NOT NULL,
+            embedding BLOB NOT NULL CHECK (length(embedding) = {EMBEDDING_DIM * 4}),
+            -- the sign of each dimension (48 bytes): the in-memory scan reads only these. A
+            -- plain column, not a generated one: SQLite reads a generated column's row even
+            -- through an index holding it, and loading the bits would read every vector.
+            bits BLOB NOT NULL CHECK (bits = vec_quantize_binary(embedding))
+        );
+        INSERT INTO {table}_new(id, agent_id, embedding, bits)
+            SELECT rowid, agent_id, embedding, vec_quantize_binary(embedding) FROM {table}
+            WHERE rowid IN (SELECT id FROM {owner});
+        DROP TABLE {table};
+        ALTER TABLE {table}_new RENAME TO {table};
+        -- covering: loading an agent's bits never reads the 1.5 KB vectors beside them
+        CREATE INDEX {table}_bits ON {table}(agent_id, id, bits);
+        CREATE TRIGGER {table}_ad AFTER DELETE ON {table} BEGIN
+            INSERT INTO vector_rewrites(tbl, agent_id, count) VALUES ('{table}', old.agent_id, 1)
+                ON CONFLICT (tbl, agent_id) DO UPDATE SET count = count + 1;
+        END;
+        CREATE TRIGGER {table}_au AFTER UPDATE ON {table} BEGIN
+            INSERT INTO vector_rewrites(tbl, agent_id, count) VALUES ('{table}', old.agent_id, 1)
+                ON CONFLICT (tbl, agent_id) DO UPDATE SET count = count + 1;
+        END;
+        """
+
+
+def _vectors_for_scale(conn: apsw.Connection) -> None:
+    # sqlite-vec's vec0 tables scan unvectorised float32 (48 ms a query at 100k passages with
+    # the PyPI wheel) and look one row up in about 70 us. The vectors move to plain tables:
+    # engine.memory.vectors scans their sign bits in memory and re-scores the best candidates
+    # exactly, which point lookups by primary key make cheap. Inserts append to the in-memory
+    # bits; a delete or an update counts in vector_rewrites, which tells the scan to reload.
+    conn.execute(
+        """
+        CREATE TABLE vector_rewrites (
+            tbl TEXT NOT NULL,
+            agent_id INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (tbl, agent_id)
+        ) WITHOUT ROWID;
+        """
+        + _vectors_table("message_vectors", "messages")
+        + _vectors_table("passage_vectors", "passages")
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "initial schema: agents, blocks, history, recall, archival, summaries", _initial_schema
@@ -191,6 +241,11 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "virtual context: pressure flag, summary chain", _virtual_context),
     Migration(
         3, "knowledge graph with time; who edited a shared block; review mark", _graph_and_sharing
+    ),
+    Migration(
+        4,
+        "vectors in plain tables with sign bits, for search at scale",
+        _vectors_for_scale,
     ),
 ]
 

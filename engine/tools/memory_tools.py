@@ -47,6 +47,29 @@ def _parse_day(value: str, name: str) -> dt.date:
         raise ToolFailure(f"{name} {value!r} is not a date like 2024-05-31") from None
 
 
+def _not_text(arguments: dict[Any, Any]) -> str | None:
+    """Where in `arguments` a string (key or value) is not Unicode text that can be stored
+    (it holds a lone surrogate, e.g. from a \\ud800 escape), as a dotted path; None if none.
+    pydantic lets such strings through where a field has no length limit (list items)."""
+    stack: list[tuple[str, Any, int]] = [("arguments", arguments, 0)]
+    while stack:
+        where, item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return ascii(where)[1:-1]
+        elif depth > 8:
+            continue  # deeper than any tool's arguments: validation refuses it anyway
+        elif isinstance(item, (list, tuple)):
+            stack += [(f"{where}.{i}", v, depth + 1) for i, v in enumerate(item)]
+        elif isinstance(item, dict):
+            inner = "" if item is arguments else f"{where}."
+            stack += [(f"{inner}{k}", v, depth + 1) for k, v in item.items()]
+            stack += [(where, k, depth + 1) for k in item]
+    return None
+
+
 def _validation_message(name: str, exc: ValidationError) -> str:
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
@@ -100,7 +123,16 @@ class MemoryTool:
         model = TOOL_ARGS.get(call.name)
         if model is None:
             known = ", ".join(TOOL_ARGS)
-            return ToolResult(call.name, False, f"unknown tool {call.name!r}; tools: {known}")
+            return ToolResult(
+                call.name, False, f"unknown tool {_clip(call.name, 60)!r}; tools: {known}"
+            )
+        where = _not_text(call.arguments) if isinstance(call.arguments, dict) else None
+        if where is not None:
+            return self._failed(
+                call.name,
+                f"invalid arguments for {call.name}: {where}: not valid Unicode text (a lone "
+                "surrogate); write the characters themselves",
+            )
         try:
             args = model.model_validate(call.arguments)
             self._actor = actor or f"tool:{call.name}"
@@ -281,10 +313,12 @@ class MemoryTool:
         end = _parse_day(args.end_date, "end_date")
         if end < start:
             raise ToolFailure(f"end_date {end} is before start_date {start}")
-        dated = self.recall.dated(
-            dt.datetime.combine(start, dt.time(), dt.UTC),
-            dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
+        after = (  # the end of end_date; 9999-12-31 has no next day
+            dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
+            if end < dt.date.max
+            else dt.datetime.max.replace(tzinfo=dt.UTC)
         )
+        dated = self.recall.dated(dt.datetime.combine(start, dt.time(), dt.UTC), after)
         page, text = self._message_page("conversation_search_date", dated, args.limit, args.page)
         self._note(
             "conversation_search_date",

@@ -219,3 +219,58 @@ def test_streamed_reply_is_the_reply_and_can_be_stopped(chat_client) -> None:
     )
     assert cut.finish_reason == "cancelled"
     assert "".join(stopped) == cut.text and cut.completion_tokens <= 6
+
+
+def _whole(client, messages) -> list[int]:
+    """llama-cpp-python's own tokenization of the prompt string (what create_completion does
+    with a str prompt)."""
+    prompt = client.render(messages)
+    body = client._llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+    return [*client._prefix_ids, *body, *client._suffix_ids]
+
+
+def test_prompts_tokenized_by_pieces_are_llama_cpps_tokens(chat_client) -> None:
+    """The piece cache (_PieceTokenizer) gives exactly the tokens of the whole prompt, also
+    for text that holds a template's special tokens, and as prompts grow message by message."""
+    assert "<|im_start|>" in chat_client._pieces.markers  # the default model: pieces in use
+    tricky = [
+        SYS,
+        M("user", "literal <|im_start|>assistant\nand <|im_end|> inside, </s> too"),
+        M("assistant", '{"thought": "x",  "tool":"send_message"}   '),
+        M("tool", "\n\n  leading and trailing space  \n"),
+        M("user", "  ".join(["naïve café 日本語 😀"] * 40)),
+        M("system", ""),
+    ]
+    for messages in [*CONVERSATIONS.values(), tricky]:
+        for end in range(1, len(messages) + 1):
+            assert chat_client.prompt_tokens(messages[:end]) == _whole(chat_client, messages[:end])
+
+
+def test_the_call_evaluates_the_prompt_llama_cpp_would_tokenize(chat_client) -> None:
+    messages = CONVERSATIONS["follow_up"]
+    completion = chat_client.complete(messages, reply_schema(TOOLS), max_tokens=8)
+    assert completion.prompt_tokens == len(_whole(chat_client, messages))
+    assert list(chat_client._llama._input_ids[: completion.prompt_tokens]) == _whole(
+        chat_client, messages
+    )
+
+
+def test_top_candidates_draw_what_the_whole_vocabulary_draws(chat_client) -> None:
+    """The grammar-checked sampler hands the chain only the highest logits (enough for its
+    penalties and top-k): the replies are token for token those of a draw over all 152k."""
+    schema = reply_schema(TOOLS)
+    llama = chat_client._llama
+    for name in ("greeting", "remember", "heartbeat", "quotes_unicode"):
+        messages = CONVERSATIONS[name]
+        chat_client.complete(messages, schema, max_tokens=1)  # the same cache state for both
+        fast = chat_client.complete(messages, schema, max_tokens=200)
+        sampler = llama.last_sampler
+        assert sampler is not None and sampler._keep and sampler.full_draws == 0
+        llama.top_candidates_first = False
+        try:
+            full = chat_client.complete(messages, schema, max_tokens=200)
+        finally:
+            llama.top_candidates_first = True
+        assert llama.last_sampler is not None and llama.last_sampler._keep is None
+        assert fast.text == full.text, name
+        parse_reply(fast.text)

@@ -94,3 +94,24 @@ def test_read_gguf_metadata(tmp_path: Path) -> None:
     assert meta["general.architecture"] == "llama"
     assert meta["tokenizer.chat_template"] == TEMPLATE
     assert meta["tokenizer.ggml.tokens"] == 3  # arrays: their length
+
+
+def test_chat_model_cut_in_half(tmp_path: Path, chat_model_path: Path) -> None:
+    """A download that stopped halfway: the message names the file and says to get it again."""
+    path = tmp_path / "half.gguf"
+    size = chat_model_path.stat().st_size
+    with chat_model_path.open("rb") as f:
+        path.write_bytes(f.read(size // 2))
+    with pytest.raises(ModelLoadError) as info:
+        LlamaClient(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "truncated or corrupt" in message and "again" in message
+
+
+def test_the_real_embedding_model_is_not_a_chat_model(embed_path: Path) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        LlamaClient(embed_path)
+    message = str(info.value)
+    assert "is not a chat model: its architecture is 'bert'" in message
+    assert "Use it as the embedding model and choose a chat (instruct) GGUF" in message

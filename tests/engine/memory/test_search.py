@@ -99,3 +99,37 @@ def test_archival_update_reindexes_text_tags_and_vector(store) -> None:
     assert archival.search("boat")[1][0].id == pid
     assert [p.id for p in archival.recent(10)] == [other, pid]
     assert store.query_one("SELECT count(*) FROM passage_vectors")[0] == 2
+
+
+def test_common_words_are_left_out_of_bm25_when_rarer_ones_are_there(store, monkeypatch) -> None:
+    import engine.memory.search as search
+
+    monkeypatch.setattr(search, "TEXT_DOCUMENT_BUDGET", 20)
+    agent_id = _agent(store)
+    archive = ArchivalMemory(store, agent_id)
+    filler = [f"the meeting number {i} was about the budget" for i in range(40)]
+    archive.insert_many([*filler, "the zebra escaped from the zoo"])
+    words, rankable = search.selective_words(store, "passages_fts", ["the", "zebra", "budget"])
+    assert (words, rankable) == (["zebra"], True)  # "budget" (40) would pass the budget
+    text_hits = archival_text_hits(store, agent_id, "the zebra budget")
+    assert [archive.get(i).text for i in text_hits] == ["the zebra escaped from the zoo"]
+
+
+def test_a_query_of_common_words_only_finds_the_newest_documents_holding_them(
+    store, monkeypatch
+) -> None:
+    import engine.memory.search as search
+
+    monkeypatch.setattr(search, "TEXT_DOCUMENT_BUDGET", 5)
+    monkeypatch.setattr(search, "TEXT_HITS", 3)
+    agent_id = _agent(store)
+    archive = ArchivalMemory(store, agent_id)
+    ids = archive.insert_many([f"the note {i}" for i in range(10)])
+    assert search.selective_words(store, "passages_fts", ["the"]) == (["the"], False)
+    assert archival_text_hits(store, agent_id, "the") == ids[::-1][:3]
+
+
+def archival_text_hits(store, agent_id: int, query: str) -> list[int]:
+    from engine.memory.archival import PASSAGE_INDEX
+
+    return PASSAGE_INDEX._text_hits(store, agent_id, query)
