@@ -170,6 +170,8 @@ class MessageStream:
         self._raw = ""
         self._start: int | None = None
         self._shown = ""
+        self._scanned = 0  # how much of the message body _whole_prefix has read (see there)
+        self._closed = False
 
     @property
     def text(self) -> str:
@@ -177,31 +179,34 @@ class MessageStream:
         return self._shown
 
     def feed(self, piece: str) -> str:
-        """Add reply text; returns the message text it adds ("" when none)."""
+        """Add reply text; returns the message text it adds ("" when none). Each call reads
+        only what is new: a reply streams in linear time, not quadratic."""
         self._raw += piece
+        if self._closed:
+            return ""
         if self._start is None:
-            match = _SEND_MESSAGE_START.search(self._raw)
+            key = self._raw.rfind('"tool"')  # the last: a thought can quote the key too
+            match = _SEND_MESSAGE_START.match(self._raw, key) if key >= 0 else None
             if match is None:
                 return ""
             self._start = match.end()
-        decoded = _decode_partial_string(self._raw[self._start :])
+        body = self._raw[self._start :]
+        self._scanned, self._closed = _whole_prefix(body, self._scanned)
+        decoded = _decode_body(body[: self._scanned])
         if decoded is None or len(decoded) <= len(self._shown):
             return ""  # None: not a JSON string after all (parse_reply will say so)
         added, self._shown = decoded[len(self._shown) :], decoded
         return added
 
 
-def _decode_partial_string(body: str) -> str | None:
-    """The characters of a JSON string whose opening quote came before `body`, up to its
-    closing quote or up to the last whole escape sequence. Raw control characters are taken
-    as parse_reply takes them; None when the text is not a JSON string (a bad escape)."""
-    end = 0
-    index = 0
+def _whole_prefix(body: str, index: int) -> tuple[int, bool]:
+    """From `index` (the end of a whole prefix found before), the end of the longest prefix of
+    `body` that holds no part of an escape sequence, and whether the string's closing quote
+    ends it."""
     while index < len(body):
         char = body[index]
         if char == '"':
-            end = index
-            break
+            return index, True
         if char == "\\":
             width = 6 if body[index + 1 : index + 2] == "u" else 2
             if index + width > len(body):
@@ -209,9 +214,14 @@ def _decode_partial_string(body: str) -> str | None:
             index += width
         else:
             index += 1
-        end = index
+    return index, False
+
+
+def _decode_body(body: str) -> str | None:
+    """The characters of a JSON string body (no quotes, whole escapes); None when it is not
+    one (a bad escape). Raw control characters are taken as parse_reply takes them."""
     try:
-        text = _LENIENT.decode('"' + body[:end] + '"')
+        text = _LENIENT.decode('"' + body + '"')
     except ValueError:
         return None
     lone = _LONE_SURROGATE.search(text)
