@@ -267,7 +267,8 @@ def report(
         f"{meta['when']} · {meta['machine']} · {meta['queries']} held-out real sentences as"
         f" queries (their first {QUERY_WORDS} words) · passages: {meta['real']:,} real sentences with real MiniLM embeddings,"
         " past that two real sentences each (vector: the normalised sum of theirs; cosine to"
-        f" the real embedding of the pair {meta['fidelity']:.3f} on average)",
+        f" the real embedding of the pair {meta['fidelity']:.3f} on average) · each search"
+        " timed once, in the first pass after the file is opened (its memory map still cold)",
         "",
         "| passages | archival_memory_search p50 / p95 ms | query embedding ms | BM25 p50 / p95 ms"
         " | nearest vectors p50 / p95 ms | recall@10 (min) | vec0 KNN ms | NumPy f32 ms"

@@ -179,8 +179,9 @@ class MessageStream:
         return self._shown
 
     def feed(self, piece: str) -> str:
-        """Add reply text; returns the message text it adds ("" when none). Each call reads
-        only what is new: a reply streams in linear time, not quadratic."""
+        """Add reply text; returns the message text it adds ("" when none). The Python scan of
+        the message reads only what is new; the JSON decoding (in C) reads the message again,
+        which is microseconds for a reply's few thousand characters."""
         self._raw += piece
         if self._closed:
             return ""

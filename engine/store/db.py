@@ -238,6 +238,7 @@ def _connect(path: Path) -> apsw.Connection:
     _load_sqlite_vec(conn)
     try:
         _refuse_another_programs_file(conn, path)
+        _refuse_a_newer_memex_file(conn, path)  # before WAL: switching rewrites the header
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -294,6 +295,24 @@ def _refuse_another_programs_file(conn: apsw.Connection, path: Path) -> None:
         )
 
 
+def _refuse_a_newer_memex_file(conn: apsw.Connection, path: Path) -> None:
+    """A file whose schema is newer than this Memex knows (read without writing a byte)."""
+    has_versions = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if has_versions:
+        version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+        _refuse_newer_than_latest(version or 0, path)
+
+
+def _refuse_newer_than_latest(version: int, path: Path) -> None:
+    if version > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"{path} was written by a newer Memex (schema v{version}; this one knows up to "
+            f"v{LATEST_VERSION}). Upgrade Memex to open it; the file was not changed."
+        )
+
+
 def _check_after_a_crash(conn: apsw.Connection, path: Path) -> None:
     """A -wal left behind means Memex stopped without closing the file. SQLite then reads
     the pages it holds over the file's, which can hide a file cut short (a copy made half-way,
@@ -341,11 +360,7 @@ def _migrate(conn: apsw.Connection, path: Path) -> int:
     """Bring the file up to LATEST_VERSION; refuse a file written by a newer Memex."""
     with conn:
         version = _current_version(conn)
-    if version > LATEST_VERSION:
-        raise SchemaTooNew(
-            f"{path} was written by a newer Memex (schema v{version}; this one knows up to "
-            f"v{LATEST_VERSION}). Upgrade Memex to open it; the file was not changed."
-        )
+    _refuse_newer_than_latest(version, path)
     pending = [m for m in MIGRATIONS if m.version > version]
     if pending and version > 0:
         _backup(conn, path, version)

@@ -144,6 +144,18 @@ def test_a_file_from_a_newer_memex_is_refused_and_left_as_it_was(tmp_path: Path,
     refused(path, embedder, SchemaTooNew, "written by a newer Memex", "Upgrade Memex to open it")
 
 
+def test_a_newer_file_in_rollback_journal_mode_is_refused_and_left_as_it_was(
+    tmp_path: Path, embedder
+) -> None:
+    """Switching a file to WAL rewrites its header: a newer Memex's file that is not in WAL
+    mode (a newer Memex's choice, or `PRAGMA journal_mode=DELETE` by hand) is refused first."""
+    path = newer_file(tmp_path / "memex.db", embedder)
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA journal_mode=DELETE").fetchall()
+    conn.close()
+    refused(path, embedder, SchemaTooNew, "written by a newer Memex")
+
+
 # -- what db.py once got wrong: the -wal of a refused file, damage a -wal hides, other programs' files
 
 
