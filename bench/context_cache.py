@@ -33,6 +33,7 @@ from typing import Any
 
 import llama_cpp
 
+from bench.clients import PassedOn
 from bench.report import write_section
 from engine import MemGPTAgent, Persona, open_store
 from engine.llm.base import Completion
@@ -76,7 +77,7 @@ class CallRecord:
 
 
 @dataclass
-class ForcedReplyClient:
+class ForcedReplyClient(PassedOn):
     """A real llama.cpp model whose replies are scripted: the prompt is evaluated with the same
     prefix reuse llama-cpp-python's generate() does, then the reply's tokens are evaluated as
     if sampled. Counting and rendering are the real client's."""
@@ -89,26 +90,12 @@ class ForcedReplyClient:
     _previous_step_prompt: list[int] = field(default_factory=list)
     _turn_of: ForcedReplyClient | None = None  # a side client reads the turn from its owner
 
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
     def side_client(self) -> ForcedReplyClient:
         """Summaries in a second context, as with LlamaClient; recorded in the same list."""
         side = ForcedReplyClient(self.inner.side_client(), self.reset_each_call)
         side.records = self.records
         side._turn_of = self
         return side
-
-    @property
-    def context_window(self) -> int:
-        return self.inner.context_window
-
-    def count_tokens(self, messages: list[ChatMessage]) -> int:
-        return self.inner.count_tokens(messages)
-
-    def count_message_tokens(self, message: ChatMessage) -> int:
-        return self.inner.count_message_tokens(message)
 
     def complete(
         self, messages: list[ChatMessage], reply_schema: dict[str, Any] | None, max_tokens: int

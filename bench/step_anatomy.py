@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import platformdirs
 
+from bench.clients import PassedOn
 from bench.report import write_section
 from engine import MemGPTAgent, Persona
 from engine.llm.base import Completion, TextSink
@@ -291,25 +292,14 @@ def memory_file(messages: int, passages: int, llm: LlamaClient, embedder: Embedd
 
 
 # -- the steps ---------------------------------------------------------------------------------
-class Steered:
+class Steered(PassedOn):
     """The real client; each model call's grammar is narrowed to the tool the plan names next
     (the model still writes the whole reply). Everything else is the real client's."""
 
     def __init__(self, inner: LlamaClient) -> None:
         self.inner = inner
-        self.name = inner.name
         self.plan: list[str] = []
         self._schemas = {s.name: reply_schema([s]) for s in tool_specs()}
-
-    @property
-    def context_window(self) -> int:
-        return self.inner.context_window
-
-    def count_tokens(self, messages: list[ChatMessage]) -> int:
-        return self.inner.count_tokens(messages)
-
-    def count_message_tokens(self, message: ChatMessage) -> int:
-        return self.inner.count_message_tokens(message)
 
     def side_client(self) -> LlamaClient:
         return self.inner.side_client()

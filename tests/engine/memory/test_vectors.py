@@ -194,38 +194,34 @@ def test_a_file_of_schema_v3_keeps_its_vectors_in_the_new_tables(
 ) -> None:
     """Vectors written into sqlite-vec's vec0 tables (schema v3) move to the plain tables whole,
     for messages and passages; the upgrade backs the file up first."""
-    import engine.store.db as db
     from engine.memory.recall import MESSAGE_INDEX
-    from engine.store.migrations import MIGRATIONS
+    from tests.engine.store.old_memex import older_memex
 
     path = tmp_path / "old.db"
     rows = _unit(np.random.default_rng(10), 3)
-    with monkeypatch.context() as old_memex:
-        old_memex.setattr(db, "MIGRATIONS", MIGRATIONS[:3])
-        old_memex.setattr(db, "LATEST_VERSION", 3)
-        with open_store(path, embedder=embedder) as store:
-            agent = _agent(store)
-            with store.atomic() as conn:
-                conn.execute("INSERT INTO sessions(agent_id, started_at) VALUES (?, 'x')", (agent,))
-                for i, row in enumerate(rows, start=1):
-                    conn.execute(
-                        "INSERT INTO passages(agent_id, text, embedding_model, created_at)"
-                        " VALUES (?, ?, 'm', 'x')",
-                        (agent, f"passage {i}"),
-                    )
-                    conn.execute(
-                        "INSERT INTO passage_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
-                        (i, agent, vector_blob(row)),
-                    )
-                    conn.execute(
-                        "INSERT INTO messages(agent_id, session_id, role, content, search_text,"
-                        " token_count, created_at) VALUES (?, 1, 'user', 'hi', 'hi', 1, 'x')",
-                        (agent,),
-                    )
-                    conn.execute(
-                        "INSERT INTO message_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
-                        (i, agent, vector_blob(-row)),
-                    )
+    with older_memex(monkeypatch, 3), open_store(path, embedder=embedder) as store:
+        agent = _agent(store)
+        with store.atomic() as conn:
+            conn.execute("INSERT INTO sessions(agent_id, started_at) VALUES (?, 'x')", (agent,))
+            for i, row in enumerate(rows, start=1):
+                conn.execute(
+                    "INSERT INTO passages(agent_id, text, embedding_model, created_at)"
+                    " VALUES (?, ?, 'm', 'x')",
+                    (agent, f"passage {i}"),
+                )
+                conn.execute(
+                    "INSERT INTO passage_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                    (i, agent, vector_blob(row)),
+                )
+                conn.execute(
+                    "INSERT INTO messages(agent_id, session_id, role, content, search_text,"
+                    " token_count, created_at) VALUES (?, 1, 'user', 'hi', 'hi', 1, 'x')",
+                    (agent,),
+                )
+                conn.execute(
+                    "INSERT INTO message_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                    (i, agent, vector_blob(-row)),
+                )
     with open_store(path, embedder=embedder) as store:
         assert store.schema_version >= 4
         assert (tmp_path / "old.db.v3.bak").exists()

@@ -24,6 +24,7 @@ from engine.errors import SchemaTooNew, StoreError
 from engine.llm.scripted import ScriptedClient, call
 from engine.store.db import Store, open_store
 from engine.store.migrations import LATEST_VERSION, MIGRATIONS
+from tests.engine.store.old_memex import add_sam, older_memex
 
 DAMAGED = "is not a Memex database or is damaged"
 WHAT_TO_DO = "restore it from a backup or open another file with --db PATH"
@@ -202,19 +203,12 @@ def test_another_programs_sqlite_file_is_refused_and_left_as_it_was(
 
 def older_file(path: Path, embedder, monkeypatch: pytest.MonkeyPatch, version: int = 2) -> Path:
     """A file as Memex at schema `version` wrote it, with an agent and what it remembers."""
-    with monkeypatch.context() as old_memex:
-        old_memex.setattr(db, "MIGRATIONS", MIGRATIONS[:version])
-        old_memex.setattr(db, "LATEST_VERSION", version)
-        with open_store(path, embedder=embedder) as store, store.atomic() as conn:
-            conn.execute(
-                "INSERT INTO agents(name, persona_json, created_at)"
-                ' VALUES (\'sam\', \'{"name": "Sam", "description": "d"}\', \'2026-01-01\')'
-            )
-            conn.execute(
-                "INSERT INTO blocks(label, value, char_limit, created_at, updated_at)"
-                " VALUES ('human', 'Name: Ada.', 100, '2026-01-01', '2026-01-01')"
-            )
-            conn.execute("INSERT INTO agent_blocks VALUES (1, 1, 'human', 0)")
+    with (
+        older_memex(monkeypatch, version),
+        open_store(path, embedder=embedder) as store,
+        store.atomic() as conn,
+    ):
+        add_sam(conn)
     return path
 
 

@@ -14,6 +14,7 @@ import pytest
 from engine.errors import FileInUse, SchemaTooNew, StoreError
 from engine.store.db import Store, open_store
 from engine.store.migrations import LATEST_VERSION
+from tests.engine.store.old_memex import add_sam, older_memex
 
 
 def test_fresh_file_is_migrated_and_recorded(store: Store) -> None:
@@ -191,27 +192,15 @@ def test_a_file_of_schema_v2_upgrades_to_the_graph_and_keeps_everything(
 ) -> None:
     """A file written before the knowledge graph (schema v2): the upgrade backs it up, keeps
     every message and edit, and the old agent gets facts, shared blocks and reviews."""
-    import engine.store.db as db
     from engine import MemGPTAgent
     from engine.llm.scripted import ScriptedClient
-    from engine.store.migrations import MIGRATIONS
 
     path = tmp_path / "old.db"
-    with monkeypatch.context() as old_memex:
-        old_memex.setattr(db, "MIGRATIONS", MIGRATIONS[:2])
-        old_memex.setattr(db, "LATEST_VERSION", 2)
+    with older_memex(monkeypatch, 2):
         store = open_store(path, embedder=embedder)
         assert store.query("SELECT name FROM sqlite_master WHERE name = 'facts'") == []
         with store.atomic() as conn:  # what a v2 Memex wrote: an agent, a block, an edit
-            conn.execute(
-                "INSERT INTO agents(name, persona_json, created_at)"
-                ' VALUES (\'sam\', \'{"name": "Sam", "description": "d"}\', \'2026-01-01\')'
-            )
-            conn.execute(
-                "INSERT INTO blocks(label, value, char_limit, created_at, updated_at)"
-                " VALUES ('human', 'Name: Ada.', 100, '2026-01-01', '2026-01-01')"
-            )
-            conn.execute("INSERT INTO agent_blocks VALUES (1, 1, 'human', 0)")
+            add_sam(conn)
             conn.execute(
                 "INSERT INTO block_history(block_id, before, after, actor, created_at)"
                 " VALUES (1, '', 'Name: Ada.', 'tool:core_memory_append', '2026-01-01')"
