@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
+from engine.store.migrations import EMBEDDING_DIM
+
 SEED = 20261125
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _ROFF_REQUEST = re.compile(r"^\.\S+.*$", re.MULTILINE)
@@ -108,7 +110,7 @@ def embedded_sentences(n: int, embedder: object, batch: int = 512) -> tuple[list
     texts = text_file.read_text().splitlines()
     if n > len(texts):
         raise SystemExit(f"only {len(texts)} real sentences on this machine; asked for {n}")
-    dim = 384
+    dim = EMBEDDING_DIM
     have = vector_file.stat().st_size // (4 * dim) if vector_file.exists() else 0
     if have < n:
         with vector_file.open("ab") as out:

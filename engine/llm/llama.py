@@ -800,7 +800,6 @@ class LlamaClient:
                 if text and text not in stops:
                     stops.append(text)
         self._stop = stops
-        self._pieces = _PieceTokenizer(self._tokenize_text, ())
         try:
             self._render([PROBE_SYSTEM, PROBE_USER])
         except GenerationError as exc:

@@ -33,10 +33,13 @@ _BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memex-query-embe
 
 def fts_query(text: str) -> str | None:
     """A safe FTS5 MATCH expression: every word quoted, any word may match (OR)."""
-    words = _WORD.findall(text.lower())
-    if not words:
-        return None
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+    words = list(dict.fromkeys(_WORD.findall(text.lower())))
+    return _any_of(words) if words else None
+
+
+def _any_of(words: Sequence[str]) -> str:
+    """An FTS5 MATCH expression for any of `words`, each quoted (no FTS5 syntax gets through)."""
+    return " OR ".join(f'"{w}"' for w in words)
 
 
 def selective_words(store: Store, fts_table: str, words: Sequence[str]) -> tuple[list[str], bool]:
@@ -140,7 +143,7 @@ class HybridIndex:
         words, rankable = selective_words(store, self.fts_table, _WORD.findall(query.lower()))
         if not words:
             return []
-        match = " OR ".join(f'"{w}"' for w in words)
+        match = _any_of(words)
         # past the budget even for its rarest word, BM25 would score a large part of the
         # memory: the newest documents holding the word come first instead
         order = f"bm25({self.fts_table})" if rankable else "f.rowid DESC"

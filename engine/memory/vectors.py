@@ -39,12 +39,12 @@ import numpy as np
 
 from engine.errors import StoreError
 from engine.llm.llama import available_cpus
+from engine.store.migrations import EMBEDDING_DIM
 
 if TYPE_CHECKING:
     from engine.store.db import Store
 
-WORDS = 6  # 64-bit words of bits per vector (384 dimensions)
-BITS_BYTES = WORDS * 8
+WORDS = EMBEDDING_DIM // 64  # 64-bit words of sign bits per vector
 
 # Candidates re-scored exactly: 5 per neighbour wanted, at least 500, and twice the square root
 # of the rows (recall grows with it). Measured on real MiniLM embeddings of real sentences
@@ -255,7 +255,7 @@ def _count_differing(
 ) -> None:
     per_word = np.bitwise_count(bits[start:stop] ^ query_bits)  # (rows, WORDS) uint8
     total = per_word[:, 0].astype(np.uint16)
-    for word in range(1, WORDS):  # six adds: faster than sum(axis=1) over a 6-wide axis
+    for word in range(1, WORDS):  # WORDS adds: faster than sum(axis=1) over so narrow an axis
         total += per_word[:, word]
     out[start:stop] = total
 

@@ -77,7 +77,7 @@ class Store:
         self._file_lock = _lock_file(self.path, real, wait_s)
         beside = _sidecars_present(self.path)
         try:
-            self.conn = _connect(self.path)
+            self.conn = _connect(self.path, beside)
         except BaseException:
             self._file_lock.release()
             raise
@@ -219,9 +219,9 @@ def _lock_file(path: Path, real: Path, wait_s: float) -> filelock.BaseFileLock:
     return lock
 
 
-def _connect(path: Path) -> apsw.Connection:
+def _connect(path: Path, beside: set[str]) -> apsw.Connection:
+    """Open and tune the file; `beside` are its -wal/-shm found before (see _close_refused)."""
     existed = path.exists()
-    beside = _sidecars_present(path)
     try:
         conn = apsw.Connection(str(path))
     except apsw.Error as exc:
@@ -237,8 +237,7 @@ def _connect(path: Path) -> apsw.Connection:
     conn.cursor_factory = timing.TimedCursor  # statements count as database time in a step
     _load_sqlite_vec(conn)
     try:
-        _refuse_another_programs_file(conn, path)
-        _refuse_a_newer_memex_file(conn, path)  # before WAL: switching rewrites the header
+        _refuse_files_not_ours(conn, path)  # before WAL: switching rewrites the header
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -283,9 +282,10 @@ def _close_refused(conn: apsw.Connection, path: Path, present_before: set[str]) 
                 sidecar.unlink()
 
 
-def _refuse_another_programs_file(conn: apsw.Connection, path: Path) -> None:
-    """A SQLite file with tables but no schema_migrations belongs to another program: Memex
-    would add its tables to it and switch it to WAL."""
+def _refuse_files_not_ours(conn: apsw.Connection, path: Path) -> None:
+    """Refuse, reading only, a file Memex must not change: another program's SQLite file (tables
+    but no schema_migrations: Memex would add its tables and switch it to WAL) or a newer
+    Memex's (switching to WAL alone would rewrite its header)."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if tables and "schema_migrations" not in tables:
         raise StoreError(
@@ -293,14 +293,7 @@ def _refuse_another_programs_file(conn: apsw.Connection, path: Path) -> None:
             f"{', '.join(sorted(tables)[:5])}). Nothing was changed; choose a Memex memory file "
             "or a new file name (Settings, or --db PATH)."
         )
-
-
-def _refuse_a_newer_memex_file(conn: apsw.Connection, path: Path) -> None:
-    """A file whose schema is newer than this Memex knows (read without writing a byte)."""
-    has_versions = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone()
-    if has_versions:
+    if tables:
         version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
         _refuse_newer_than_latest(version or 0, path)
 
@@ -357,10 +350,9 @@ def _current_version(conn: apsw.Connection) -> int:
 
 
 def _migrate(conn: apsw.Connection, path: Path) -> int:
-    """Bring the file up to LATEST_VERSION; refuse a file written by a newer Memex."""
+    """Bring the file up to LATEST_VERSION (a newer Memex's file was refused by _connect)."""
     with conn:
         version = _current_version(conn)
-    _refuse_newer_than_latest(version, path)
     pending = [m for m in MIGRATIONS if m.version > version]
     if pending and version > 0:
         _backup(conn, path, version)
