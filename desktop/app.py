@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         metavar="PATH|URL",
-        help='chat model for this run only: a GGUF file, "chat" / "small" (the default models), '
+        help='chat model for this run only: a GGUF file, "chat" / "fast" / "small" (the shipped models), '
         "or the URL of an OpenAI-compatible server (its options: Settings)",
     )
     parser.add_argument(

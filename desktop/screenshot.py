@@ -24,7 +24,7 @@ CONVERSATION = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/screenshot.png")
-    parser.add_argument("--model", default="chat", help='"chat", "small" or a GGUF path')
+    parser.add_argument("--model", default="chat", help='"chat", "fast", "small" or a GGUF path')
     args = parser.parse_args(argv)
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

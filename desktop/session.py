@@ -75,7 +75,7 @@ class StepOutcome:
 
 
 def model_info(model: str) -> ModelInfo:
-    """Header facts of a model ("chat", "small", "embed" or a path); ModelLoadError if the file
+    """Header facts of a model ("chat", "fast", "small", "embed" or a path); ModelLoadError if the file
     is missing or is not a GGUF file."""
     path = _model_file(model)
     meta = read_gguf_metadata(path)

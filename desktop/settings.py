@@ -34,7 +34,7 @@ MAX_IDLE_MINUTES = 24 * 60  # also keeps the idle timer within Qt's 32-bit milli
 
 @dataclass(frozen=True)
 class Settings:
-    # "chat", "small" (the shipped models), a GGUF path, or the URL of an OpenAI-compatible
+    # "chat" (the default), "fast", "small" (the shipped models), a GGUF path, or the URL of an OpenAI-compatible
     # server (http://HOST:PORT/v1)
     chat_model: str = "chat"
     embed_model: str = "embed"  # "embed" (the shipped one) or a GGUF path

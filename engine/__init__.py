@@ -8,10 +8,11 @@ from engine.llm.factory import default_llm_client
 from engine.memory.core import CoreMemory
 from engine.store.db import Store, open_store
 from engine.tools.memory_tools import MemoryTool
-from engine.types import AgentResponse, Message, Persona, ToolCall, ToolResult
+from engine.types import AgentResponse, Assists, Message, Persona, ToolCall, ToolResult
 
 __all__ = [
     "AgentResponse",
+    "Assists",
     "CoreMemory",
     "MemGPTAgent",
     "MemexError",

@@ -19,13 +19,22 @@ from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, Block, BlockTemplate, CoreMemory
 from engine.memory.graph import KnowledgeGraph
+from engine.memory.page_in import PAGE_IN_PREFIX, PageIn, render_note, users_words
 from engine.memory.recall import MESSAGE_INDEX, RecallMemory
 from engine.memory.summaries import SummaryLog
 from engine.store.db import Store, now_iso
 from engine.tools.memory_tools import MemoryTool
 from engine.tools.registry import tool_specs
+from engine.tools.reply_checks import (
+    claims_users_facts,
+    echoes,
+    repeated_reply,
+    users_own_sentences,
+    without_echo,
+)
 from engine.types import (
     AgentResponse,
+    Assists,
     ChatMessage,
     ContextUsage,
     MemoryOperation,
@@ -50,6 +59,20 @@ MAX_USER_MESSAGE_CHARS = 2_000_000
 REPEATED_CALL = (
     "you already made exactly this call in this turn and it succeeded; do not repeat it. "
     "If you are done, answer the user with send_message."
+)
+VOICE_MESSAGES = 10  # the user's latest messages whose "I ..." sentences a reply must not claim
+MAX_REPLY_RETRIES = 2  # replies refused a turn (repeats, the user's facts as the assistant's)
+REPEATED_REPLY = (
+    "you sent exactly this reply before (message {id}), and the user's new message needs its "
+    "own answer: answer it now, in new words."
+)
+ECHOED_MESSAGE = (
+    "your reply only repeats the user's message: answer it in your own words (from core "
+    "memory and the memory found for it, or say you don't know)."
+)
+CLAIMED_FACTS = (
+    "your reply says {sentence!r} as if it were about you, but core memory 'human' holds it "
+    "as the USER's fact: write the reply again, speaking of it as theirs ('you', 'your')."
 )
 STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
 SYSTEM_BLOCK = (
@@ -128,6 +151,7 @@ class MemGPTAgent:
         thresholds: Thresholds | None = None,
         shared_blocks: Sequence[Block | int] = (),
         consolidate_every: int = 0,
+        assists: Assists | None = None,
     ) -> None:
         """`thresholds` are the memory-pressure lines as shares of the prompt budget (warn at
         70%, page out above 90% down to 60% by default); see engine.context.
@@ -140,7 +164,10 @@ class MemGPTAgent:
 
         Idle consolidation (engine.consolidate) reviews the messages since the last review on
         every heartbeat(), and after a step once `consolidate_every` user turns (0: never)
-        wait for review."""
+        wait for review.
+
+        `assists` are the engine's help for small models (engine.types.Assists: page-in before
+        each answer, checked core edits and replies), all on by default."""
         if archival_store is None:
             from engine.store.db import open_store
 
@@ -154,9 +181,12 @@ class MemGPTAgent:
         self.name = name
         self.max_steps = max_steps
         self.consolidate_every = consolidate_every
+        self.assists = assists or Assists()
         self._cancel = threading.Event()
         self._on_event: EventSink | None = None
         self._turn_calls: list[ToolCall] = []
+        self._done_calls: list[ToolCall] = []
+        self._refused_replies = 0
         self.budget = Budget(self.llm.context_window, reply_tokens, thresholds or Thresholds())
         with self.store.atomic():
             self.agent_id, self.persona = self._load_or_create(name, persona, shared_blocks)
@@ -185,7 +215,9 @@ class MemGPTAgent:
             self.budget,
             add_note=lambda text: self._add("system", text),
             has_archived_parts=self.archival.has_message_parts,
+            roles_prompt=self.assists.roles_prompt,
         )
+        self.page_in = PageIn(self.recall, self.archival, self.graph)
         self.tools = MemoryTool(
             self.memory,
             self.recall,
@@ -194,6 +226,7 @@ class MemGPTAgent:
             on_user_core_edit=self.context.refresh,
             result_room=self.context.result_room,
             count_result_tokens=self._count_result_tokens,
+            check_core_edits=self.assists.check_core_edits,
         )
         self.consolidator = Consolidator(side_client_of(self.llm), self.persona.name, self.tools)
 
@@ -215,7 +248,9 @@ class MemGPTAgent:
         `cancel`, when set (from any thread, even before the step starts), stops the step:
         see cancel(). The result's `timings` say where the step's time went (engine.timing)."""
         with timing.measure() as timer:
-            self.add_user_message(text)
+            message = self.add_user_message(text)
+            if self.assists.page_in:
+                self._page_in(message)
             result = self._run(require_reply=True, on_event=on_event, cancel=cancel)
             due = self.consolidate_every and (
                 self.consolidator.user_turns_pending() >= self.consolidate_every
@@ -239,6 +274,20 @@ class MemGPTAgent:
             # Too big to show whole: the window shows it cut, archival holds it in parts.
             self.archival.insert_message_parts(message.id, text)
         return message
+
+    def _page_in(self, message: Message) -> Message | None:
+        """The note of what memory holds about `message` (engine.memory.page_in), stored after
+        it so the model reads it before answering; None when memory holds nothing for it."""
+        with timing.phase(timing.PHASE_CONTEXT):
+            hits = self.page_in.find(message.content)
+            if not hits:
+                return None
+            limit = self.context.budget.page_in_tokens
+            note = render_note(
+                hits,
+                lambda text: self.llm.count_message_tokens(ChatMessage("system", text)) <= limit,
+            )
+        return self._add("system", note) if note is not None else None
 
     def heartbeat(
         self, on_event: EventSink | None = None, cancel: threading.Event | None = None
@@ -330,6 +379,8 @@ class MemGPTAgent:
         self.tools.operations.clear()
         self.tools.sent_messages.clear()
         self._turn_calls: list[ToolCall] = []
+        self._refused_replies = 0
+        self._done_calls: list[ToolCall] = []  # this turn's calls that succeeded
         records: list[ModelCall] = []
         usage = ContextUsage(0, self.llm.context_window)
         for index in range(self.max_steps):
@@ -363,6 +414,8 @@ class MemGPTAgent:
             )
             if call is not None:
                 self._turn_calls.append(call)
+                if result.ok:
+                    self._done_calls.append(call)
             if not self._wants_another_turn(call, result, require_reply):
                 return self._response(records, usage, stopped=False)
         self._add("system", f"Step limit reached: stopped after {self.max_steps} model calls.")
@@ -380,10 +433,15 @@ class MemGPTAgent:
         except ReplyParseError as exc:
             call = None
             result = ToolResult("reply", False, str(exc))
+        if call is not None and self.assists.refuse_repeats:
+            call = self._without_echo(call)
         done_before = len(self.tools.operations)
         with self.store.atomic():
+            refusal = self._refused_reply(call) if call is not None else None
             if call is not None and self._repeats_last_call(call):
                 result = ToolResult(call.name, False, REPEATED_CALL)
+            elif call is not None and refusal is not None:
+                result = ToolResult(call.name, False, refusal)
             elif call is not None:
                 with timing.phase(timing.PHASE_DISPATCH):
                     result = self.tools.dispatch(call)
@@ -435,9 +493,82 @@ class MemGPTAgent:
             return self._reply_only_schema
         return self._reply_schema
 
+    def _refused_reply(self, call: ToolCall) -> str | None:
+        """Why a reply to the user must be written again (a repeat of an earlier reply in view,
+        a copy of the user's message, or the user's facts stated as the assistant's own: those
+        core memory holds and what the user said of themselves in view), or None to send it. At most
+        MAX_REPLY_RETRIES a turn: after that a reply is sent as it is."""
+        if call.name != "send_message" or self._refused_replies >= MAX_REPLY_RETRIES:
+            return None
+        text = call.arguments.get("message") if isinstance(call.arguments, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return None  # the tool says what is wrong with it
+        reason = None
+        if self.assists.refuse_repeats:
+            earlier = self._replies_in_view()
+            asked = self._latest_user_message()
+            repeated = repeated_reply(text, [t for _, t in earlier])
+            if asked is not None and echoes(text, asked.content):
+                reason = ECHOED_MESSAGE
+            if reason is None and repeated is not None:
+                message_id = next(i for i, t in earlier if t == repeated)
+                reason = REPEATED_REPLY.format(id=message_id)
+        if reason is None and self.assists.check_voice:
+            core = self.core_memory
+            said = [m.content for m in self.recall.in_context() if m.role == "user"]
+            said += users_words(self._page_in_note_in_view())
+            users = core.get("human", "") + "\n" + users_own_sentences(said[-VOICE_MESSAGES:])
+            sentence = claims_users_facts(text, users, core.get("persona", ""))
+            if sentence is not None:
+                reason = CLAIMED_FACTS.format(sentence=sentence)
+        if reason is not None:
+            self._refused_replies += 1
+        return reason
+
+    def _without_echo(self, call: ToolCall) -> ToolCall:
+        """A reply that opens with a copy of the user's message, sent without it (small models
+        echo the question before answering it)."""
+        text = call.arguments.get("message") if call.name == "send_message" else None
+        asked = self._latest_user_message()
+        if not isinstance(text, str) or asked is None:
+            return call
+        kept = without_echo(text, asked.content)
+        if kept == text:
+            return call
+        return dataclasses.replace(call, arguments={**call.arguments, "message": kept})
+
+    def _page_in_note_in_view(self) -> str:
+        """The page-in note of the message being answered, or "" when it has none."""
+        in_view = self.recall.in_context()
+        asked = max((m.id for m in in_view if m.role == "user"), default=0)
+        return next(
+            (
+                m.content
+                for m in in_view
+                if m.id > asked and m.role == "system" and m.content.startswith(PAGE_IN_PREFIX)
+            ),
+            "",
+        )
+
+    def _latest_user_message(self) -> Message | None:
+        in_view = [m for m in self.recall.in_context() if m.role == "user"]
+        return in_view[-1] if in_view else None
+
+    def _replies_in_view(self) -> list[tuple[int, str]]:
+        """(message id, text) of the replies to the user among the messages in view."""
+        replies = []
+        for message in self.recall.in_context():
+            call = message.tool_call
+            if message.role == "assistant" and call and call.get("tool") == "send_message":
+                text = (call.get("arguments") or {}).get("message")
+                if isinstance(text, str):
+                    replies.append((message.id, text))
+        return replies
+
     def _repeats_last_call(self, call: ToolCall) -> bool:
-        """Same arguments as this turn's last call of the same tool: small models loop so."""
-        previous = [c for c in self._turn_calls if c.name == call.name]
+        """Same arguments as this turn's last successful call of the same tool: small models
+        loop so. (A failed call may be tried again: its error may have been transient.)"""
+        previous = [c for c in self._done_calls if c.name == call.name]
         return bool(previous) and previous[-1].arguments == call.arguments
 
     def _wants_another_turn(

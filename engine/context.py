@@ -29,6 +29,7 @@ from engine.errors import ContextOverflowError
 from engine.llm.base import LLMClient, side_client_of
 from engine.llm.grammar import render_tool_descriptions
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, CoreMemory
+from engine.memory.page_in import PAGE_IN_PREFIX
 from engine.memory.recall import RecallMemory
 from engine.memory.summaries import Summary, SummaryLog
 from engine.summarizer import Summarizer, SummaryError
@@ -44,27 +45,46 @@ HEARTBEAT_PREFIX = "[heartbeat]"
 REVIEW_PREFIX = "[memory review]"  # the note a consolidation leaves (engine.consolidate)
 PRESSURE_PREFIX = "[memory pressure]"
 
+PAGE_IN_SHARE = 0.15  # the page-in note may take this share of the prompt budget ...
+PAGE_IN_TOKENS_MAX = 600  # ... but no more than this
+
+# The examples are of a made-up user on a topic of their own: a 0.5B model copies an example's
+# words into every turn ("A fact to keep.") and, with only a saving example, saves before every
+# answer; with none it echoes the user. One example saves, one only answers from memory.
 INSTRUCTIONS = """\
 You are {name}, an assistant with a long-term memory, running on the user's computer.
 Each reply is ONE JSON tool call: {{"thought": ..., "tool": ..., "arguments": {{...}}, \
 "request_heartbeat": true or false}}. The user sees only what you pass to send_message.
-Memory: core memory (below) is always in view but small: keep key facts about the user in \
-'human', about yourself in 'persona'. Recall memory holds every past message, also those out \
-of view (conversation_search). Archival memory is unlimited (archival_memory_insert, \
-archival_memory_search).
-request_heartbeat true gives you another turn after the tool returns (to reply after saving, or \
-to read the next page of results); false when you are done.
-Example with a made-up user who writes "I'm Alice.":
-{{"thought": "A fact to keep.", "tool": "core_memory_append", "arguments": {{"section": "human", "content": "Name: Alice"}}, "request_heartbeat": true}}
+Most turns need only send_message. When the user's message tells something new about them that \
+core memory lacks, save it first (core_memory_append to 'human', request_heartbeat true), then \
+reply. Never save a question. When a fact changes (a move, a new job), replace the old line \
+with core_memory_replace.
+Memory: core memory (below) is always in view but small. Recall memory holds every past \
+message, also those out of view (conversation_search). Archival memory is unlimited \
+(archival_memory_insert, archival_memory_search). A "{page_in}" note after the user's message \
+lists what a search of your memory found for it: answer from it and from core memory, and when \
+neither holds the answer, say you don't know rather than guess.
+Examples with a made-up user. They write "My cat Miso hates the vet.":
+{{"thought": "New: their cat's name. Save, then answer.", "tool": "core_memory_append", \
+"arguments": {{"section": "human", "content": "Has a cat named Miso"}}, "request_heartbeat": true}}
 then, after the tool returns:
-{{"thought": "Now answer.", "tool": "send_message", "arguments": {{"message": "Nice to meet you, Alice!"}}, "request_heartbeat": false}}
-Speak as yourself ({name}); never repeat the user's words as your own. Today is {today}.
+{{"thought": "Saved. Reply to them.", "tool": "send_message", "arguments": {{"message": \
+"Poor Miso! Many cats do. Does a carrier with a blanket help?"}}, "request_heartbeat": false}}
+Later they ask "What's my cat called?", and core memory holds it:
+{{"thought": "Core memory: Has a cat named Miso.", "tool": "send_message", "arguments": \
+{{"message": "Your cat is called Miso."}}, "request_heartbeat": false}}
+{roles}Today is {today}.
 
 Tools:
 {tools}
 
 Core memory:
 {core}{summary}"""
+ROLES = """\
+Two people talk here: the user and you. Core memory 'human' holds the USER's facts, not yours: \
+speak of them as the user's ("You work at ...", "Your name is ..."), never as "I". 'persona' \
+is you. Answer in your own words; do not repeat an earlier reply.
+"""
 
 
 @dataclass(frozen=True)
@@ -130,6 +150,11 @@ class Budget:
         return max(48, min(SUMMARY_TOKENS_MAX, int(self.prompt_budget * SUMMARY_SHARE)))
 
     @property
+    def page_in_tokens(self) -> int:
+        """The most tokens the page-in note (engine.memory.page_in) may take."""
+        return max(64, min(PAGE_IN_TOKENS_MAX, int(self.prompt_budget * PAGE_IN_SHARE)))
+
+    @property
     def block_chars(self) -> int:
         """The size of a new agent's persona and human blocks: about 12% of the budget each
         (in characters, ~4 a token), within [400, 2000] (MemGPT's 2,000 for 8k windows)."""
@@ -174,6 +199,7 @@ class ContextBuilder:
         budget: Budget,
         add_note: Callable[[str], None],
         has_archived_parts: Callable[[int], bool] = lambda message_id: False,
+        roles_prompt: bool = True,
     ) -> None:
         self.llm = llm
         self.core = core
@@ -186,6 +212,7 @@ class ContextBuilder:
         self.page_outs: list[tuple[int, int, int]] = []  # (first id, last id, count) this turn
         self._add_note = add_note  # stores a system note as the newest message
         self._has_archived_parts = has_archived_parts
+        self._roles = ROLES if roles_prompt else ""
         self._tool_text = render_tool_descriptions(tools)
         self._system: SystemPrompt | None = None
         self._core_version: tuple[int, int, str] = (0, 0, "")
@@ -251,6 +278,8 @@ class ContextBuilder:
     def render_system(self, core_text: str | None = None, summary_text: str | None = None) -> str:
         return INSTRUCTIONS.format(
             name=self.agent_name,
+            page_in=PAGE_IN_PREFIX,
+            roles=self._roles,
             today=dt.datetime.now(dt.UTC).date().isoformat(),
             tools=self._tool_text,
             core=self.core.render() if core_text is None else core_text,

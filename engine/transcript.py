@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.context import HEARTBEAT_PREFIX, REVIEW_PREFIX
+from engine.memory.page_in import PAGE_IN_PREFIX
 from engine.memory.recall import RecallMemory
 from engine.memory.summaries import SummaryLog
 from engine.types import Message
@@ -86,6 +87,10 @@ def _message_entries(messages: list[Message]) -> list[TranscriptEntry]:
             summary, _, changes = m.content[len(REVIEW_PREFIX) :].strip().partition(":\n")
             text = f"memory review of {summary}"
             entries.append(TranscriptEntry("operation", text, m.created_at, m.id, changes))
+        elif m.role == "system" and m.content.startswith(PAGE_IN_PREFIX):
+            found = sum(1 for line in m.content.splitlines() if line[:1].isdigit())
+            text = f"found in memory for this message: {found} item{'s' if found != 1 else ''}"
+            entries.append(TranscriptEntry("operation", text, m.created_at, m.id, m.content))
         elif m.role == "system":
             kind: EntryKind = "heartbeat" if m.content.startswith(HEARTBEAT_PREFIX) else "note"
             entries.append(TranscriptEntry(kind, m.content, m.created_at, m.id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -26,6 +27,46 @@ class Persona:
         if self.traits:
             text += "\nTraits: " + ", ".join(self.traits) + "."
         return text
+
+
+@dataclass(frozen=True)
+class Assists:
+    """The engine's help for small models, each on by default; bench/memory_qa.py measures what
+    each one buys by turning it off.
+
+    - page_in: before the model answers a user message, the engine searches recall (what is out
+      of view), archival memory and the graph for it and shows the best hits as a note after it;
+    - check_core_edits: a core line already there is a no-op, and a replace that puts in a
+      name no message, passage or block ever held is refused;
+    - refuse_repeats: a reply identical to an earlier one still in view is not sent;
+    - check_voice: a reply that states the user's core facts as the assistant's own ("I work at
+      Acme") is not sent;
+    - roles_prompt: the instructions say plainly whose facts the 'human' block holds.
+    A refused reply goes back to the model as a tool error, at most MAX_REPLY_RETRIES a turn."""
+
+    page_in: bool = True
+    check_core_edits: bool = True
+    refuse_repeats: bool = True
+    check_voice: bool = True
+    roles_prompt: bool = True
+
+    NAMES: ClassVar[tuple[str, ...]] = (
+        "page_in",
+        "check_core_edits",
+        "refuse_repeats",
+        "check_voice",
+        "roles_prompt",
+    )
+
+    @classmethod
+    def none(cls) -> Assists:
+        return cls(**{name: False for name in cls.NAMES})
+
+    def without(self, *names: str) -> Assists:
+        unknown = set(names) - set(self.NAMES)
+        if unknown:
+            raise ValueError(f"unknown assists {sorted(unknown)}; known: {', '.join(self.NAMES)}")
+        return dataclasses.replace(self, **{name: False for name in names})
 
 
 @dataclass(frozen=True)

@@ -70,10 +70,33 @@ def _model_file(key: str, env: str) -> Path | None:
 
 @pytest.fixture(scope="session")
 def chat_model_path() -> Path:
-    path = _model_file("chat", CHAT_ENV)
+    """The chat model most real-model tests run: the fast one (Qwen2.5-Coder-0.5B), for speed;
+    tests of what the default model does take default_client."""
+    path = _model_file("fast", CHAT_ENV)
     if path is None:
-        model_unavailable(f"chat model not available (set {CHAT_ENV} or materialise it)")
+        model_unavailable(f"fast chat model not available (set {CHAT_ENV} or materialise it)")
     return path
+
+
+DEFAULT_ENV = "MEMEX_TEST_DEFAULT_MODEL"
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The default chat model ("chat": Qwen2.5-Coder-1.5B), as the app and the CLI load it."""
+    path = _model_file("chat", DEFAULT_ENV)
+    if path is None:
+        model_unavailable(f"default chat model not available (set {DEFAULT_ENV} or materialise it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_client(default_model_path):
+    from engine.llm.llama import LlamaClient
+
+    client = LlamaClient(default_model_path, n_ctx=4096, seed=0)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

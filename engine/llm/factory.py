@@ -1,4 +1,4 @@
-"""Build the default LLM client from a model key ("chat", "small"), a GGUF path, or the URL of an
+"""Build the default LLM client from a model key ("chat", "fast", "small"), a GGUF path, or the URL of an
 OpenAI-compatible server."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from engine.llm.remote import RemoteClient, is_remote_model
 
 __all__ = ["CHAT_MODEL_KEYS", "default_llm_client", "is_remote_model", "resolve_model_path"]
 
-CHAT_MODEL_KEYS = ("chat", "small")
+CHAT_MODEL_KEYS = ("chat", "fast", "small")
 
 
 def resolve_model_path(model: str | os.PathLike[str] = "chat") -> Path:
-    """The GGUF file for `model`: "chat" or "small" through models.fetch.model_path (which may
+    """The GGUF file for `model`: "chat", "fast" or "small" through models.fetch.model_path (which may
     raise ModelNotMaterialised), otherwise `model` itself taken as a path."""
     if isinstance(model, str) and model in CHAT_MODEL_KEYS:
         from models.fetch import model_path  # imported late: models/ is optional at import time
@@ -28,16 +28,18 @@ def resolve_model_path(model: str | os.PathLike[str] = "chat") -> Path:
         raise ModelLoadError(f"{model} is a server address, not a model file")
     if isinstance(model, str) and model == "embed":
         raise ModelLoadError(
-            'the "embed" model is the embedding model, not a chat model; use "chat", "small" '
+            'the "embed" model is the embedding model, not a chat model; use "chat", "fast", "small" '
             "or the path of a chat GGUF"
         )
     text = os.fspath(model)
     if not text:
-        raise ModelLoadError('no model given: use "chat", "small" or the path of a GGUF file')
+        raise ModelLoadError(
+            'no model given: use "chat", "fast", "small" or the path of a GGUF file'
+        )
     path = Path(text).expanduser()
     if path.suffix.lower() != ".gguf" and not path.exists():
         raise ModelLoadError(
-            f'unknown model {text!r}: use "chat", "small", the path of a .gguf file or the URL '
+            f'unknown model {text!r}: use "chat", "fast", "small", the path of a .gguf file or the URL '
             "of an OpenAI-compatible server (http://HOST:PORT/v1)"
         )
     return path
@@ -48,7 +50,7 @@ def default_llm_client(
 ) -> LLMClient:
     """The chat model client for `model`:
 
-    - "chat", "small" or a path to a GGUF chat model: a LlamaClient (n_ctx default 4096; `kw`
+    - "chat" (the default), "fast", "small" or a path to a GGUF chat model: a LlamaClient (n_ctx default 4096; `kw`
       go to LlamaClient: n_threads, seed, temperature, ...);
     - an http(s):// URL such as http://127.0.0.1:8080/v1: a RemoteClient on that
       OpenAI-compatible server (n_ctx default: what the server reports; `kw` go to

@@ -8,9 +8,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.memory.search import HybridIndex, Page, paginate, vector_blob
+from engine.memory.search import HybridIndex, Page, fts_query, paginate, vector_blob
 from engine.memory.vectors import VectorTable
-from engine.store.db import Store, now_iso
+from engine.store.db import Store, iso_utc, now_iso
 
 PASSAGE_INDEX = HybridIndex(
     text_sql="SELECT p.id FROM passages_fts f JOIN passages p ON p.id = f.rowid"
@@ -36,8 +36,15 @@ class ArchivalMemory:
         self.store = store
         self.agent_id = agent_id
 
-    def insert(self, text: str, tags: Sequence[str] | None = None, source: str = "") -> int:
-        return self.insert_many([text], tags=tags, source=source)[0]
+    def insert(
+        self,
+        text: str,
+        tags: Sequence[str] | None = None,
+        source: str = "",
+        created_at: dt.datetime | None = None,
+    ) -> int:
+        times = [created_at] if created_at is not None else None
+        return self.insert_many([text], tags=tags, source=source, created_at=times)[0]
 
     def insert_many(
         self,
@@ -45,20 +52,30 @@ class ArchivalMemory:
         tags: Sequence[str] | None = None,
         source: str = "",
         vectors: Sequence[bytes] | None = None,
+        created_at: Sequence[dt.datetime] | None = None,
     ) -> list[int]:
         """Embed and store passages in one transaction; returns their ids. `vectors` (float32
-        bytes made by this store's embedder, e.g. from an agent file) skip the embedding."""
+        bytes made by this store's embedder, e.g. from an agent file) skip the embedding.
+        `created_at` (one a text; default now) dates passages brought in from elsewhere."""
         if vectors is None:
             vectors = [vector_blob(v) for v in self.store.embedder.embed(list(texts))]
         tag_list = list(tags or [])
         model = self.store.embedder.name
         ids: list[int] = []
+        times = [iso_utc(t) for t in created_at] if created_at is not None else None
         with self.store.atomic() as conn:
-            for text, vector in zip(texts, vectors, strict=True):
+            for index, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
                 conn.execute(
                     "INSERT INTO passages(agent_id, text, tags_json, source, embedding_model,"
                     " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (self.agent_id, text, json.dumps(tag_list), source, model, now_iso()),
+                    (
+                        self.agent_id,
+                        text,
+                        json.dumps(tag_list),
+                        source,
+                        model,
+                        times[index] if times is not None else now_iso(),
+                    ),
                 )
                 passage_id = conn.last_insert_rowid()
                 conn.execute(
@@ -71,6 +88,18 @@ class ArchivalMemory:
                 )
                 ids.append(passage_id)
         return ids
+
+    def holds_word(self, word: str) -> bool:
+        """Whether a passage of this agent holds `word` (FTS5's porter stem)."""
+        match = fts_query(word)
+        if match is None:
+            return False
+        row = self.store.query_one(
+            "SELECT 1 FROM passages_fts f JOIN passages p ON p.id = f.rowid"
+            " WHERE passages_fts MATCH ? AND p.agent_id = ? LIMIT 1",
+            (match, self.agent_id),
+        )
+        return row is not None
 
     def insert_message_parts(self, message_id: int, text: str) -> list[int]:
         """Save a message too big for the window as passages, so its parts can be found."""

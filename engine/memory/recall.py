@@ -7,9 +7,9 @@ import datetime as dt
 import json
 from typing import Any
 
-from engine.memory.search import HybridIndex, Page, paginate, vector_blob
+from engine.memory.search import HybridIndex, Page, fts_query, paginate, vector_blob
 from engine.memory.vectors import VectorTable
-from engine.store.db import Store, now_iso
+from engine.store.db import Store, iso_utc, now_iso
 from engine.types import Message, Role
 
 _COLUMNS = (
@@ -69,15 +69,19 @@ class RecallMemory:
         token_count: int,
         tool_call: dict[str, Any] | None = None,
         tool_result: dict[str, Any] | None = None,
+        created_at: dt.datetime | None = None,
+        in_context: bool = True,
     ) -> Message:
-        """Store one message (and its embedding, for semantic recall search)."""
+        """Store one message (and its embedding, for semantic recall search). `created_at`
+        (default now) and `in_context` False are for history brought in from elsewhere: an
+        earlier conversation, already out of view."""
         text = searchable_text(content, tool_call)
         vector = self.store.embedder.embed_one(text) if role in ("user", "assistant") else None
         with self.store.atomic() as conn:
             conn.execute(
                 "INSERT INTO messages(agent_id, session_id, role, content, search_text,"
                 " tool_call_json, tool_result_json, token_count, created_at, in_context)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     self.agent_id,
                     session_id,
@@ -87,7 +91,8 @@ class RecallMemory:
                     json.dumps(tool_call) if tool_call is not None else None,
                     json.dumps(tool_result) if tool_result is not None else None,
                     token_count,
-                    now_iso(),
+                    iso_utc(created_at) if created_at is not None else now_iso(),
+                    int(in_context),
                 ),
             )
             message_id = conn.last_insert_rowid()
@@ -103,6 +108,39 @@ class RecallMemory:
         if row is None:
             raise KeyError(message_id)
         return _row_to_message(row)
+
+    def exchange_partner(self, message: Message) -> Message | None:
+        """The other half of `message`'s exchange in its session: the reply to a user message,
+        or the user message an assistant reply answered (None when the neighbour is of the same
+        role, or a tool call other than a reply)."""
+        after = message.role == "user"
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM messages WHERE agent_id = ? AND session_id = ?"
+            f" AND id {'>' if after else '<'} ? AND role IN ('user', 'assistant')"
+            " AND (tool_call_json IS NULL OR json_extract(tool_call_json, '$.tool') ="
+            f" 'send_message') ORDER BY id {'ASC' if after else 'DESC'} LIMIT 1",
+            (self.agent_id, message.session_id, message.id),
+        )
+        if not rows:
+            return None
+        other = _row_to_message(rows[0])
+        return other if other.role != message.role else None
+
+    def holds_word(self, word: str) -> bool:
+        """Whether a user message or a reply to the user ever held `word` (FTS5's porter stem:
+        "moved" finds "move"). The model's tool calls do not count: what it wrote into memory
+        itself is no evidence that anyone said it."""
+        match = fts_query(word)
+        if match is None:
+            return False
+        row = self.store.query_one(
+            "SELECT 1 FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+            " WHERE messages_fts MATCH ? AND m.agent_id = ? AND (m.role = 'user' OR"
+            " (m.role = 'assistant' AND (m.tool_call_json IS NULL OR"
+            " json_extract(m.tool_call_json, '$.tool') = 'send_message'))) LIMIT 1",
+            (match, self.agent_id),
+        )
+        return row is not None
 
     def in_context(self) -> list[Message]:
         rows = self.store.query(

@@ -48,6 +48,13 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
+def iso_utc(when: dt.datetime) -> str:
+    """A time as the tables keep it, like now_iso(): UTC, microseconds (naive is taken as UTC)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
 class Store:
     """One Memex database file: every memory tier of every agent lives here.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +25,13 @@ from engine.tools.registry import (
     SearchArgs,
     SendMessageArgs,
 )
+from engine.tools.reply_checks import first_person_lines, lines_already_held, unheard_names
 from engine.types import MemoryOperation, ToolCall, ToolResult
 
 HIT_CHARS = 400  # a search hit longer than this is shown cut, with its id to fetch more
 FACTS_WITH_PASSAGES = 5  # current facts about the query's entities an archival search shows
 FACTS_PER_SEARCH = 20
+USER_SECTION = "human"  # the core block of facts about the user
 
 
 class ToolFailure(Exception):
@@ -89,11 +92,17 @@ class MemoryTool:
         on_user_core_edit: Callable[[], None] | None = None,
         result_room: Callable[[], int] | None = None,
         count_result_tokens: Callable[[ToolResult], int] | None = None,
+        check_core_edits: bool = True,
     ) -> None:
         """`result_room` says how many tokens a result may take in the context now, and
         `count_result_tokens` measures one as the model will see it: searches then show fewer
-        hits a page when a full page would not fit (without them, pages are as asked)."""
+        hits a page when a full page would not fit (without them, pages are as asked).
+
+        `check_core_edits` (engine.types.Assists): the model's core appends of lines a block
+        holds already change nothing, and its replaces that put in a name nobody ever said are
+        refused (engine.tools.reply_checks). The user's own edits are never checked."""
         self.core = core
+        self.check_core_edits = check_core_edits
         self._result_room = result_room
         self._count_result_tokens = count_result_tokens
         # The model sees its own edits as calls in the conversation; a user's edit made through
@@ -214,11 +223,33 @@ class MemoryTool:
     def _core_memory_append(self, args: CoreMemoryAppendArgs) -> str:
         if not args.content.strip():
             raise ToolFailure("content is empty: nothing to append")
-        block = self.core.append(args.section, args.content, actor=self._actor)
+        content = args.content
+        if self._checked() and args.section == USER_SECTION:
+            mine = first_person_lines(content)
+            if mine:
+                raise ToolFailure(
+                    f"core memory {USER_SECTION!r} holds the user's facts, said about them: "
+                    f"write {_clip(mine[0], 60)!r} as e.g. 'Works at ...', 'Prefers ...', "
+                    "'Name: ...', not 'I ...'. Nothing changed."
+                )
+        if self._checked():
+            held, new = lines_already_held(content, self._block_value(args.section))
+            if not new:
+                self._note(
+                    "core_memory_append",
+                    f"already in core memory ({args.section}): {_clip(content, 80)}",
+                    changed=False,
+                )
+                return (
+                    f"Already in {args.section!r}: {_clip(' / '.join(held), 120)}. Nothing "
+                    "changed. Next: reply to the user with send_message."
+                )
+            content = "\n".join(new)
+        block = self.core.append(args.section, content, actor=self._actor)
         self._core_edited()
         self._note(
             "core_memory_append",
-            f"saved to core memory ({args.section}): {_clip(args.content, 80)}",
+            f"saved to core memory ({args.section}): {_clip(content, 80)}",
         )
         return (
             f"Appended to {args.section!r}; {len(block.value)}/{block.limit} chars used. "
@@ -226,6 +257,14 @@ class MemoryTool:
         )
 
     def _core_memory_replace(self, args: CoreMemoryReplaceArgs) -> str:
+        if self._checked():
+            unheard = unheard_names(args.old_content, args.new_content, self._was_said)
+            if unheard:
+                names = ", ".join(repr(n) for n in unheard)
+                raise ToolFailure(
+                    f"{names} is in no message, passage or core memory: core memory keeps what "
+                    "was said. Nothing changed. Use the user's own words."
+                )
         block = self.core.replace(
             args.section, args.old_content, args.new_content, actor=self._actor
         )
@@ -370,6 +409,23 @@ class MemoryTool:
                 f"[id {m.id}, {m.created_at:%Y-%m-%d %H:%M}, {m.role}] {_clip(m.search_text or m.content)}"
             )
         return "\n".join(lines)
+
+    def _checked(self) -> bool:
+        """Whether this call's core edit is checked: the model's, when the check is on."""
+        return self.check_core_edits and self._actor != "user"
+
+    def _block_value(self, label: str) -> str:
+        try:
+            return self.core.block(label).value
+        except KeyError:
+            return ""  # core.append says the section is unknown
+
+    def _was_said(self, word: str) -> bool:
+        """Whether anyone ever wrote `word`: in a message, a passage or a core block."""
+        if self.recall.holds_word(word) or self.archival.holds_word(word):
+            return True
+        pattern = re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
+        return any(pattern.search(value) for value in self.core.values())
 
     def _core_edited(self) -> None:
         if self._actor == "user" and self._on_user_core_edit is not None:

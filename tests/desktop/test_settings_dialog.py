@@ -36,7 +36,7 @@ def test_shipped_models_show_their_headers(qtbot, dialog):
 
 def test_wrong_kind_of_model_warns(qtbot, dialog):
     dialog.chat.combo.setCurrentText("embed")  # the embedding model has no chat template
-    dialog.embed.combo.setCurrentText("chat")  # the chat model makes 896-dim vectors
+    dialog.embed.combo.setCurrentText("chat")  # the chat model makes 1536-dim vectors
     qtbot.waitUntil(lambda: "chat template" in dialog.chat.info.text(), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: "Warning" in dialog.embed.info.text(), timeout=WAIT_MS)
     assert "384" in dialog.embed.info.text()

@@ -1,4 +1,4 @@
-"""The agent loop on the real default chat model (Qwen2.5-Coder-0.5B) and the real embedder."""
+"""The agent loop on a real chat model (the fast one, Qwen2.5-Coder-0.5B) and the real embedder."""
 
 from __future__ import annotations
 

@@ -136,7 +136,9 @@ def test_a_full_section_sends_the_line_to_archival(store) -> None:
 
 def test_every_n_turns(store) -> None:
     agent, llm = make_agent(
-        store, replies=[call("send_message", message="ok")] * 3, consolidate_every=2
+        store,
+        replies=[call("send_message", message=f"ok {i}") for i in range(3)],
+        consolidate_every=2,
     )
     agent.step("one")
     assert review_prompts(llm) == []
@@ -162,14 +164,14 @@ def test_a_failed_review_moves_no_mark_and_is_tried_again(store) -> None:
 
 
 def test_a_long_conversation_is_reviewed_in_window_sized_pieces(store) -> None:
-    agent, llm = make_agent(store, llm_kw={"n_ctx": 1400}, replies=[])
+    agent, llm = make_agent(store, llm_kw={"n_ctx": 1600}, replies=[])
     for i in range(12):
         agent.add_user_message(f"Message {i}: " + "words about my day " * 25)
     agent.consolidate()
     prompts = review_prompts(llm)
     assert len(prompts) >= 2
     for prompt in prompts:
-        assert llm.count_tokens(prompt) + 600 <= 1400
+        assert llm.count_tokens(prompt) + 600 <= 1600
     seen = "".join(p[1].content for p in prompts)
     assert all(f"Message {i}:" in seen for i in range(12))
     assert agent.consolidator.pending() == []

@@ -21,7 +21,7 @@ from engine.errors import ContextOverflowError, GenerationError
 from engine.llm.scripted import ScriptedClient, call
 from engine.memory.core import BlockTemplate
 from engine.summarizer import SUMMARY_SYSTEM
-from engine.types import ChatMessage
+from engine.types import Assists, ChatMessage
 
 PERSONA = Persona(name="Sam", description="A helpful assistant", traits=["curious", "precise"])
 SUMMARY_HEAD = SUMMARY_SYSTEM.split("{name}", 1)[0]  # how a summary prompt's system text starts
@@ -49,6 +49,9 @@ WORDS = tuple(
 
 # -- helpers -----------------------------------------------------------------------------------
 def make_agent(store, n_ctx=4096, reply_tokens=512, summarizer=None, **kw):
+    # the window's own mechanics: no page-in notes or reply checks between the scripted calls
+    # (tests/engine/memory/test_page_in.py checks the budget with them)
+    kw.setdefault("assists", Assists.none())
     client = ScriptedClient(n_ctx=n_ctx, summarizer=summarizer or short_summary)
     agent = MemGPTAgent(PERSONA, store, client, name="sam", reply_tokens=reply_tokens, **kw)
     return agent, client

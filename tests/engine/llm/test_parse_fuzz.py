@@ -196,14 +196,20 @@ def test_a_well_formed_reply_round_trips_unless_it_holds_a_lone_surrogate(
     reply = {"tool": tool, "arguments": arguments, "request_heartbeat": heartbeat}
     if thought is not None:
         reply["thought"] = thought
-    call = check_parse(json.dumps(reply, ensure_ascii=ascii_only))
+    text = json.dumps(reply, ensure_ascii=ascii_only)
+    call = check_parse(text)
+    # what the JSON says: escaped surrogate halves that pair up ("\\ud800\\udc00") read as
+    # the one character they spell, which is storable
+    said = json.loads(text)
     usable = (
-        tool.strip() != ""
-        and all(_storable(s) for s in _strings(reply))
-        and _depth(arguments) < MAX_DEPTH
+        said["tool"].strip() != ""
+        and all(_storable(s) for s in _strings(said))
+        and _depth(said["arguments"]) < MAX_DEPTH
     )
     if usable:
-        assert call == ToolCall(tool.strip(), arguments, heartbeat, thought)
+        assert call == ToolCall(
+            said["tool"].strip(), said["arguments"], heartbeat, said.get("thought")
+        )
     else:
         assert call is None
 

@@ -29,7 +29,7 @@ def test_an_edit_by_one_agent_is_in_the_others_next_prompt(store, project) -> No
             reply("send_message", message="Moved."),
         ]
     )
-    reader_llm = ScriptedClient([reply("send_message", message="ok")] * 2)
+    reader_llm = ScriptedClient([reply("send_message", message=f"ok {i}") for i in range(2)])
     writer = MemGPTAgent(
         Persona("W", "w"), store, writer_llm, name="writer", shared_blocks=[project]
     )
@@ -83,7 +83,7 @@ def test_deleting_one_agent_keeps_the_block_for_the_others(store, project) -> No
 
 
 def test_the_prompt_follows_when_a_sharing_agent_goes_or_is_renamed(store, project) -> None:
-    llm = ScriptedClient([reply("send_message", message="ok")] * 3)
+    llm = ScriptedClient([reply("send_message", message=f"ok {i}") for i in range(3)])
     a = MemGPTAgent(Persona("A", "a"), store, llm, name="a", shared_blocks=[project])
     MemGPTAgent(Persona("B", "b"), store, ScriptedClient(), name="bobby", shared_blocks=[project])
     a.step("hi")

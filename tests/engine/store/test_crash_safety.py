@@ -191,8 +191,8 @@ def _check(store: Store, ledger: Ledger, final: bool) -> dict[str, int]:
     appended = [
         c["arguments"]["content"]
         for c, r in pairs
-        if c["tool"] == "core_memory_append" and r["status"] == "OK"
-    ]
+        if c["tool"] == "core_memory_append" and r["message"].startswith("Appended")
+    ]  # a resumed run's append of a line the block holds already changes nothing
     saved = [
         (c["arguments"]["content"], int(re.search(r"passage (\d+)", r["message"]).group(1)))
         for c, r in pairs

@@ -30,6 +30,7 @@ from engine.llm.scripted import ScriptedClient, call
 from engine.memory.core import CoreMemoryError
 from engine.memory.graph import MAX_NAME_CHARS
 from engine.tools.registry import MAX_TEXT, TOOL_ARGS
+from engine.tools.reply_checks import lines_already_held
 from engine.types import ToolCall, ToolResult
 
 PERSONA = Persona("Sam", "A helpful assistant")
@@ -300,7 +301,11 @@ def test_core_blocks_never_exceed_their_limit_whatever_the_edits(embedder, edits
             if out.startswith("Error:"):
                 assert after == before  # a refused edit changes nothing, history included
                 assert agent.store.query_one("SELECT count(*) FROM block_history") == history
-            elif op in ("append", "model_append"):
+            elif op == "model_append":  # the model's lines the block holds already are skipped
+                _, new = lines_already_held(rest[0], before[section])
+                separator = "\n" if before[section] and new else ""
+                assert after[section] == before[section] + separator + "\n".join(new)
+            elif op == "append":
                 separator = "\n" if before[section] else ""
                 assert after[section] == before[section] + separator + rest[0]
             for block in agent.memory.blocks():

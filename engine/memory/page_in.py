@@ -1,0 +1,154 @@
+"""Automatic page-in: what memory holds about a user message, found before the model answers.
+
+A small model rarely thinks to search. So before it answers a user message, the engine runs the
+same hybrid search its tools run, over the three tiers at once, and shows the best hits as a
+note right after the message:
+
+- recall: past messages that are out of view (what is in view the model reads already), each
+  with the other half of its exchange (a question's reply, a reply's question), since the
+  answer is often the reply to the message that matched;
+- archival passages;
+- graph facts that hold now about the names in the message.
+
+Hits are dated, and marked with who said them, so "what did you recommend" finds the
+assistant's own words. The note is a stored message, so the prompt cache keeps working (the
+system message does not change) and the transcript shows what the model saw. How many tokens it
+may take is the context's decision (engine.context.Budget.page_in_tokens).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import zip_longest
+from typing import Literal
+
+from engine.memory.archival import ArchivalMemory
+from engine.memory.graph import KnowledgeGraph
+from engine.memory.recall import RecallMemory
+from engine.types import Message
+
+PAGE_IN_PREFIX = "[memory]"
+HITS_PER_TIER = 4  # the best of each tier; the note's token budget may drop the last ones
+FACTS = 3
+HIT_CHARS = 300  # one message or passage, cut past this
+PAIR_CHARS = 200  # the other half of an exchange, cut past this
+
+Source = Literal["conversation", "archival", "fact"]
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """One thing memory holds that bears on the message, as the note shows it."""
+
+    source: Source
+    when: dt.datetime | None
+    text: str
+
+    def render(self) -> str:
+        when = f"{_day(self.when)}, " if self.when is not None else ""
+        return f"[{when}{self.source}] {self.text}"
+
+
+def _day(when: dt.datetime) -> str:
+    """ "8 May 2023": the way people (and LoCoMo's answers) write a date."""
+    return f"{when.day} {when:%B %Y}"
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+USER = "user"
+YOU = "you (assistant)"  # a small model reading "you: ..." lines took them for the user's words
+
+
+def _speaker(message: Message) -> str:
+    return USER if message.role == "user" else YOU
+
+
+class PageIn:
+    """Finds what the tiers of one agent hold about a message (see the module's docstring)."""
+
+    def __init__(
+        self, recall: RecallMemory, archival: ArchivalMemory, graph: KnowledgeGraph
+    ) -> None:
+        self.recall = recall
+        self.archival = archival
+        self.graph = graph
+
+    def find(self, text: str) -> list[Recalled]:
+        """The hits for `text`, best first: the tiers' best interleaved, then facts."""
+        conversation = self._conversation(text)
+        passages = self._passages(text)
+        hits = [h for pair in zip_longest(conversation, passages) for h in pair if h is not None]
+        hits += [Recalled("fact", None, f.render()) for f in self.graph.about(text, FACTS)]
+        return hits
+
+    def _conversation(self, text: str) -> list[Recalled]:
+        hits: list[Recalled] = []
+        shown: set[int] = set()
+        for message_id in self.recall.ranked(text):
+            if len(hits) == HITS_PER_TIER:
+                break
+            if message_id in shown:
+                continue
+            message = self.recall.get(message_id)
+            if message.in_context:
+                continue  # in view already
+            other = self.recall.exchange_partner(message)
+            shown.update(m.id for m in (message, other) if m is not None)
+            hits.append(Recalled("conversation", message.created_at, _exchange(message, other)))
+        return hits
+
+    def _passages(self, text: str) -> list[Recalled]:
+        ranked = self.archival.ranked(text)
+        _, passages = self.archival.page_of(ranked, HITS_PER_TIER, 0)
+        return [Recalled("archival", p.created_at, _clip(p.text, HIT_CHARS)) for p in passages]
+
+
+def _exchange(message: Message, other: Message | None) -> str:
+    """The message that matched and the other half of its exchange, in the order said."""
+    first, second = (message, other) if other is None or other.id > message.id else (other, message)
+    text = f"{_speaker(first)}: {_clip(first.search_text or first.content, HIT_CHARS)}"
+    if second is not None:
+        text += f" / {_speaker(second)}: {_clip(second.search_text or second.content, PAIR_CHARS)}"
+    return text
+
+
+def users_words(note: str) -> list[str]:
+    """What a page-in note quotes of the user: the user's half of each exchange, and the
+    passages (the user's notes, most often); not the assistant's own past replies."""
+    words: list[str] = []
+    for line in note.splitlines()[1:-1]:
+        _, _, text = line.partition("] ")
+        for part in text.split(" / "):
+            if part.startswith(f"{YOU}:"):
+                continue
+            words.append(part.removeprefix(f"{USER}:").strip())
+    return words
+
+
+def render_note(hits: list[Recalled], fits: Callable[[str], bool]) -> str | None:
+    """The note for `hits`, with as many of them (best first) as `fits` allows; None if none."""
+    for count in range(len(hits), 0, -1):
+        note = _note(hits[:count])
+        if fits(note):
+            return note
+    return None
+
+
+def _note(hits: list[Recalled]) -> str:
+    lines = [
+        f"{PAGE_IN_PREFIX} Found in your memory for the user's message (best match first; "
+        "some may be unrelated):"
+    ]
+    lines += [f"{i}. {hit.render()}" for i, hit in enumerate(hits, 1)]
+    lines.append(
+        "Answer the user's message as the assistant. Use these where they hold the answer (when "
+        "two disagree, the later one holds); if neither they nor core memory do, say you don't "
+        "know."
+    )
+    return "\n".join(lines)

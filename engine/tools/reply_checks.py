@@ -1,0 +1,276 @@
+"""Checks of what the model writes, before it reaches the user or core memory.
+
+Small models fail in a few set ways, and each of these catches one; what they find goes back to
+the model as a tool error, so it tries again (engine.agent bounds how often):
+
+- a reply that repeats, word for word, an earlier reply still in view (a 0.5B model answers
+  every new question with the last answer it gave);
+- a reply that states the user's facts as the assistant's own ("I work at Acme Corp." where
+  core memory says the user works there);
+- a core line appended that the block holds already;
+- a replace that puts a name into core memory that no message, passage or block ever held (the
+  model swapping the user's name for one it made up).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+_WORD = re.compile(r"[^\W\d_][\w'’-]*", re.UNICODE)
+_TOKEN = re.compile(r"\w+(?:'\w+)*", re.UNICODE)  # words and numbers, for sameness
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_FIRST_PERSON = re.compile(r"^\W*(i|i'm|i’m|i've|i’ve|i'd|i’d|i'll|i’ll|my|me|mine)\b", re.I)
+_SAYS_I = re.compile(r"\b(I|I'm|I’m|I've|I’ve|I'd|I’d|I'll|I’ll|[Mm]y|[Mm]e|[Mm]ine)\b")
+_SECOND_PERSON = re.compile(r"\b(you|your|you're|you’re|yours|you've|you’ve)\b", re.I)
+# words too common to tie a sentence to one fact of the user's
+_COMMON = frozenset(
+    [
+        "a",
+        "about",
+        "after",
+        "again",
+        "all",
+        "also",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "being",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "done",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "him",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "just",
+        "like",
+        "me",
+        "more",
+        "most",
+        "my",
+        "name",
+        "named",
+        "no",
+        "not",
+        "now",
+        "of",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "user",
+        "user's",
+        "users",
+        "human",
+        "prefers",
+        "prefer",
+        "likes",
+        "like",
+        "works",
+        "work",
+        "working",
+        "lives",
+        "live",
+        "living",
+        "called",
+        "is",
+        "am",
+    ]
+)
+
+
+def normalised(text: str) -> str:
+    """Text compared for sameness: its words in lower case, punctuation and spacing aside."""
+    return " ".join(_TOKEN.findall(text.lower().replace("’", "'")))
+
+
+def _stem(word: str) -> str:
+    """A crude stem, enough to match "works" with "work" and "moved" with "move"."""
+    word = word.lower().replace("’", "'")
+    for suffix in ("'s", "ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def _content_words(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text) if w.lower() not in _COMMON and len(w) > 1}
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+# -- replies ----------------------------------------------------------------------------------
+def repeated_reply(reply: str, earlier: Iterable[str]) -> str | None:
+    """The earlier reply `reply` repeats word for word (case and spacing aside), if any."""
+    key = normalised(reply)
+    return next((e for e in earlier if normalised(e) == key), None) if key else None
+
+
+def without_echo(reply: str, asked: str) -> str:
+    """`reply` less a copy of the user's message `asked` that opens it ("Where do I work? You
+    work at ..." -> "You work at ..."); `reply` itself when it does not open so, or is only
+    the copy (repeated_reply refuses that)."""
+    words, echo = reply.split(), asked.split()
+    if len(echo) < 4 or len(words) <= len(echo):
+        return reply  # a word or three in common is no echo: "first" -> "first answer"
+    if [w.lower() for w in words[: len(echo)]] != [w.lower() for w in echo]:
+        return reply
+    # cut in the original text after the echo's last word, keeping the rest's own spacing
+    rest = reply
+    for word in echo:
+        rest = rest[rest.lower().index(word.lower()) + len(word) :]
+    return rest.strip() or reply
+
+
+def echoes(reply: str, asked: str) -> bool:
+    """Whether `reply` only says the user's message `asked` back: every word of it, or all but
+    one in ten, is the user's (a 0.5-1.5B model echoes what it was told)."""
+    words = normalised(reply).split()
+    theirs = set(normalised(asked).split())
+    if len(words) < 4:
+        return False  # "Yes, Flask." is an answer
+    return sum(w in theirs for w in words) * 10 >= len(words) * 9
+
+
+def users_own_sentences(messages: Iterable[str]) -> str:
+    """The first-person sentences of the user's messages, a line each: what the user said of
+    themselves, which the assistant must not say of itself."""
+    return "\n".join(
+        sentence for text in messages for sentence in sentences(text) if _SAYS_I.search(sentence)
+    )
+
+
+def claims_users_facts(reply: str, human_block: str, persona_block: str = "") -> str | None:
+    """The first sentence of `reply` that states a line of the user's core facts (`human_block`)
+    in the first person, as the assistant's own; None if none does.
+
+    A sentence counts when it speaks of "I"/"my" and not of "you", and holds most of the
+    distinctive words of one fact line, or most of its own are of one (two thirds), at least one of them not in the assistant's own persona
+    (so "I am Memex" is never caught)."""
+    own = _content_words(persona_block)
+    facts = [_content_words(line) for line in human_block.splitlines()]
+    facts = [f for f in facts if f]
+    for sentence in sentences(reply):
+        if not _SAYS_I.search(sentence) or _SECOND_PERSON.search(sentence):
+            continue
+        words = _content_words(sentence)
+        for fact in facts:
+            shared = fact & words
+            covers = min(len(fact), len(words))  # the fact's words, or all the sentence says
+            if shared - own and len(shared) * 3 >= covers * 2:
+                return sentence
+    return None
+
+
+# -- core memory ------------------------------------------------------------------------------
+def first_person_lines(content: str) -> list[str]:
+    """Lines of `content` written as "I ..." / "My ...": in the 'human' block they read later as
+    the assistant's own facts (the model then says "I work at Acme")."""
+    return [line for line in content.splitlines() if _FIRST_PERSON.search(line)]
+
+
+def lines_already_held(content: str, block_value: str) -> tuple[list[str], list[str]]:
+    """`content`'s lines split into those the block holds already (as a line, case, spacing and
+    end punctuation aside) and the new ones, each in order."""
+    held_lines = {normalised(line) for line in block_value.splitlines() if line.strip()}
+    held: list[str] = []
+    new: list[str] = []
+    for line in content.splitlines():
+        if not line.strip():
+            continue
+        (held if normalised(line) in held_lines else new).append(line)
+    return held, new
+
+
+def introduced_names(old: str, new: str) -> list[str]:
+    """Capitalised words in `new` that `old` lacks and that are not common words: the names a
+    replace puts in ("Name: Alice" -> "Name: Bob" puts in "Bob"). A capitalised plain word that
+    starts a sentence is among them too; was_said finds it in what was said, as it should."""
+    before = {w.lower() for w in _WORD.findall(old)}
+    found: list[str] = []
+    for word in _WORD.findall(new):
+        lower = word.lower()
+        if word[0].isupper() and lower not in before and lower not in _COMMON and word not in found:
+            found.append(word)
+    return found
+
+
+def unheard_names(old: str, new: str, was_said: Callable[[str], bool]) -> list[str]:
+    """The names `new` puts in (see introduced_names) that `was_said` never heard."""
+    return [name for name in introduced_names(old, new) if not was_said(name)]

@@ -1,0 +1,341 @@
+"""The engine's help for small models (engine.types.Assists), through the scripted client: the
+same parsing, validation, dispatch and storage as the real model."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from engine import Assists, MemGPTAgent, Persona
+from engine.context import ROLES
+from engine.llm.scripted import ScriptedClient, call
+from engine.memory.page_in import PAGE_IN_PREFIX
+
+PERSONA = Persona(name="Sam", description="A helpful assistant")
+LONG_AGO = dt.datetime(2025, 3, 4, 10, 15, tzinfo=dt.UTC)
+
+
+def make_agent(store, replies=(), **kw) -> tuple[MemGPTAgent, ScriptedClient]:
+    client = ScriptedClient(replies)
+    return MemGPTAgent(PERSONA, store, client, name="sam", **kw), client
+
+
+def old_exchange(agent: MemGPTAgent, said: str, replied: str, when=LONG_AGO) -> None:
+    """A user message and its reply from long ago, out of view (as after a page-out)."""
+    ids = [
+        agent.recall.add(agent.session_id, role, text, 10, created_at=when, in_context=False).id
+        for role, text in (("user", said), ("assistant", replied))
+    ]
+    # summarised long ago, as a page-out leaves it: the summary does not hold the details
+    agent.summaries.add("Earlier talk about a kiosk.", ids[0], ids[-1], "test")
+
+
+def page_in_notes(agent: MemGPTAgent) -> list[str]:
+    return [
+        m.content
+        for m in agent.recall.all()
+        if m.role == "system" and m.content.startswith(PAGE_IN_PREFIX)
+    ]
+
+
+# -- page-in ----------------------------------------------------------------------------------
+def test_page_in_shows_an_old_exchange_dated_with_its_reply_before_the_model_answers(store):
+    agent, client = make_agent(store, [call("send_message", message="You chose Falcon.")])
+    old_exchange(
+        agent, "Which web framework should I use for the kiosk?", "I'd go with Falcon for it."
+    )
+    agent.archival.insert("The kiosk runs on a Raspberry Pi 5.", created_at=LONG_AGO)
+    r = agent.step("What framework did you suggest for the kiosk?")
+    assert r.message == "You chose Falcon." and r.tool_calls[0].name == "send_message"
+    prompt = client.history[0]
+    assert prompt[-2].role == "user" and prompt[-1].role == "system"
+    note = prompt[-1].content
+    assert note.startswith(PAGE_IN_PREFIX)
+    assert "[4 March 2025, conversation] user: Which web framework" in note
+    assert "/ you (assistant): I'd go with Falcon for it." in note  # the reply to it
+    assert "[4 March 2025, archival] The kiosk runs on a Raspberry Pi 5." in note
+    assert page_in_notes(agent) == [note]  # stored: the transcript shows what the model saw
+    assert prompt[0] == client.history[0][0]  # the system message is not where it goes
+
+
+def test_page_in_skips_what_is_in_view_and_stays_quiet_on_an_empty_memory(store):
+    agent, client = make_agent(
+        store, [call("send_message", message="Hello!"), call("send_message", message="Tea.")]
+    )
+    agent.step("Hi, I like green tea.")
+    assert page_in_notes(agent) == []  # nothing in memory: no note
+    agent.step("What do I like to drink?")
+    assert page_in_notes(agent) == []  # the only match is in view already
+
+
+def test_page_in_note_fits_its_token_budget_and_keeps_the_best_hits(store):
+    agent, client = make_agent(store, [call("send_message", message="ok")])
+    words = "lighthouse keeper wrote about the lamp and the storm " * 30
+    agent.archival.insert_many([f"Log {i}: {words}" for i in range(10)])
+    agent.step("What did the lighthouse keeper write about the storm?")
+    (note,) = page_in_notes(agent)
+    budget = agent.context.budget.page_in_tokens
+    assert client.count_message_tokens(client.history[0][-1]) <= budget
+    assert note.count("[") >= 2 and "archival" in note
+
+
+def test_page_in_finds_graph_facts_about_names_in_the_message(store):
+    agent, client = make_agent(store, [call("send_message", message="Lumen Labs.")])
+    agent.graph.insert("Maya", "works_at", "Lumen Labs", "2024-09")
+    agent.step("Where does Maya work these days?")
+    (note,) = page_in_notes(agent)
+    assert "[fact]" in note and "Lumen Labs" in note
+
+
+def test_page_in_off_leaves_the_prompt_as_it_was(store):
+    agent, client = make_agent(
+        store, [call("send_message", message="ok")], assists=Assists().without("page_in")
+    )
+    old_exchange(agent, "Which framework for the kiosk?", "Falcon.")
+    agent.step("What framework did you suggest for the kiosk?")
+    assert page_in_notes(agent) == [] and client.history[0][-1].role == "user"
+
+
+# -- replies ----------------------------------------------------------------------------------
+def test_a_reply_repeating_an_earlier_one_in_view_goes_back_to_the_model(store):
+    agent, client = make_agent(
+        store,
+        [
+            call("send_message", message="I'm ready to help with the inventory API."),
+            call("send_message", message="I'm ready to help with the inventory API."),
+            call("send_message", message="You ship it on March 3."),
+        ],
+    )
+    agent.step("Hi!")
+    r = agent.step("When do we ship?")
+    assert r.message == "You ship it on March 3."
+    refused = client.history[2][-1]
+    assert refused.role == "tool" and "you sent exactly this reply before" in refused.content
+
+
+def test_a_reply_that_only_echoes_the_user_is_refused_and_an_echoed_opening_dropped(store):
+    agent, client = make_agent(
+        store,
+        [
+            call("send_message", message="Where do I work?"),
+            call("send_message", message="Where do I work? You work at Kestrel."),
+        ],
+    )
+    r = agent.step("Where do I work?")
+    assert r.message == "You work at Kestrel."
+    assert "only repeats the user's message" in client.history[1][-1].content
+
+
+def test_a_reply_stating_the_users_fact_as_the_assistants_own_is_refused(store):
+    agent, client = make_agent(
+        store,
+        [
+            call("send_message", message="I work at Acme Corp."),
+            call("send_message", message="You work at Acme Corp."),
+        ],
+    )
+    agent.edit_core_memory("human", "Name: Alice\nWorks at Acme Corp")
+    r = agent.step("Where do I work?")
+    assert r.message == "You work at Acme Corp."
+    assert "as the USER's fact" in client.history[1][-1].content
+
+
+def test_reply_refusals_are_bounded_then_the_reply_is_sent(store):
+    same = call("send_message", message="I work at Acme Corp.")
+    agent, client = make_agent(store, [same] * 3)
+    agent.edit_core_memory("human", "Works at Acme Corp")
+    r = agent.step("Where do I work?")
+    assert r.message == "I work at Acme Corp." and r.steps == 3
+
+
+def test_reply_checks_off_send_what_the_model_wrote(store):
+    agent, _ = make_agent(
+        store,
+        [call("send_message", message="I work at Acme Corp.")],
+        assists=Assists().without("check_voice"),
+    )
+    agent.edit_core_memory("human", "Works at Acme Corp")
+    assert agent.step("Where do I work?").message == "I work at Acme Corp."
+
+
+def test_the_roles_prompt_is_in_the_instructions_only_when_on(store):
+    agent, client = make_agent(store, [call("send_message", message="Hi")])
+    agent.step("hello")
+    assert ROLES.strip() in client.history[0][0].content
+    other, other_client = make_agent(
+        store, [call("send_message", message="Hi")], assists=Assists().without("roles_prompt")
+    )
+    assert ROLES.strip() not in other.context.system_prompt().message.content
+
+
+# -- core edits -------------------------------------------------------------------------------
+def test_appending_a_line_core_memory_holds_is_a_no_op_that_says_so(store):
+    agent, client = make_agent(
+        store,
+        [
+            call("core_memory_append", heartbeat=True, section="human", content="name: alice."),
+            call("send_message", message="Hi again, Alice."),
+        ],
+    )
+    agent.edit_core_memory("human", "Name: Alice")
+    r = agent.step("I'm Alice, remember?")
+    assert agent.core_memory["human"] == "Name: Alice"
+    result = client.history[1][-1].content
+    assert "Already in 'human'" in result and "Nothing changed" in result
+    assert [(op.ok, op.changed) for op in r.memory_operations] == [(True, False)]
+    assert len(agent.memory.history("human")) == 1  # the user's edit only
+
+
+def test_appending_several_lines_keeps_only_the_new_ones(store):
+    agent, _ = make_agent(
+        store,
+        [
+            call(
+                "core_memory_append",
+                heartbeat=True,
+                section="human",
+                content="Name: Alice\nLikes tea",
+            ),
+            call("send_message", message="Noted."),
+        ],
+    )
+    agent.edit_core_memory("human", "Name: Alice")
+    agent.step("I like tea.")
+    assert agent.core_memory["human"] == "Name: Alice\nLikes tea"
+
+
+def test_a_replace_with_a_name_nobody_said_is_refused(store):
+    agent, client = make_agent(
+        store,
+        [
+            call(
+                "core_memory_replace",
+                heartbeat=True,
+                section="human",
+                old_content="Alice",
+                new_content="Bob",
+            ),
+            call("send_message", message="Hello Alice."),
+        ],
+    )
+    agent.edit_core_memory("human", "Name: Alice")
+    r = agent.step("Hello there.")
+    assert agent.core_memory["human"] == "Name: Alice"
+    assert "'Bob' is in no message" in client.history[1][-1].content
+    assert r.memory_operations[0].ok is False
+
+
+def test_a_replace_with_a_name_the_user_said_goes_through(store):
+    agent, _ = make_agent(
+        store,
+        [
+            call(
+                "core_memory_replace",
+                heartbeat=True,
+                section="human",
+                old_content="Lives in Paris",
+                new_content="Lives in Berlin",
+            ),
+            call("send_message", message="Berlin it is."),
+        ],
+    )
+    agent.edit_core_memory("human", "Lives in Paris")
+    agent.step("I moved to Berlin last week.")
+    assert agent.core_memory["human"] == "Lives in Berlin"
+
+
+def test_the_model_naming_itself_in_a_tool_call_is_no_evidence(store):
+    agent, client = make_agent(
+        store,
+        [
+            call("archival_memory_search", heartbeat=True, query="Zebulon"),
+            call(
+                "core_memory_replace",
+                heartbeat=True,
+                section="human",
+                old_content="Alice",
+                new_content="Zebulon",
+            ),
+            call("send_message", message="ok"),
+        ],
+    )
+    agent.edit_core_memory("human", "Name: Alice")
+    agent.step("hi")
+    assert agent.core_memory["human"] == "Name: Alice"
+
+
+def test_core_edit_checks_off_and_the_users_own_edits_are_never_checked(store):
+    agent, _ = make_agent(
+        store,
+        [
+            call(
+                "core_memory_replace",
+                heartbeat=True,
+                section="human",
+                old_content="Alice",
+                new_content="Bob",
+            ),
+            call("send_message", message="ok"),
+        ],
+        assists=Assists.none(),
+    )
+    agent.edit_core_memory("human", "Name: Alice")
+    agent.step("hi")
+    assert agent.core_memory["human"] == "Name: Bob"
+    assert agent.tools.core_memory_replace("human", "Bob", "Zed").startswith("Replaced")
+    assert agent.core_memory["human"] == "Name: Zed"  # the user's edit, unchecked
+
+
+def test_a_first_person_line_for_the_human_block_is_refused(store):
+    agent, client = make_agent(
+        store,
+        [
+            call("core_memory_append", heartbeat=True, section="human", content="I work at Acme"),
+            call("core_memory_append", heartbeat=True, section="human", content="Works at Acme"),
+            call("send_message", message="Noted: Acme."),
+        ],
+    )
+    agent.step("I work at Acme.")
+    assert agent.core_memory["human"] == "Works at Acme"
+    assert "holds the user's facts, said about them" in client.history[1][-1].content
+
+
+def test_the_transcript_shows_a_page_in_as_one_line_with_the_note_on_demand(store):
+    from engine.transcript import transcript
+
+    agent, _ = make_agent(store, [call("send_message", message="Falcon.")])
+    old_exchange(agent, "Which framework for the kiosk?", "Falcon, for the kiosk.")
+    agent.step("What framework did you suggest for the kiosk?")
+    entries = transcript(agent.recall, agent.summaries).entries
+    (found,) = [e for e in entries if e.text.startswith("found in memory")]
+    assert found.kind == "operation" and found.text.endswith("1 item")
+    assert found.detail.startswith(PAGE_IN_PREFIX) and "Falcon" in found.detail
+
+
+def test_a_reply_in_the_users_old_words_from_the_page_in_note_is_refused(store):
+    agent, client = make_agent(
+        store,
+        [
+            call("send_message", message="I'm training for the Brennan Valley half marathon."),
+            call("send_message", message="You are training for the Brennan Valley half marathon."),
+        ],
+    )
+    old_exchange(
+        agent, "I'm training for the Brennan Valley half marathon.", "Great, I'd start slow."
+    )
+    r = agent.step("What race am I training for?")
+    assert r.message == "You are training for the Brennan Valley half marathon."
+    assert "as the USER's fact" in client.history[1][-1].content
+
+
+def test_users_words_of_a_note_leave_out_the_assistants_replies():
+    from engine.memory.page_in import Recalled, render_note, users_words
+
+    when = dt.datetime(2025, 1, 2, tzinfo=dt.UTC)
+    note = render_note(
+        [
+            Recalled("conversation", when, "user: I have a cat. / you (assistant): I like cats."),
+            Recalled("archival", when, "I finished the book today."),
+        ],
+        lambda text: True,
+    )
+    assert users_words(note) == ["I have a cat.", "I finished the book today."]

@@ -1,0 +1,41 @@
+"""The engine's help for small models on the real default chat model (Qwen2.5-Coder-1.5B):
+page-in before an answer, and the reply checks, through llama.cpp's grammar and parsing. These
+check behaviour; how well it answers is bench/memory_qa.py's job."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from engine import MemGPTAgent, Persona
+from engine.memory.page_in import PAGE_IN_PREFIX
+
+pytestmark = pytest.mark.slow
+
+LONG_AGO = dt.datetime(2025, 6, 14, 9, 30, tzinfo=dt.UTC)
+
+
+def test_the_default_model_answers_with_an_old_exchange_paged_in(store, default_client):
+    agent = MemGPTAgent(Persona("Memex", "A helpful assistant."), store, default_client)
+    said = [
+        ("user", "Which novel should I read on the ferry to Skye?"),
+        (
+            "assistant",
+            "Try 'The Lighthouse at Vellmar' by Oona Brecht: short chapters, great for a ferry.",
+        ),
+    ]
+    ids = [
+        agent.recall.add(agent.session_id, role, text, 20, created_at=LONG_AGO, in_context=False).id
+        for role, text in said
+    ]
+    agent.summaries.add("Earlier talk about books.", ids[0], ids[-1], "test")
+
+    result = agent.step("What novel did you recommend for my ferry trip?")
+
+    notes = [m for m in agent.recall.in_context() if m.content.startswith(PAGE_IN_PREFIX)]
+    assert len(notes) == 1 and "Lighthouse at Vellmar" in notes[0].content
+    assert "14 June 2025" in notes[0].content
+    assert result.message  # a reply came, through the grammar and the reply checks
+    assert result.context_usage.prompt_tokens <= result.context_usage.prompt_budget
+    assert not result.stopped_by_step_limit

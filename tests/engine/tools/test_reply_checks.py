@@ -1,0 +1,65 @@
+"""The checks of what the model writes (engine.tools.reply_checks), on their own."""
+
+from __future__ import annotations
+
+from engine.tools.reply_checks import (
+    claims_users_facts,
+    first_person_lines,
+    introduced_names,
+    lines_already_held,
+    normalised,
+    repeated_reply,
+    without_echo,
+)
+
+HUMAN = "Name: Alice\nPython developer\nWorks at Acme Corp\nBuilding a REST API for inventory"
+PERSONA = "I am Memex. A helpful assistant with a long memory."
+
+
+def test_the_users_facts_in_the_first_person_are_caught():
+    assert claims_users_facts("I work at Acme Corp.", HUMAN, PERSONA) == "I work at Acme Corp."
+    assert claims_users_facts("Sure! My name is Alice.", HUMAN, PERSONA) == "My name is Alice."
+    said = "I'm ready to start developing a dark mode and working at Acme Corp."
+    assert claims_users_facts(said, HUMAN, PERSONA) == said
+
+
+def test_speaking_of_the_user_or_of_itself_is_not_caught():
+    assert claims_users_facts("You work at Acme Corp.", HUMAN, PERSONA) is None
+    assert claims_users_facts("I know you work at Acme Corp.", HUMAN, PERSONA) is None
+    assert claims_users_facts("I'm Memex, nice to meet you, Alice!", HUMAN, PERSONA) is None
+    assert claims_users_facts("I am Memex, a helpful assistant.", HUMAN, PERSONA) is None
+    assert claims_users_facts("I recommend FastAPI for the REST API.", HUMAN, PERSONA) is None
+    assert claims_users_facts("I work at Acme Corp.", "", PERSONA) is None
+
+
+def test_repeats_and_echoes_are_found_whatever_the_case_and_punctuation():
+    assert normalised("Notes: we ship on March 3!") == normalised("notes we ship on March 3")
+    assert normalised("on March 3") != normalised("on March 4")
+    assert repeated_reply("hello there.", ["Hi", "Hello there!"]) == "Hello there!"
+    assert repeated_reply("Hello there, Bob", ["Hello there!"]) is None
+    asked = "Where do I work?"
+    assert without_echo("Where do I work? You work at Kestrel.", asked) == "You work at Kestrel."
+    assert without_echo("where do I work? You work there.", asked) == "You work there."
+    assert without_echo("Where do I work?", asked) == "Where do I work?"  # refused instead
+    assert without_echo("You work at Kestrel.", asked) == "You work at Kestrel."
+    assert without_echo("first answer", "first") == "first answer"
+
+
+def test_core_lines_already_held_and_first_person_lines():
+    assert lines_already_held("name: alice.\nLikes tea", "Name: Alice\nWorks at X") == (
+        ["name: alice."],
+        ["Likes tea"],
+    )
+    assert lines_already_held("", "Name: Alice") == ([], [])
+    assert first_person_lines("I prefer dark mode\nWorks at X\nMy cat is Miso") == [
+        "I prefer dark mode",
+        "My cat is Miso",
+    ]
+
+
+def test_names_a_replace_puts_in():
+    assert introduced_names("Name: Alice", "Name: Bob") == ["Bob"]
+    assert introduced_names("Alice", "Bob") == ["Bob"]
+    assert introduced_names("Lives in Paris", "Lives in Berlin") == ["Berlin"]
+    assert introduced_names("Likes tea", "likes green tea") == []
+    assert introduced_names("Name: Alice", "Name: Alice Smith") == ["Smith"]
