@@ -45,7 +45,7 @@ from typing import Any
 
 from engine import MemGPTAgent, Persona
 from engine.llm.llama import LlamaClient
-from engine.memory.page_in import PAGE_IN_PREFIX
+from engine.memory.page_in import latest_note
 from engine.store.db import Store, open_store
 from engine.store.embed import Embedder
 from engine.tools.reply_checks import claims_users_facts
@@ -113,16 +113,7 @@ def ask(agent: MemGPTAgent, question: str) -> tuple[str, bool, bool, float, str]
     result = agent.step(question)
     seconds = time.perf_counter() - started
     searched = any(c.name in SEARCH_TOOLS for c in result.tool_calls)
-    in_view = agent.recall.in_context()
-    asked_at = max(m.id for m in in_view if m.role == "user")
-    note = next(
-        (
-            m.content
-            for m in in_view
-            if m.id > asked_at and m.role == "system" and m.content.startswith(PAGE_IN_PREFIX)
-        ),
-        "",
-    )
+    note = latest_note(agent.recall.in_context())
     return result.message or "", searched, bool(note), seconds, note
 
 

@@ -19,7 +19,7 @@ from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, Block, BlockTemplate, CoreMemory
 from engine.memory.graph import KnowledgeGraph
-from engine.memory.page_in import PAGE_IN_PREFIX, PageIn, render_note, users_words
+from engine.memory.page_in import PageIn, latest_note, render_note, users_words
 from engine.memory.recall import MESSAGE_INDEX, RecallMemory
 from engine.memory.summaries import SummaryLog
 from engine.store.db import Store, now_iso
@@ -433,14 +433,17 @@ class MemGPTAgent:
         except ReplyParseError as exc:
             call = None
             result = ToolResult("reply", False, str(exc))
+        # a reply is checked against the messages in view, read once for all its checks
+        in_view = (
+            self.recall.in_context() if call is not None and call.name == "send_message" else []
+        )
         if call is not None and self.assists.refuse_repeats:
-            call = self._without_echo(call)
+            call = self._without_echo(call, in_view)
         done_before = len(self.tools.operations)
         with self.store.atomic():
-            refusal = self._refused_reply(call) if call is not None else None
             if call is not None and self._repeats_last_call(call):
                 result = ToolResult(call.name, False, REPEATED_CALL)
-            elif call is not None and refusal is not None:
+            elif call is not None and (refusal := self._refused_reply(call, in_view)) is not None:
                 result = ToolResult(call.name, False, refusal)
             elif call is not None:
                 with timing.phase(timing.PHASE_DISPATCH):
@@ -493,7 +496,7 @@ class MemGPTAgent:
             return self._reply_only_schema
         return self._reply_schema
 
-    def _refused_reply(self, call: ToolCall) -> str | None:
+    def _refused_reply(self, call: ToolCall, in_view: list[Message]) -> str | None:
         """Why a reply to the user must be written again (a repeat of an earlier reply in view,
         a copy of the user's message, or the user's facts stated as the assistant's own: those
         core memory holds and what the user said of themselves in view), or None to send it. At most
@@ -505,8 +508,8 @@ class MemGPTAgent:
             return None  # the tool says what is wrong with it
         reason = None
         if self.assists.refuse_repeats:
-            earlier = self._replies_in_view()
-            asked = self._latest_user_message()
+            earlier = _replies(in_view)
+            asked = _latest_user_message(in_view)
             repeated = repeated_reply(text, [t for _, t in earlier])
             if asked is not None and echoes(text, asked.content):
                 reason = ECHOED_MESSAGE
@@ -515,8 +518,8 @@ class MemGPTAgent:
                 reason = REPEATED_REPLY.format(id=message_id)
         if reason is None and self.assists.check_voice:
             core = self.core_memory
-            said = [m.content for m in self.recall.in_context() if m.role == "user"]
-            said += users_words(self._page_in_note_in_view())
+            said = [m.content for m in in_view if m.role == "user"]
+            said += users_words(latest_note(in_view))
             users = core.get("human", "") + "\n" + users_own_sentences(said[-VOICE_MESSAGES:])
             sentence = claims_users_facts(text, users, core.get("persona", ""))
             if sentence is not None:
@@ -525,45 +528,17 @@ class MemGPTAgent:
             self._refused_replies += 1
         return reason
 
-    def _without_echo(self, call: ToolCall) -> ToolCall:
+    def _without_echo(self, call: ToolCall, in_view: list[Message]) -> ToolCall:
         """A reply that opens with a copy of the user's message, sent without it (small models
         echo the question before answering it)."""
         text = call.arguments.get("message") if call.name == "send_message" else None
-        asked = self._latest_user_message()
+        asked = _latest_user_message(in_view)
         if not isinstance(text, str) or asked is None:
             return call
         kept = without_echo(text, asked.content)
         if kept == text:
             return call
         return dataclasses.replace(call, arguments={**call.arguments, "message": kept})
-
-    def _page_in_note_in_view(self) -> str:
-        """The page-in note of the message being answered, or "" when it has none."""
-        in_view = self.recall.in_context()
-        asked = max((m.id for m in in_view if m.role == "user"), default=0)
-        return next(
-            (
-                m.content
-                for m in in_view
-                if m.id > asked and m.role == "system" and m.content.startswith(PAGE_IN_PREFIX)
-            ),
-            "",
-        )
-
-    def _latest_user_message(self) -> Message | None:
-        in_view = [m for m in self.recall.in_context() if m.role == "user"]
-        return in_view[-1] if in_view else None
-
-    def _replies_in_view(self) -> list[tuple[int, str]]:
-        """(message id, text) of the replies to the user among the messages in view."""
-        replies = []
-        for message in self.recall.in_context():
-            call = message.tool_call
-            if message.role == "assistant" and call and call.get("tool") == "send_message":
-                text = (call.get("arguments") or {}).get("message")
-                if isinstance(text, str):
-                    replies.append((message.id, text))
-        return replies
 
     def _repeats_last_call(self, call: ToolCall) -> bool:
         """Same arguments as this turn's last successful call of the same tool: small models
@@ -691,6 +666,22 @@ class MemGPTAgent:
 
     def __repr__(self) -> str:
         return f"MemGPTAgent(name={self.name!r}, store={self.store!r}, llm={self.llm.name!r})"
+
+
+def _latest_user_message(in_view: list[Message]) -> Message | None:
+    return next((m for m in reversed(in_view) if m.role == "user"), None)
+
+
+def _replies(in_view: list[Message]) -> list[tuple[int, str]]:
+    """(message id, text) of the replies to the user among `in_view`."""
+    replies = []
+    for message in in_view:
+        call = message.tool_call
+        if message.role == "assistant" and call and call.get("tool") == "send_message":
+            text = (call.get("arguments") or {}).get("message")
+            if isinstance(text, str):
+                replies.append((message.id, text))
+    return replies
 
 
 def _with_review(result: StepResult, review: ReviewResult) -> StepResult:

@@ -118,6 +118,19 @@ def _exchange(message: Message, other: Message | None) -> str:
     return text
 
 
+def latest_note(in_view: list[Message]) -> str:
+    """The page-in note of the latest user message among `in_view` (oldest first), or ""."""
+    asked = max((m.id for m in in_view if m.role == "user"), default=0)
+    return next(
+        (
+            m.content
+            for m in in_view
+            if m.id > asked and m.role == "system" and m.content.startswith(PAGE_IN_PREFIX)
+        ),
+        "",
+    )
+
+
 def users_words(note: str) -> list[str]:
     """What a page-in note quotes of the user: the user's half of each exchange, and the
     passages (the user's notes, most often); not the assistant's own past replies."""
