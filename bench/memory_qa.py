@@ -14,7 +14,7 @@
   turns go into a memory file as archival passages "[date] Speaker: text" or as recall history;
   each sampled question (categories 1-4, stratified by category, seeded) is asked with
   agent.step() on a fresh copy of that file. Scored with LoCoMo's token F1 (lower case,
-  punctuation and a/an/the removed), with the share F1 >= 0.5, the share where the agent
+  punctuation and a/an/the removed, Porter-stemmed; a multi-hop answer part by part), with the share F1 >= 0.5, the share where the agent
   searched or page-in supplied an evidence turn, and the search's evidence recall@5/@10.
 - table: every model x assists configuration above, each in its own process one after the
   other (real-model runs must run alone), side by side.
@@ -42,6 +42,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from nltk.stem import PorterStemmer  # type: ignore[import-untyped]
 
 from engine import MemGPTAgent, Persona
 from engine.llm.llama import LlamaClient
@@ -132,6 +134,8 @@ def says_dont_know(reply: str) -> bool:
 
 
 _ARTICLES = re.compile(r"\b(a|an|the|and)\b")
+_STEMMER = PorterStemmer()
+MULTI_HOP = 1  # LoCoMo's category 1: an answer of several parts, scored part by part
 
 
 def normalize_answer(text: str) -> str:
@@ -143,14 +147,26 @@ def normalize_answer(text: str) -> str:
 
 
 def token_f1(prediction: str, gold: str) -> float:
-    """LoCoMo's token F1 of a reply against the gold answer."""
-    predicted, wanted = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    """LoCoMo's token F1 of a reply against the gold answer, on Porter-stemmed words (as its
+    task_eval/evaluation.py scores them)."""
+    predicted = [_STEMMER.stem(w) for w in normalize_answer(prediction).split()]
+    wanted = [_STEMMER.stem(w) for w in normalize_answer(gold).split()]
     common = Counter(predicted) & Counter(wanted)
     same = sum(common.values())
     if same == 0:
         return 0.0
     precision, recall = same / len(predicted), same / len(wanted)
     return 2 * precision * recall / (precision + recall)
+
+
+def locomo_f1(prediction: str, gold: str, category: int) -> float:
+    """LoCoMo's score of one answer: a multi-hop gold answer's comma-separated parts each take
+    the best F1 of the reply's comma-separated parts, averaged; other categories, token_f1."""
+    if category != MULTI_HOP:
+        return token_f1(prediction, gold)
+    parts = [p.strip() for p in prediction.split(",")]
+    wanted = [g.strip() for g in gold.split(",")]
+    return sum(max(token_f1(p, g) for p in parts) for g in wanted) / len(wanted)
 
 
 # -- the seed scenario ------------------------------------------------------------------------
@@ -551,7 +567,7 @@ def _ask_locomo(
         "question": qa["question"],
         "answer": gold,
         "reply": reply,
-        "f1": token_f1(reply, gold),
+        "f1": locomo_f1(reply, gold, qa["category"]),
         "searched": searched,
         "paged_in_evidence": any(" ".join(s.split()) in note for s in shown),
         "r5": bool(evidence & set(ranked[:5])),

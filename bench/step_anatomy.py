@@ -364,18 +364,23 @@ def mean_timings(samples: list[StepTimings]) -> StepTimings:
     )
 
 
-def report(runs: list[dict[str, Any]], args: argparse.Namespace, threads: int) -> str:
+def report(
+    measured: dict[str, tuple[str, list[dict[str, Any]]]], args: argparse.Namespace, threads: int
+) -> str:
     kinds = list(STEPS)
+    model_name, runs = measured[args.model]
     means = {k: mean_timings([r[k]["timings"] for r in runs]) for k in kinds}
+    command = f"python -m bench.step_anatomy --runs {args.runs}"
+    command += f" --threads {args.threads}" if args.threads else ""
+    command += f" --model {args.model}" if args.model != "chat" else ""
+    command += f" --compare {args.compare}" if args.compare else ""
     lines = [
         BEGIN,
         f"## Step anatomy: {args.messages:,} recall messages, {args.passages:,} archival passages",
         "",
-        f"`python -m bench.step_anatomy --runs {args.runs}"
-        f"{f' --threads {args.threads}' if args.threads else ''} --write`, {dt.date.today()}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, {threads} model threads, default chat "
-        "model (Qwen2.5-Coder-0.5B "
-        f"Q4_K_M), n_ctx {N_CTX}, {IN_CONTEXT} messages in the window. Mean of {len(runs)} "
+        f"`{command} --write`, {dt.date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
+        f'{threads} model threads, chat model {model_name} ("{args.model}"), n_ctx {N_CTX}, '
+        f"{IN_CONTEXT} messages in the window. Mean of {len(runs)} "
         "runs, each on a fresh copy of the memory file after a warm-up step; the figures are "
         "each step's own `timings` (engine.timing), so the rows add up to the step.",
         "",
@@ -420,9 +425,44 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, threads: int) -
         f"- the search: {hits}; the file held {messages:,} messages and {passages:,} passages "
         "at the end of the run",
         "",
-        END,
     ]
+    lines += model_comparison(measured)
+    lines.append(END)
     return "\n".join(lines)
+
+
+def model_comparison(measured: dict[str, tuple[str, list[dict[str, Any]]]]) -> list[str]:
+    """The same steps with each chat model, side by side (step time, where it went, speed)."""
+    if len(measured) < 2:
+        return []
+    models = list(measured)
+    lines = [
+        "The same runs with each chat model (mean ms of the step; decoding speed in tokens/s):",
+        "",
+        "| step | " + " | ".join(f"{m} ({measured[m][0]})" for m in models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    for kind in STEPS:
+        rows: dict[str, list[str]] = {"wall": [], "prompt": [], "decode": [], "speed": []}
+        for model in models:
+            runs = measured[model][1]
+            mean = mean_timings([r[kind]["timings"] for r in runs])
+            tokens = statistics.fmean(
+                sum(c.completion_tokens for c in r[kind]["calls"]) for r in runs
+            )
+            decoding = mean.seconds("generation")
+            rows["wall"].append(f"{1000 * mean.wall_s:.0f}")
+            rows["prompt"].append(f"{1000 * mean.seconds('prompt_eval'):.0f}")
+            rows["decode"].append(f"{1000 * decoding:.0f} ({tokens:.0f} tokens)")
+            rows["speed"].append(f"{tokens / decoding:.1f}" if decoding else "-")
+        lines += [
+            f"| {kind} step (wall) | " + " | ".join(rows["wall"]) + " |",
+            f"| {kind}: prompt evaluation | " + " | ".join(rows["prompt"]) + " |",
+            f"| {kind}: decoding | " + " | ".join(rows["decode"]) + " |",
+            f"| {kind}: decoding tokens/s | " + " | ".join(rows["speed"]) + " |",
+        ]
+    lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -433,16 +473,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="model threads (default: every core)"
     )
+    parser.add_argument("--model", default="chat", help='the chat model: "chat" (the default)')
+    parser.add_argument(
+        "--compare", default=None, help='another chat model run the same way after it ("fast")'
+    )
     parser.add_argument("--write", action="store_true", help="write the results to BENCHMARKS.md")
     args = parser.parse_args(argv)
     embedder = default_embedder()
-    llm = LlamaClient(model_path("chat"), n_ctx=N_CTX, n_threads=args.threads)
-    source = memory_file(args.messages, args.passages, llm, embedder)
-    runs = []
-    for i in range(args.runs):
-        runs.append(run_once(source, llm, embedder))
-        print(f"run {i + 1}/{args.runs} done", file=sys.stderr)
-    section = report(runs, args, args.threads or available_cpus())
+    measured = {}
+    for model in [args.model] + ([args.compare] if args.compare else []):
+        llm = LlamaClient(model_path(model), n_ctx=N_CTX, n_threads=args.threads)
+        try:
+            source = memory_file(args.messages, args.passages, llm, embedder)
+            runs = []
+            for i in range(args.runs):
+                runs.append(run_once(source, llm, embedder))
+                print(f"{model}: run {i + 1}/{args.runs} done", file=sys.stderr)
+            measured[model] = (llm.name, runs)
+        finally:
+            llm.close()
+    section = report(measured, args, args.threads or available_cpus())
     print(section)
     if args.write:
         write_section(section, BEGIN, END)

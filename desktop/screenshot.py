@@ -2,8 +2,13 @@
 
     python -m desktop.screenshot --out docs/screenshot.png
 
+Two sessions on one memory file, as a user has them: in the first the user says who they
+are; the window closes, a new one opens on the same file (a new session: the first one's
+messages are history now), and the user asks what the assistant remembers. The picture is the
+second window.
+
 Runs offscreen unless a display is set (Xvfb or a desktop); uses a temporary memory file and
-settings folder, so the user's own are never touched. It takes a minute or two on 2 cores.
+settings folder, so the user's own are never touched. It takes two or three minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-CONVERSATION = (
-    "Hi! I'm Dana. I live in Oslo and I keep bees.",
-    "What do you remember about me?",
+SESSIONS = (
+    ("Hi! I'm Dana. I live in Oslo and I keep bees.",),
+    ("Hello again! Where do I live, and what do I keep?",),
 )
 
 
@@ -40,9 +45,6 @@ def main(argv: list[str] | None = None) -> int:
 
     app = QApplication(sys.argv[:1])
     settings = Settings(chat_model=args.model, db_path=str(scratch / "memex.db"), agent="Memex")
-    window = MainWindow(settings)
-    window.resize(1280, 800)
-    window.show()
 
     def wait(done, timeout: float = 600.0) -> None:
         deadline = time.monotonic() + timeout
@@ -52,13 +54,22 @@ def main(argv: list[str] | None = None) -> int:
             app.processEvents()
             time.sleep(0.01)
 
-    wait(lambda: window.loaded or window.error_box is not None)
-    if not window.loaded:
-        print(window.error_box.text(), file=sys.stderr)
-        return 1
-    for text in CONVERSATION:
-        window.send(text)
-        wait(lambda: not window.stepping and not window.worker.busy)
+    window = None
+    for number, session in enumerate(SESSIONS):
+        if window is not None:
+            window.close()  # the session ends; the next window starts a new one
+        window = MainWindow(settings)
+        window.resize(1280, 800)
+        window.show()
+        wait(lambda w=window: w.loaded or w.error_box is not None)
+        if not window.loaded:
+            print(window.error_box.text(), file=sys.stderr)
+            return 1
+        for text in session:
+            window.send(text)
+            wait(lambda w=window: not w.stepping and not w.worker.busy)
+        print(f"session {number + 1}: done", file=sys.stderr)
+    assert window is not None
     for row in window.chat.entries():
         if isinstance(row, ExpandableRow) and row.kind == "operation":
             row.toggle.click()  # show one operation expanded

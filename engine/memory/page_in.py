@@ -2,7 +2,7 @@
 
 A small model rarely thinks to search. So before it answers a user message, the engine runs the
 same hybrid search its tools run, over the three tiers at once, and shows the best hits as a
-note right after the message:
+note right after the message (placed before it, the note did worse: bench/memory_qa.py):
 
 - recall: past messages that are out of view (what is in view the model reads already), each
   with the other half of its exchange (a question's reply, a reply's question), since the
@@ -30,7 +30,7 @@ from engine.memory.recall import RecallMemory
 from engine.types import Message
 
 PAGE_IN_PREFIX = "[memory]"
-HITS_PER_TIER = 4  # the best of each tier; the note's token budget may drop the last ones
+HITS = 8  # the best of the tiers, taken in turn; the note's token budget may drop the last ones
 FACTS = 3
 HIT_CHARS = 300  # one message or passage, cut past this
 PAIR_CHARS = 200  # the other half of an exchange, cut past this
@@ -80,10 +80,12 @@ class PageIn:
         self.graph = graph
 
     def find(self, text: str) -> list[Recalled]:
-        """The hits for `text`, best first: the tiers' best interleaved, then facts."""
+        """The hits for `text`, best first: the tiers' best in turn (a tier with few hits leaves
+        its places to the other), then facts."""
         conversation = self._conversation(text)
         passages = self._passages(text)
         hits = [h for pair in zip_longest(conversation, passages) for h in pair if h is not None]
+        hits = hits[:HITS]
         hits += [Recalled("fact", None, f.render()) for f in self.graph.about(text, FACTS)]
         return hits
 
@@ -91,7 +93,7 @@ class PageIn:
         hits: list[Recalled] = []
         shown: set[int] = set()
         for message_id in self.recall.ranked(text):
-            if len(hits) == HITS_PER_TIER:
+            if len(hits) == HITS:
                 break
             if message_id in shown:
                 continue
@@ -105,7 +107,7 @@ class PageIn:
 
     def _passages(self, text: str) -> list[Recalled]:
         ranked = self.archival.ranked(text)
-        _, passages = self.archival.page_of(ranked, HITS_PER_TIER, 0)
+        _, passages = self.archival.page_of(ranked, HITS, 0)
         return [Recalled("archival", p.created_at, _clip(p.text, HIT_CHARS)) for p in passages]
 
 

@@ -25,7 +25,12 @@ from engine.tools.registry import (
     SearchArgs,
     SendMessageArgs,
 )
-from engine.tools.reply_checks import first_person_lines, lines_already_held, unheard_names
+from engine.tools.reply_checks import (
+    first_person_lines,
+    lines_already_held,
+    question_lines,
+    unheard_names,
+)
 from engine.types import MemoryOperation, ToolCall, ToolResult
 
 HIT_CHARS = 400  # a search hit longer than this is shown cut, with its id to fetch more
@@ -224,6 +229,12 @@ class MemoryTool:
         if not args.content.strip():
             raise ToolFailure("content is empty: nothing to append")
         content = args.content
+        asked = question_lines(content) if self._checked() else []
+        if asked:
+            raise ToolFailure(
+                f"{_clip(asked[0], 60)!r} is a question, not a fact: core memory keeps what is "
+                "known, and a question is answered with send_message. Nothing changed."
+            )
         if self._checked() and args.section == USER_SECTION:
             mine = first_person_lines(content)
             if mine:

@@ -245,6 +245,15 @@ def first_person_lines(content: str) -> list[str]:
     return [line for line in content.splitlines() if _FIRST_PERSON.search(line)]
 
 
+_QUESTION = re.compile(r"\?(\s|$)")  # a sentence of the line ends with a question mark
+
+
+def question_lines(content: str) -> list[str]:
+    """Lines of `content` that are questions: a small model saves the user's question ("What
+    car do I drive?") as if it were a fact, and the saved question then answers nothing."""
+    return [line for line in content.splitlines() if _QUESTION.search(line)]
+
+
 def lines_already_held(content: str, block_value: str) -> tuple[list[str], list[str]]:
     """`content`'s lines split into those the block holds already (as a line, case, spacing and
     end punctuation aside) and the new ones, each in order."""

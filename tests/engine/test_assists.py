@@ -299,6 +299,26 @@ def test_a_first_person_line_for_the_human_block_is_refused(store):
     assert "holds the user's facts, said about them" in client.history[1][-1].content
 
 
+def test_a_question_for_core_memory_is_refused(store):
+    agent, client = make_agent(
+        store,
+        [
+            call(
+                "core_memory_append",
+                heartbeat=True,
+                section="human",
+                content="Has a car\nWhat car do I drive these days?",
+            ),
+            call("send_message", message="I don't know which car you drive now."),
+        ],
+    )
+    r = agent.step("What car do I drive these days?")
+    assert agent.core_memory["human"] == ""  # nothing of the call was saved
+    result = client.history[1][-1].content
+    assert "is a question, not a fact" in result and "What car do I drive" in result
+    assert r.message == "I don't know which car you drive now."
+
+
 def test_the_transcript_shows_a_page_in_as_one_line_with_the_note_on_demand(store):
     from engine.transcript import transcript
 
@@ -309,6 +329,9 @@ def test_the_transcript_shows_a_page_in_as_one_line_with_the_note_on_demand(stor
     (found,) = [e for e in entries if e.text.startswith("found in memory")]
     assert found.kind == "operation" and found.text.endswith("1 item")
     assert found.detail.startswith(PAGE_IN_PREFIX) and "Falcon" in found.detail
+    # after the message it is for, before the reply
+    texts = [e.text for e in entries[-3:]]
+    assert texts == ["What framework did you suggest for the kiosk?", found.text, "Falcon."]
 
 
 def test_a_reply_in_the_users_old_words_from_the_page_in_note_is_refused(store):

@@ -8,6 +8,7 @@ from engine.tools.reply_checks import (
     introduced_names,
     lines_already_held,
     normalised,
+    question_lines,
     repeated_reply,
     without_echo,
 )
@@ -63,3 +64,9 @@ def test_names_a_replace_puts_in():
     assert introduced_names("Lives in Paris", "Lives in Berlin") == ["Berlin"]
     assert introduced_names("Likes tea", "likes green tea") == []
     assert introduced_names("Name: Alice", "Name: Alice Smith") == ["Smith"]
+
+
+def test_a_line_holding_a_question_is_one_whatever_follows_it():
+    content = "Flying to Reykjavik on 9 January\nWhat should I pack? I run cold.\nLikes 3.5?x"
+    assert question_lines(content) == ["What should I pack? I run cold."]
+    assert question_lines("Asked about FastAPI vs Flask") == []
