@@ -14,8 +14,9 @@
   turns go into a memory file as archival passages "[date] Speaker: text" or as recall history;
   each sampled question (categories 1-4, stratified by category, seeded) is asked with
   agent.step() on a fresh copy of that file. Scored with LoCoMo's token F1 (lower case,
-  punctuation and a/an/the removed, Porter-stemmed; a multi-hop answer part by part), with the share F1 >= 0.5, the share where the agent
-  searched or page-in supplied an evidence turn, and the search's evidence recall@5/@10.
+  punctuation and a/an/the removed, Porter-stemmed; a multi-hop answer part by part), with the
+  share F1 >= 0.5, the share where the agent searched or page-in supplied an evidence turn, and
+  the search's evidence recall@5/@10.
 - table: every model x assists configuration above, each in its own process one after the
   other (real-model runs must run alone), side by side.
 
