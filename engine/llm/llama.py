@@ -42,7 +42,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -607,6 +607,43 @@ class _TextStream:
             self._send(final_text)
 
 
+# llama.cpp's AMX kernels (built in when it is compiled on a CPU that has AMX, as pip's source
+# build does) crash the first decode of a Q4_K_M model on some Sapphire Rapids machines
+# (ggml-org/llama.cpp#20824, open; dspy's CI hit it too). They come in through the "extra buffer
+# types" a model's weights are repacked into, so where llama.cpp reports AMX the weights load
+# without them: the plain CPU kernels, a little slower on long prompts, and no crash.
+_AMX = b"AMX_INT8 = 1"
+_load_lock = threading.Lock()  # the default-params swap below is process-wide
+
+
+def _repack_safe() -> bool:
+    return _AMX not in llama_cpp.llama_print_system_info()
+
+
+@contextlib.contextmanager
+def _without_extra_buffer_types() -> Iterator[None]:
+    """During a load: model params with use_extra_bufts off (Llama() takes no such argument,
+    and reads llama_model_default_params() inside its __init__)."""
+    low_level = llama_cpp.llama_cpp
+    original = low_level.llama_model_default_params
+
+    def params() -> Any:
+        made = original()
+        made.use_extra_bufts = False
+        return made
+
+    with _load_lock:
+        low_level.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            low_level.llama_model_default_params = original
+
+
+def _load_guard() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext() if _repack_safe() else _without_extra_buffer_types()
+
+
 class _Llama(llama_cpp.Llama):
     """llama_cpp.Llama with grammar-checked sampling (see _GrammarCheckedSampler)."""
 
@@ -727,7 +764,7 @@ class LlamaClient:
         try:
             # verbose=True keeps llama-cpp-python from redirecting fds 1/2 to /dev/null during the
             # load; its own Python-level prints during __init__ are captured here and logged.
-            with contextlib.redirect_stderr(captured):
+            with contextlib.redirect_stderr(captured), _load_guard():
                 self._llama = _Llama(
                     model_path=str(path),
                     n_ctx=n_ctx,

@@ -262,7 +262,9 @@ def test_top_candidates_draw_what_the_whole_vocabulary_draws(chat_client) -> Non
     llama = chat_client._llama
     for name in ("greeting", "remember", "heartbeat", "quotes_unicode"):
         messages = CONVERSATIONS[name]
-        chat_client.complete(messages, schema, max_tokens=1)  # the same cache state for both
+        # the same cache state for both: a first draw of a new prompt evaluates it in batches,
+        # the draws after it reuse that cache, and on some CPUs the two round differently
+        chat_client.complete(messages, schema, max_tokens=200)
         fast = chat_client.complete(messages, schema, max_tokens=200)
         sampler = llama.last_sampler
         assert sampler is not None and sampler._keep and sampler.full_draws == 0
@@ -274,3 +276,20 @@ def test_top_candidates_draw_what_the_whole_vocabulary_draws(chat_client) -> Non
         assert llama.last_sampler is not None and llama.last_sampler._keep is None
         assert fast.text == full.text, name
         parse_reply(fast.text)
+
+
+def test_weights_load_without_extra_buffer_types_where_amx_crashes() -> None:
+    """The AMX guard: inside it llama.cpp's default model params say use_extra_bufts=False,
+    and after it the library's own function is back."""
+    import llama_cpp
+
+    from engine.llm import llama as llama_module
+
+    before = llama_cpp.llama_cpp.llama_model_default_params
+    assert before().use_extra_bufts  # llama.cpp's default, which the AMX repack comes through
+    with llama_module._without_extra_buffer_types():
+        assert not llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts
+    assert llama_cpp.llama_cpp.llama_model_default_params is before
+    # where llama.cpp was built with AMX kernels, every load goes through the guard
+    amx = b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+    assert llama_module._repack_safe() is not amx
