@@ -26,8 +26,8 @@ from engine.store.db import Store, now_iso
 from engine.tools.memory_tools import MemoryTool
 from engine.tools.registry import tool_specs
 from engine.tools.reply_checks import (
-    claims_users_facts,
     echoes,
+    in_users_voice,
     repeated_reply,
     users_own_sentences,
     without_echo,
@@ -61,7 +61,7 @@ REPEATED_CALL = (
     "If you are done, answer the user with send_message."
 )
 VOICE_MESSAGES = 10  # the user's latest messages whose "I ..." sentences a reply must not claim
-MAX_REPLY_RETRIES = 2  # replies refused a turn (repeats, the user's facts as the assistant's)
+MAX_REPLY_RETRIES = 2  # replies refused a turn (repeats, echoes of the user's message)
 REPEATED_REPLY = (
     "you sent exactly this reply before (message {id}), and the user's new message needs its "
     "own answer: answer it now, in new words."
@@ -70,9 +70,9 @@ ECHOED_MESSAGE = (
     "your reply only repeats the user's message: answer it in your own words (from core "
     "memory and the memory found for it, or say you don't know)."
 )
-CLAIMED_FACTS = (
-    "your reply says {sentence!r} as if it were about you, but core memory 'human' holds it "
-    "as the USER's fact: write the reply again, speaking of it as theirs ('you', 'your')."
+VOICED = (
+    "Message sent as {sent!r}: the user's facts said to them ('you', 'your'), since they are "
+    "the user's, not yours."
 )
 STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
 SYSTEM_BLOCK = (
@@ -248,6 +248,9 @@ class MemGPTAgent:
         `cancel`, when set (from any thread, even before the step starts), stops the step:
         see cancel(). The result's `timings` say where the step's time went (engine.timing)."""
         with timing.measure() as timer:
+            text = _clean_text(text)
+            with timing.phase(timing.PHASE_CONTEXT):
+                self.context.warn_if_filling(text)  # before the message: see warn_if_filling
             message = self.add_user_message(text)
             if self.assists.page_in:
                 self._page_in(message)
@@ -387,7 +390,8 @@ class MemGPTAgent:
             if self._cancel.is_set():  # stopped before this call began
                 return self._stopped(records, usage)
             with timing.phase(timing.PHASE_CONTEXT):
-                window = self.context.build()
+                # a user turn was warned before its message (step); a heartbeat is warned here
+                window = self.context.build(warn=not require_reply)
                 self._report_page_outs()
             usage = window.usage
             schema = self._schema_for(index, require_reply)
@@ -446,8 +450,17 @@ class MemGPTAgent:
             elif call is not None and (refusal := self._refused_reply(call, in_view)) is not None:
                 result = ToolResult(call.name, False, refusal)
             elif call is not None:
+                voiced = False  # checked after the refusals, which judge what the model wrote
+                if self.assists.check_voice:
+                    before, call = call, self._in_users_voice(call, in_view)
+                    voiced = call is not before
                 with timing.phase(timing.PHASE_DISPATCH):
                     result = self.tools.dispatch(call)
+                if voiced and result.ok:
+                    # the model reads its own reply as it wrote it: the result says what went out
+                    result = ToolResult(
+                        call.name, True, VOICED.format(sent=call.arguments["message"])
+                    )
             operation = next(iter(self.tools.operations[done_before:]), None)
             # a lone surrogate (a server's JSON can carry \ud800) cannot be stored as UTF-8:
             # kept as its escape; parse_reply has refused such a reply already
@@ -498,8 +511,7 @@ class MemGPTAgent:
 
     def _refused_reply(self, call: ToolCall, in_view: list[Message]) -> str | None:
         """Why a reply to the user must be written again (a repeat of an earlier reply in view,
-        a copy of the user's message, or the user's facts stated as the assistant's own: those
-        core memory holds and what the user said of themselves in view), or None to send it. At most
+        or a copy of the user's message), or None to send it. At most
         MAX_REPLY_RETRIES a turn: after that a reply is sent as it is."""
         if call.name != "send_message" or self._refused_replies >= MAX_REPLY_RETRIES:
             return None
@@ -516,17 +528,25 @@ class MemGPTAgent:
             if reason is None and repeated is not None:
                 message_id = next(i for i, t in earlier if t == repeated)
                 reason = REPEATED_REPLY.format(id=message_id)
-        if reason is None and self.assists.check_voice:
-            core = self.core_memory
-            said = [m.content for m in in_view if m.role == "user"]
-            said += users_words(latest_note(in_view))
-            users = core.get("human", "") + "\n" + users_own_sentences(said[-VOICE_MESSAGES:])
-            sentence = claims_users_facts(text, users, core.get("persona", ""))
-            if sentence is not None:
-                reason = CLAIMED_FACTS.format(sentence=sentence)
         if reason is not None:
             self._refused_replies += 1
         return reason
+
+    def _in_users_voice(self, call: ToolCall, in_view: list[Message]) -> ToolCall:
+        """A reply that states the user's facts (those core memory holds and what the user said
+        of themselves in view) as the assistant's own, sent with those sentences said to the
+        user ("I work at Acme Corp." -> "You work at Acme Corp.")."""
+        text = call.arguments.get("message") if call.name == "send_message" else None
+        if not isinstance(text, str):
+            return call
+        core = self.core_memory
+        said = [m.content for m in in_view if m.role == "user"]
+        said += users_words(latest_note(in_view))
+        users = core.get("human", "") + "\n" + users_own_sentences(said[-VOICE_MESSAGES:])
+        voiced = in_users_voice(text, users, core.get("persona", ""))
+        if voiced == text:
+            return call
+        return dataclasses.replace(call, arguments={**call.arguments, "message": voiced})
 
     def _without_echo(self, call: ToolCall, in_view: list[Message]) -> ToolCall:
         """A reply that opens with a copy of the user's message, sent without it (small models

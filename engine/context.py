@@ -7,8 +7,9 @@ Every prompt has the same layout, so that llama.cpp can reuse the prefix it eval
 
 The system message is rendered once and kept byte-identical until a page-out (or an edit the
 user makes through the API). Meanwhile the model sees its own core-memory edits as the tool calls
-and results among the messages, and the memory-pressure warning is a new message, so a step only
-evaluates the tokens that are new since the last one.
+and results among the messages, and the memory-pressure warning is a new message (placed before
+the user's message it comes with), so a step only evaluates the tokens that are new since the
+last one.
 
 Budget (all in the model's own tokens, counted by rendering the real chat template):
 - the prompt budget is the window (n_ctx) less the room reserved for the reply;
@@ -234,16 +235,34 @@ class ContextBuilder:
         system = self.system_prompt()
         return self._usage(self._count(system, self.recall.in_context()))
 
-    def build(self) -> ContextWindow:
-        """The window for the next model call: warns, or pages out, when the prompt has grown."""
+    def warn_if_filling(self, incoming: str | None = None) -> bool:
+        """The memory-pressure warning, once per fill, when the prompt (with the user message
+        `incoming`, about to be stored) is past the warn line; True if it was sent. A user turn
+        asks this before it stores the message, so the warning comes before it: placed after
+        it, the last thing a small model read was "save anything important now", and it
+        answered that instead of the user."""
+        system = self.system_prompt()
+        lines = self.budget.lines(system.tokens)
+        prompt = self._view(system, self.recall.in_context())
+        if incoming is not None:
+            # a message too big to show whole is shown cut (about 4 characters a token)
+            prompt.append(ChatMessage("user", incoming[: 4 * self._view_limit(system)]))
+        total = self.llm.count_tokens(prompt)
+        if lines.warn < total <= lines.flush and not self._warned():
+            self._warn(total)
+            return True
+        return False
+
+    def build(self, warn: bool = True) -> ContextWindow:
+        """The window for the next model call: pages out when the prompt has grown past the
+        flush line, and warns before that unless `warn` is False (a user turn warns before its
+        message: warn_if_filling)."""
+        if warn:
+            self.warn_if_filling()
         system = self.system_prompt()
         lines = self.budget.lines(system.tokens)
         kept = self.recall.in_context()
         total = self._count(system, kept)
-        if lines.warn < total <= lines.flush and not self._warned():
-            self._warn(total)
-            kept = self.recall.in_context()
-            total = self._count(system, kept)
         if total > lines.flush:
             self._page_out(kept)
             system = self.system_prompt()

@@ -40,7 +40,8 @@ class Assists:
       name no message, passage or block ever held is refused;
     - refuse_repeats: a reply identical to an earlier one still in view is not sent;
     - check_voice: a reply that states the user's core facts as the assistant's own ("I work at
-      Acme") is not sent;
+      Acme") is sent said to the user ("You work at Acme"), and a 'human' line written as
+      "I ..." is saved said of them ("They work at Acme");
     - roles_prompt: the instructions say plainly whose facts the 'human' block holds.
     A refused reply goes back to the model as a tool error, at most MAX_REPLY_RETRIES a turn."""
 

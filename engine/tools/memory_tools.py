@@ -27,6 +27,7 @@ from engine.tools.registry import (
 )
 from engine.tools.reply_checks import (
     first_person_lines,
+    in_third_person,
     lines_already_held,
     question_lines,
     unheard_names,
@@ -235,14 +236,12 @@ class MemoryTool:
                 f"{_clip(asked[0], 60)!r} is a question, not a fact: core memory keeps what is "
                 "known, and a question is answered with send_message. Nothing changed."
             )
-        if self._checked() and args.section == USER_SECTION:
-            mine = first_person_lines(content)
-            if mine:
-                raise ToolFailure(
-                    f"core memory {USER_SECTION!r} holds the user's facts, said about them: "
-                    f"write {_clip(mine[0], 60)!r} as e.g. 'Works at ...', 'Prefers ...', "
-                    "'Name: ...', not 'I ...'. Nothing changed."
-                )
+        voiced = ""
+        if self._checked() and args.section == USER_SECTION and first_person_lines(content):
+            # read back later, "I work at Acme" in the 'human' block became the assistant's own
+            # fact; asked to write it again, a small model saved nothing
+            content = in_third_person(content)
+            voiced = f" (said of the user: {_clip(content, 80)!r})"
         if self._checked():
             held, new = lines_already_held(content, self._block_value(args.section))
             if not new:
@@ -263,7 +262,7 @@ class MemoryTool:
             f"saved to core memory ({args.section}): {_clip(content, 80)}",
         )
         return (
-            f"Appended to {args.section!r}; {len(block.value)}/{block.limit} chars used. "
+            f"Appended to {args.section!r}{voiced}; {len(block.value)}/{block.limit} chars used. "
             "Next: reply to the user with send_message."
         )
 

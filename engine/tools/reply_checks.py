@@ -6,7 +6,7 @@ the model as a tool error, so it tries again (engine.agent bounds how often):
 - a reply that repeats, word for word, an earlier reply still in view (a 0.5B model answers
   every new question with the last answer it gave);
 - a reply that states the user's facts as the assistant's own ("I work at Acme Corp." where
-  core memory says the user works there);
+  core memory says the user works there): said to the user instead (swap_person);
 - a core line appended that the block holds already;
 - a replace that puts a name into core memory that no message, passage or block ever held (the
   model swapping the user's name for one it made up).
@@ -218,24 +218,105 @@ def users_own_sentences(messages: Iterable[str]) -> str:
 
 def claims_users_facts(reply: str, human_block: str, persona_block: str = "") -> str | None:
     """The first sentence of `reply` that states a line of the user's core facts (`human_block`)
-    in the first person, as the assistant's own; None if none does.
+    in the first person, as the assistant's own; None if none does (see claimed_sentences)."""
+    return next(iter(claimed_sentences(reply, human_block, persona_block)), None)
+
+
+def claimed_sentences(reply: str, human_block: str, persona_block: str = "") -> list[str]:
+    """The sentences of `reply` that state a line of the user's core facts (`human_block`) in
+    the first person, as the assistant's own.
 
     A sentence counts when it speaks of "I"/"my" and not of "you", and holds most of the
-    distinctive words of one fact line, or most of its own are of one (two thirds), at least one of them not in the assistant's own persona
-    (so "I am Memex" is never caught)."""
+    distinctive words of one fact line, or most of its own are of one (two thirds), at least
+    one of them not in the assistant's own persona (so "I am Memex" is never caught)."""
     own = _content_words(persona_block)
     facts = [_content_words(line) for line in human_block.splitlines()]
     facts = [f for f in facts if f]
+    found = []
     for sentence in sentences(reply):
         if not _SAYS_I.search(sentence) or _SECOND_PERSON.search(sentence):
             continue
+        if sentence.rstrip().endswith("?"):
+            continue  # "Where do I work?" claims nothing
         words = _content_words(sentence)
         for fact in facts:
             shared = fact & words
             covers = min(len(fact), len(words))  # the fact's words, or all the sentence says
             if shared - own and len(shared) * 3 >= covers * 2:
-                return sentence
-    return None
+                found.append(sentence)
+                break
+    return found
+
+
+def in_users_voice(reply: str, human_block: str, persona_block: str = "") -> str:
+    """`reply` with each sentence that claims the user's facts as the assistant's own said to
+    the user instead ("I work at Acme Corp." -> "You work at Acme Corp."). Asked to write such
+    a reply again, a 1.5B model wrote the same sentence again; the swap of person is exact."""
+    for sentence in claimed_sentences(reply, human_block, persona_block):
+        reply = reply.replace(sentence, swap_person(sentence, "you"), 1)
+    return reply
+
+
+# -- first person to second or third ----------------------------------------------------------
+# "I" and its verb forms that change with it; everything else stays as written. Both "you" and
+# "they" take the verb forms of "I" but for these, so the swap stays grammatical.
+_PERSON_FORMS: dict[str, dict[str, str]] = {
+    "you": {
+        "i am": "you are",
+        "i was": "you were",
+        "i wasn't": "you weren't",
+        "i'm": "you're",
+        "i've": "you've",
+        "i'd": "you'd",
+        "i'll": "you'll",
+        "i": "you",
+        "me": "you",
+        "my": "your",
+        "mine": "yours",
+        "myself": "yourself",
+        "am i": "are you",
+        "was i": "were you",
+    },
+    "they": {
+        "i am": "they are",
+        "i was": "they were",
+        "i wasn't": "they weren't",
+        "i'm": "they're",
+        "i've": "they've",
+        "i'd": "they'd",
+        "i'll": "they'll",
+        "i": "they",
+        "me": "them",
+        "my": "their",
+        "mine": "theirs",
+        "myself": "themselves",
+        "am i": "are they",
+        "was i": "were they",
+    },
+}
+_FIRST_PERSON_FORM = re.compile(
+    r"\b(?:am i|was i|i am|i was|i wasn['’]t|i['’](?:m|ve|d|ll)|i|me|my|mine|myself)\b",
+    re.IGNORECASE,
+)
+
+
+def swap_person(text: str, to: str) -> str:
+    """`text` with the first person ("I", "my", "I'm", ...) turned into `to` ("you" or
+    "they"), the verbs that change with it ("am", "was") changed too, a capital kept where it
+    starts a sentence."""
+    forms = _PERSON_FORMS[to]
+
+    def swap(match: re.Match[str]) -> str:
+        said = match.group(0)
+        key = said.lower().replace("’", "'")
+        new = forms[key]
+        starts = match.start() == 0 or text[: match.start()].rstrip()[-1:] in {".", "!", "?", '"'}
+        # "I" is a capital anywhere; "you"/"they" are one only where a sentence starts (or
+        # where the word swapped had one of its own: "My" in a title)
+        capital = starts or (said[0].isupper() and not key.startswith("i"))
+        return new[0].upper() + new[1:] if capital else new
+
+    return _FIRST_PERSON_FORM.sub(swap, text)
 
 
 # -- core memory ------------------------------------------------------------------------------
@@ -243,6 +324,15 @@ def first_person_lines(content: str) -> list[str]:
     """Lines of `content` written as "I ..." / "My ...": in the 'human' block they read later as
     the assistant's own facts (the model then says "I work at Acme")."""
     return [line for line in content.splitlines() if _FIRST_PERSON.search(line)]
+
+
+def in_third_person(content: str) -> str:
+    """`content` for the 'human' block: each line written as "I ..." / "My ..." said of the
+    user instead ("I work at Acme" -> "They work at Acme"); other lines as they are."""
+    return "\n".join(
+        swap_person(line, "they") if _FIRST_PERSON.search(line) else line
+        for line in content.splitlines()
+    )
 
 
 _QUESTION = re.compile(r"\?(\s|$)")  # a sentence of the line ends with a question mark

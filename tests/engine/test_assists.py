@@ -4,6 +4,7 @@ same parsing, validation, dispatch and storage as the real model."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from engine import Assists, MemGPTAgent, Persona
 from engine.context import ROLES
@@ -125,26 +126,26 @@ def test_a_reply_that_only_echoes_the_user_is_refused_and_an_echoed_opening_drop
     assert "only repeats the user's message" in client.history[1][-1].content
 
 
-def test_a_reply_stating_the_users_fact_as_the_assistants_own_is_refused(store):
+def test_a_reply_stating_the_users_fact_as_the_assistants_own_is_said_to_the_user(store):
     agent, client = make_agent(
         store,
-        [
-            call("send_message", message="I work at Acme Corp."),
-            call("send_message", message="You work at Acme Corp."),
-        ],
+        [call("send_message", message="Sure! I work at Acme Corp. Anything else, Alice?")],
     )
     agent.edit_core_memory("human", "Name: Alice\nWorks at Acme Corp")
     r = agent.step("Where do I work?")
-    assert r.message == "You work at Acme Corp."
-    assert "as the USER's fact" in client.history[1][-1].content
+    # one call: asked to write it again, a small model wrote the same sentence again
+    assert r.message == "Sure! You work at Acme Corp. Anything else, Alice?" and r.steps == 1
+    result = agent.recall.all()[-1]
+    assert result.role == "tool" and "Message sent as 'Sure! You work at Acme" in result.content
 
 
 def test_reply_refusals_are_bounded_then_the_reply_is_sent(store):
-    same = call("send_message", message="I work at Acme Corp.")
-    agent, client = make_agent(store, [same] * 3)
-    agent.edit_core_memory("human", "Works at Acme Corp")
-    r = agent.step("Where do I work?")
-    assert r.message == "I work at Acme Corp." and r.steps == 3
+    echo = call("send_message", message="Where do I work these days?")
+    agent, client = make_agent(store, [echo] * 3)
+    r = agent.step("Where do I work these days?")
+    assert r.message == "Where do I work these days?" and r.steps == 3
+    refusals = [m.content.count("only repeats") for m in agent.recall.all() if m.role == "tool"]
+    assert refusals == [1, 1, 0]
 
 
 def test_reply_checks_off_send_what_the_model_wrote(store):
@@ -285,18 +286,25 @@ def test_core_edit_checks_off_and_the_users_own_edits_are_never_checked(store):
     assert agent.core_memory["human"] == "Name: Zed"  # the user's edit, unchecked
 
 
-def test_a_first_person_line_for_the_human_block_is_refused(store):
+def test_a_first_person_line_for_the_human_block_is_saved_said_of_the_user(store):
     agent, client = make_agent(
         store,
         [
-            call("core_memory_append", heartbeat=True, section="human", content="I work at Acme"),
-            call("core_memory_append", heartbeat=True, section="human", content="Works at Acme"),
+            call(
+                "core_memory_append",
+                heartbeat=True,
+                section="human",
+                content="I work at Acme and I'm a Python developer\nPrefers dark mode",
+            ),
             call("send_message", message="Noted: Acme."),
         ],
     )
-    agent.step("I work at Acme.")
-    assert agent.core_memory["human"] == "Works at Acme"
-    assert "holds the user's facts, said about them" in client.history[1][-1].content
+    agent.step("I work at Acme and I'm a Python developer. Dark mode, please.")
+    assert agent.core_memory["human"] == (
+        "They work at Acme and they're a Python developer\nPrefers dark mode"
+    )
+    result = json.loads(client.history[1][-1].content)["message"]
+    assert 'said of the user: "They work at Acme' in result
 
 
 def test_a_question_for_core_memory_is_refused(store):
@@ -334,20 +342,15 @@ def test_the_transcript_shows_a_page_in_as_one_line_with_the_note_on_demand(stor
     assert texts == ["What framework did you suggest for the kiosk?", found.text, "Falcon."]
 
 
-def test_a_reply_in_the_users_old_words_from_the_page_in_note_is_refused(store):
+def test_a_reply_in_the_users_old_words_from_the_page_in_note_is_said_to_the_user(store):
     agent, client = make_agent(
-        store,
-        [
-            call("send_message", message="I'm training for the Brennan Valley half marathon."),
-            call("send_message", message="You are training for the Brennan Valley half marathon."),
-        ],
+        store, [call("send_message", message="I'm training for the Brennan Valley half marathon.")]
     )
     old_exchange(
         agent, "I'm training for the Brennan Valley half marathon.", "Great, I'd start slow."
     )
     r = agent.step("What race am I training for?")
-    assert r.message == "You are training for the Brennan Valley half marathon."
-    assert "as the USER's fact" in client.history[1][-1].content
+    assert r.message == "You're training for the Brennan Valley half marathon."
 
 
 def test_users_words_of_a_note_leave_out_the_assistants_replies():

@@ -188,17 +188,18 @@ def test_memory_pressure_warning_is_sent_once_per_fill(store) -> None:
         assert_within_budget(agent, r)
         counts.append(len(warnings(agent)))
         if counts[-1] > (counts[-2] if i else 0):
-            # the new warning is the last message of this step's prompt; the system message is
-            # the one of the prompt before (a prefix the model evaluated already)
+            # the new warning comes right before this step's user message, which is the last
+            # thing the model reads (a small model answered a warning read last); the system
+            # message is the one of the prompt before (a prefix the model evaluated already)
             prompt = agent_prompts(client)[calls_before]
-            assert prompt[-1].content.startswith(PRESSURE_PREFIX)
-            assert prompt[-2].role == "user" and prompt[-2].content.startswith(f"Message {i} ")
+            assert prompt[-2].content.startswith(PRESSURE_PREFIX)
+            assert prompt[-1].role == "user" and prompt[-1].content.startswith(f"Message {i} ")
             assert prompt[0] == agent_prompts(client)[calls_before - 1][0]
-            before = client.count_tokens(prompt[:-1])
+            before = client.count_tokens([*prompt[:-2], prompt[-1]])  # what the warning read
             lines = lines_for(agent, client, prompt)
             assert lines.warn < before <= lines.flush
             assert f"The context is {round(100 * before / budget.prompt_budget)}% full" in (
-                prompt[-1].content
+                prompt[-2].content
             )
         if paged_out(r):
             page_outs.append(i)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from engine.tools.reply_checks import (
     claims_users_facts,
     first_person_lines,
+    in_third_person,
+    in_users_voice,
     introduced_names,
     lines_already_held,
     normalised,
     question_lines,
     repeated_reply,
+    swap_person,
     without_echo,
 )
 
@@ -31,6 +34,30 @@ def test_speaking_of_the_user_or_of_itself_is_not_caught():
     assert claims_users_facts("I am Memex, a helpful assistant.", HUMAN, PERSONA) is None
     assert claims_users_facts("I recommend FastAPI for the REST API.", HUMAN, PERSONA) is None
     assert claims_users_facts("I work at Acme Corp.", "", PERSONA) is None
+
+
+def test_a_claimed_sentence_is_said_to_the_user_and_the_rest_left_as_written():
+    reply = "Hello! My name is Alice. I work at Acme Corp. How can I help? Where do I work?"
+    assert in_users_voice(reply, HUMAN, PERSONA) == (
+        "Hello! Your name is Alice. You work at Acme Corp. How can I help? Where do I work?"
+    )
+    assert in_users_voice("I am Memex.", HUMAN, PERSONA) == "I am Memex."
+
+
+def test_the_first_person_swapped_keeps_the_verbs_and_capitals_right():
+    said = "Sure! I'm Alice and I was born in Oslo; my cat is mine. Am I late? I wasn't."
+    assert swap_person(said, "you") == (
+        "Sure! You're Alice and you were born in Oslo; your cat is yours. Are you late? "
+        "You weren't."
+    )
+    assert swap_person("I am tired of me and myself", "they") == (
+        "They are tired of them and themselves"
+    )
+    assert swap_person("I’ve moved", "you") == "You've moved"
+    assert swap_person("Mine is the Imperial one", "they") == "Theirs is the Imperial one"
+    assert in_third_person("I work at Acme\nPrefers dark mode\nMy sister is Ingrid") == (
+        "They work at Acme\nPrefers dark mode\nTheir sister is Ingrid"
+    )
 
 
 def test_repeats_and_echoes_are_found_whatever_the_case_and_punctuation():
