@@ -65,7 +65,7 @@ def free_port() -> int:
 def start_server(gguf: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
+        [sys.executable, "-m", "engine.llm.server", "--model", str(gguf), "--host", "127.0.0.1"]
         + ["--port", str(port), "--n_ctx", str(N_CTX), "--n_threads", str(THREADS)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

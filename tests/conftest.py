@@ -153,7 +153,7 @@ def llama_server(chat_model_path: Path) -> Iterator[str]:
     pytest.importorskip("uvicorn", reason="needs llama-cpp-python[server] (the dev extras)")
     port = free_port()
     log_path = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(chat_model_path)]
+    command = [sys.executable, "-m", "engine.llm.server", "--model", str(chat_model_path)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -640,7 +640,9 @@ def _without_extra_buffer_types() -> Iterator[None]:
             low_level.llama_model_default_params = original
 
 
-def _load_guard() -> contextlib.AbstractContextManager[None]:
+def amx_safe_load() -> contextlib.AbstractContextManager[None]:
+    """Where llama.cpp has AMX kernels: model params without the extra buffer types while it
+    is held (see above); elsewhere nothing."""
     return contextlib.nullcontext() if _repack_safe() else _without_extra_buffer_types()
 
 
@@ -764,7 +766,7 @@ class LlamaClient:
         try:
             # verbose=True keeps llama-cpp-python from redirecting fds 1/2 to /dev/null during the
             # load; its own Python-level prints during __init__ are captured here and logged.
-            with contextlib.redirect_stderr(captured), _load_guard():
+            with contextlib.redirect_stderr(captured), amx_safe_load():
                 self._llama = _Llama(
                     model_path=str(path),
                     n_ctx=n_ctx,
