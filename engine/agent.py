@@ -251,7 +251,7 @@ class MemGPTAgent:
             text = _clean_text(text)
             with timing.phase(timing.PHASE_CONTEXT):
                 self.context.warn_if_filling(text)  # before the message: see warn_if_filling
-            message = self.add_user_message(text)
+            message = self._store_user_message(text)
             if self.assists.page_in:
                 self._page_in(message)
             result = self._run(require_reply=True, on_event=on_event, cancel=cancel)
@@ -266,7 +266,10 @@ class MemGPTAgent:
         """Store a user message without running the model (the next step answers it), e.g. a
         message typed while a step ran, kept when the app closes. InvalidInput if it cannot be
         stored as given; then nothing is stored."""
-        text = _clean_text(text)
+        return self._store_user_message(_clean_text(text))
+
+    def _store_user_message(self, text: str) -> Message:
+        """add_user_message for text _clean_text has passed."""
         with self.store.atomic() as conn:
             message = self._add("user", text)
             conn.execute(

@@ -242,12 +242,16 @@ class ContextBuilder:
         it, the last thing a small model read was "save anything important now", and it
         answered that instead of the user."""
         system = self.system_prompt()
-        lines = self.budget.lines(system.tokens)
         prompt = self._view(system, self.recall.in_context())
         if incoming is not None:
             # a message too big to show whole is shown cut (about 4 characters a token)
             prompt.append(ChatMessage("user", incoming[: 4 * self._view_limit(system)]))
-        total = self.llm.count_tokens(prompt)
+        return self._warn_if_past(system, self.llm.count_tokens(prompt))
+
+    def _warn_if_past(self, system: SystemPrompt, total: int) -> bool:
+        """The warning, once per fill, when a prompt of `total` tokens is past the warn line
+        (and not yet past the flush line, where a page-out comes instead)."""
+        lines = self.budget.lines(system.tokens)
         if lines.warn < total <= lines.flush and not self._warned():
             self._warn(total)
             return True
@@ -257,12 +261,13 @@ class ContextBuilder:
         """The window for the next model call: pages out when the prompt has grown past the
         flush line, and warns before that unless `warn` is False (a user turn warns before its
         message: warn_if_filling)."""
-        if warn:
-            self.warn_if_filling()
         system = self.system_prompt()
         lines = self.budget.lines(system.tokens)
         kept = self.recall.in_context()
         total = self._count(system, kept)
+        if warn and self._warn_if_past(system, total):
+            kept = self.recall.in_context()
+            total = self._count(system, kept)
         if total > lines.flush:
             self._page_out(kept)
             system = self.system_prompt()

@@ -26,7 +26,6 @@ from engine.tools.registry import (
     SendMessageArgs,
 )
 from engine.tools.reply_checks import (
-    first_person_lines,
     in_third_person,
     lines_already_held,
     question_lines,
@@ -237,11 +236,13 @@ class MemoryTool:
                 "known, and a question is answered with send_message. Nothing changed."
             )
         voiced = ""
-        if self._checked() and args.section == USER_SECTION and first_person_lines(content):
+        if self._checked() and args.section == USER_SECTION:
             # read back later, "I work at Acme" in the 'human' block became the assistant's own
             # fact; asked to write it again, a small model saved nothing
-            content = in_third_person(content)
-            voiced = f" (said of the user: {_clip(content, 80)!r})"
+            said_of_them = in_third_person(content)
+            if said_of_them != content:
+                content = said_of_them
+                voiced = f" (said of the user: {_clip(content, 80)!r})"
         if self._checked():
             held, new = lines_already_held(content, self._block_value(args.section))
             if not new:

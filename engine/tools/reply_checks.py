@@ -260,39 +260,28 @@ def in_users_voice(reply: str, human_block: str, persona_block: str = "") -> str
 # -- first person to second or third ----------------------------------------------------------
 # "I" and its verb forms that change with it; everything else stays as written. Both "you" and
 # "they" take the verb forms of "I" but for these, so the swap stays grammatical.
-_PERSON_FORMS: dict[str, dict[str, str]] = {
-    "you": {
-        "i am": "you are",
-        "i was": "you were",
-        "i wasn't": "you weren't",
-        "i'm": "you're",
-        "i've": "you've",
-        "i'd": "you'd",
-        "i'll": "you'll",
-        "i": "you",
-        "me": "you",
-        "my": "your",
-        "mine": "yours",
-        "myself": "yourself",
-        "am i": "are you",
-        "was i": "were you",
-    },
-    "they": {
-        "i am": "they are",
-        "i was": "they were",
-        "i wasn't": "they weren't",
-        "i'm": "they're",
-        "i've": "they've",
-        "i'd": "they'd",
-        "i'll": "they'll",
-        "i": "they",
-        "me": "them",
-        "my": "their",
-        "mine": "theirs",
-        "myself": "themselves",
-        "am i": "are they",
-        "was i": "were they",
-    },
+def _forms(subject: str, obj: str, possessive: str, owned: str, reflexive: str) -> dict[str, str]:
+    return {
+        "i am": f"{subject} are",
+        "i was": f"{subject} were",
+        "i wasn't": f"{subject} weren't",
+        "i'm": f"{subject}'re",
+        "i've": f"{subject}'ve",
+        "i'd": f"{subject}'d",
+        "i'll": f"{subject}'ll",
+        "i": subject,
+        "me": obj,
+        "my": possessive,
+        "mine": owned,
+        "myself": reflexive,
+        "am i": f"are {subject}",
+        "was i": f"were {subject}",
+    }
+
+
+_PERSON_FORMS = {
+    "you": _forms("you", "you", "your", "yours", "yourself"),
+    "they": _forms("they", "them", "their", "theirs", "themselves"),
 }
 _FIRST_PERSON_FORM = re.compile(
     r"\b(?:am i|was i|i am|i was|i wasn['’]t|i['’](?:m|ve|d|ll)|i|me|my|mine|myself)\b",
@@ -329,9 +318,9 @@ def first_person_lines(content: str) -> list[str]:
 def in_third_person(content: str) -> str:
     """`content` for the 'human' block: each line written as "I ..." / "My ..." said of the
     user instead ("I work at Acme" -> "They work at Acme"); other lines as they are."""
+    mine = set(first_person_lines(content))
     return "\n".join(
-        swap_person(line, "they") if _FIRST_PERSON.search(line) else line
-        for line in content.splitlines()
+        swap_person(line, "they") if line in mine else line for line in content.splitlines()
     )
 
 
