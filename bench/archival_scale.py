@@ -151,7 +151,7 @@ def measure_size(
             store.embedder.embed_one(query)
             embed.append(time.perf_counter() - started)
             started = time.perf_counter()
-            PASSAGE_INDEX._text_hits(store, agent.agent_id, query)
+            PASSAGE_INDEX.text_hits_for(store, agent.agent_id, query)
             text.append(time.perf_counter() - started)
             started = time.perf_counter()
             table.nearest(store, agent.agent_id, qv, VECTOR_CANDIDATES)

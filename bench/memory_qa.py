@@ -49,6 +49,7 @@ from nltk.stem import PorterStemmer  # type: ignore[import-untyped]
 from engine import MemGPTAgent, Persona
 from engine.llm.llama import LlamaClient
 from engine.memory.page_in import latest_note
+from engine.memory.when import resolve_relative_dates
 from engine.store.db import Store, open_store
 from engine.store.embed import Embedder
 from engine.tools.reply_checks import claims_users_facts
@@ -562,7 +563,10 @@ def _ask_locomo(
     gold = str(qa["answer"])
     if qa["category"] == 3:
         gold = gold.split(";")[0]
-    shown = [by_dia[e].text[:60] for e in evidence if e in by_dia]
+    # as page-in shows a turn: a relative date in it followed by the day it meant
+    shown = [
+        resolve_relative_dates(by_dia[e].text, by_dia[e].when)[:60] for e in evidence if e in by_dia
+    ]
     return {
         "category": qa["category"],
         "question": qa["question"],

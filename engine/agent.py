@@ -28,7 +28,9 @@ from engine.tools.registry import tool_specs
 from engine.tools.reply_checks import (
     echoes,
     in_users_voice,
+    only_questions,
     repeated_reply,
+    untold_words,
     users_own_sentences,
     without_echo,
 )
@@ -73,6 +75,12 @@ ECHOED_MESSAGE = (
 VOICED = (
     "Message sent as {sent!r}: the user's facts said to them ('you', 'your'), since they are "
     "the user's, not yours."
+)
+SAVED_ANSWER = (
+    "the user's message only asks, so it tells nothing to save, and {words} is not in it: core "
+    "memory keeps what the user tells. Nothing changed. Answer the question with send_message, "
+    "from core memory and the memory found for it; if neither holds the answer, say you don't "
+    "know."
 )
 STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
 SYSTEM_BLOCK = (
@@ -187,6 +195,7 @@ class MemGPTAgent:
         self._turn_calls: list[ToolCall] = []
         self._done_calls: list[ToolCall] = []
         self._refused_replies = 0
+        self._answering: Message | None = None  # the user message this turn answers
         self.budget = Budget(self.llm.context_window, reply_tokens, thresholds or Thresholds())
         with self.store.atomic():
             self.agent_id, self.persona = self._load_or_create(name, persona, shared_blocks)
@@ -254,7 +263,9 @@ class MemGPTAgent:
             message = self._store_user_message(text)
             if self.assists.page_in:
                 self._page_in(message)
-            result = self._run(require_reply=True, on_event=on_event, cancel=cancel)
+            result = self._run(
+                require_reply=True, on_event=on_event, cancel=cancel, answering=message
+            )
             due = self.consolidate_every and (
                 self.consolidator.user_turns_pending() >= self.consolidate_every
             )
@@ -369,10 +380,16 @@ class MemGPTAgent:
 
     # -- the loop ----------------------------------------------------------------------------
     def _run(
-        self, require_reply: bool, on_event: EventSink | None, cancel: threading.Event | None
+        self,
+        require_reply: bool,
+        on_event: EventSink | None,
+        cancel: threading.Event | None,
+        answering: Message | None = None,
     ) -> StepResult:
+        """The model's turn; `answering` is the user message it answers (None for a heartbeat)."""
         self._cancel = cancel or threading.Event()
         self._on_event = on_event
+        self._answering = answering
         try:
             return self._loop(require_reply)
         finally:
@@ -450,7 +467,7 @@ class MemGPTAgent:
         with self.store.atomic():
             if call is not None and self._repeats_last_call(call):
                 result = ToolResult(call.name, False, REPEATED_CALL)
-            elif call is not None and (refusal := self._refused_reply(call, in_view)) is not None:
+            elif call is not None and (refusal := self._refusal(call, in_view)) is not None:
                 result = ToolResult(call.name, False, refusal)
             elif call is not None:
                 voiced = False  # checked after the refusals, which judge what the model wrote
@@ -512,6 +529,10 @@ class MemGPTAgent:
             return self._reply_only_schema
         return self._reply_schema
 
+    def _refusal(self, call: ToolCall, in_view: list[Message]) -> str | None:
+        """Why `call` is refused (a reply to write again, a save not to make), or None."""
+        return self._refused_reply(call, in_view) or self._refused_save(call)
+
     def _refused_reply(self, call: ToolCall, in_view: list[Message]) -> str | None:
         """Why a reply to the user must be written again (a repeat of an earlier reply in view,
         or a copy of the user's message), or None to send it. At most
@@ -534,6 +555,24 @@ class MemGPTAgent:
         if reason is not None:
             self._refused_replies += 1
         return reason
+
+    def _refused_save(self, call: ToolCall) -> str | None:
+        """Why a core append in answer to a message that only asks is not saved, or None.
+        Such a message tells nothing new, and what a small model saved then was its own guess
+        at the answer ("They're paying $100 for the course", never said) or an old fact again
+        ("They live in Tampere" after the move to Porto), which later questions were answered
+        with. A line in the message's own words ("can you remember my sister is Ingrid?") is
+        saved."""
+        if not self.assists.check_core_edits or call.name != "core_memory_append":
+            return None
+        asked = self._answering
+        content = call.arguments.get("content") if isinstance(call.arguments, dict) else None
+        if asked is None or not isinstance(content, str) or not only_questions(asked.content):
+            return None
+        untold = untold_words(content, asked.content)
+        if not untold:
+            return None
+        return SAVED_ANSWER.format(words=", ".join(repr(w) for w in untold[:3]))
 
     def _in_users_voice(self, call: ToolCall, in_view: list[Message]) -> ToolCall:
         """A reply that states the user's facts (those core memory holds and what the user said

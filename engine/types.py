@@ -36,8 +36,9 @@ class Assists:
 
     - page_in: before the model answers a user message, the engine searches recall (what is out
       of view), archival memory and the graph for it and shows the best hits as a note after it;
-    - check_core_edits: a core line already there is a no-op, and a replace that puts in a
-      name no message, passage or block ever held is refused;
+    - check_core_edits: a core line already there is a no-op, a replace that puts in a
+      name no message, passage or block ever held is refused, and so is a core line saved in
+      answer to a message that only asks, with words that message does not hold;
     - refuse_repeats: a reply identical to an earlier one still in view is not sent;
     - check_voice: a reply that states the user's core facts as the assistant's own ("I work at
       Acme") is sent said to the user ("You work at Acme"), and a 'human' line written as

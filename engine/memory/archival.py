@@ -17,6 +17,9 @@ PASSAGE_INDEX = HybridIndex(
     " WHERE passages_fts MATCH ? AND p.agent_id = ?",
     fts_table="passages_fts",
     vectors=VectorTable("passage_vectors"),
+    # one source's passages stored together: an imported conversation, a document's parts
+    thread_sql="SELECT id, source, created_at FROM passages"
+    " WHERE id IN (SELECT value FROM json_each(?))",
 )
 
 

@@ -10,7 +10,8 @@ note right after the message (placed before it, the note did worse: bench/memory
 - archival passages;
 - graph facts that hold now about the names in the message.
 
-Hits are dated, and marked with who said them, so "what did you recommend" finds the
+Hits are dated (a relative date in one, "yesterday", is followed by the day it meant:
+engine.memory.when), and marked with who said them, so "what did you recommend" finds the
 assistant's own words. The note is a stored message, so the prompt cache keeps working (the
 system message does not change) and the transcript shows what the model saw. How many tokens it
 may take is the context's decision (engine.context.Budget.page_in_tokens).
@@ -27,6 +28,7 @@ from typing import Literal
 from engine.memory.archival import ArchivalMemory
 from engine.memory.graph import KnowledgeGraph
 from engine.memory.recall import RecallMemory
+from engine.memory.when import day, resolve_relative_dates
 from engine.types import Message
 
 PAGE_IN_PREFIX = "[memory]"
@@ -47,13 +49,10 @@ class Recalled:
     text: str
 
     def render(self) -> str:
-        when = f"{_day(self.when)}, " if self.when is not None else ""
-        return f"[{when}{self.source}] {self.text}"
-
-
-def _day(when: dt.datetime) -> str:
-    """ "8 May 2023": the way people (and LoCoMo's answers) write a date."""
-    return f"{when.day} {when:%B %Y}"
+        if self.when is None:
+            return f"[{self.source}] {self.text}"
+        text = resolve_relative_dates(self.text, self.when)
+        return f"[{day(self.when)}, {self.source}] {text}"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -162,8 +161,8 @@ def _note(hits: list[Recalled]) -> str:
     ]
     lines += [f"{i}. {hit.render()}" for i, hit in enumerate(hits, 1)]
     lines.append(
-        "Answer the user's message as the assistant. Use these where they hold the answer (when "
-        "two disagree, the later one holds); if neither they nor core memory do, say you don't "
-        "know."
+        "Answer the user's message as the assistant, in a few words. Use these where they hold "
+        "the answer (when two disagree, the later one holds); if neither they nor core memory "
+        "do, say you don't know."
     )
     return "\n".join(lines)

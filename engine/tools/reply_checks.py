@@ -9,7 +9,9 @@ the model as a tool error, so it tries again (engine.agent bounds how often):
   core memory says the user works there): said to the user instead (swap_person);
 - a core line appended that the block holds already;
 - a replace that puts a name into core memory that no message, passage or block ever held (the
-  model swapping the user's name for one it made up).
+  model swapping the user's name for one it made up);
+- a core line saved in answer to a message that only asks, holding words the message does not
+  (the model saving its own guess at the answer, or an old fact again).
 """
 
 from __future__ import annotations
@@ -344,6 +346,30 @@ def lines_already_held(content: str, block_value: str) -> tuple[list[str], list[
             continue
         (held if normalised(line) in held_lines else new).append(line)
     return held, new
+
+
+def only_questions(text: str) -> bool:
+    """Whether every sentence of `text` is a question: such a message tells nothing to save."""
+    said = sentences(text)
+    return bool(said) and all(s.rstrip("\"'’” )").endswith("?") for s in said)
+
+
+def untold_words(content: str, message: str) -> list[str]:
+    """The numbers and uncommon words of `content` that `message` lacks (stemmed, case aside),
+    in order: what a core line saved in answer to that message adds to it."""
+    told = {_told_key(t) for t in _TOKEN.findall(message.replace("’", "'"))}
+    found: list[str] = []
+    for token in _TOKEN.findall(content.replace("’", "'")):
+        base = token.lower().split("'")[0]
+        if base in _COMMON or (len(base) <= 2 and not base.isdigit()):
+            continue
+        if _told_key(token) not in told and token not in found:
+            found.append(token)
+    return found
+
+
+def _told_key(token: str) -> str:
+    return _stem(token.lower().split("'")[0])
 
 
 def introduced_names(old: str, new: str) -> list[str]:

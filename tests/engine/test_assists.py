@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
+
 from engine import Assists, MemGPTAgent, Persona
 from engine.context import ROLES
 from engine.llm.scripted import ScriptedClient, call
@@ -56,6 +58,17 @@ def test_page_in_shows_an_old_exchange_dated_with_its_reply_before_the_model_ans
     assert "[4 March 2025, archival] The kiosk runs on a Raspberry Pi 5." in note
     assert page_in_notes(agent) == [note]  # stored: the transcript shows what the model saw
     assert prompt[0] == client.history[0][0]  # the system message is not where it goes
+
+
+def test_page_in_shows_the_day_a_relative_date_in_an_old_passage_meant(store):
+    agent, client = make_agent(store, [call("send_message", message="On 3 March 2025.")])
+    passage = agent.archival.insert("I went to the kiosk fair yesterday.", created_at=LONG_AGO)
+    agent.step("When did I go to the kiosk fair?")
+    note = client.history[0][-1].content
+    assert "[4 March 2025, archival] I went to the kiosk fair yesterday (3 March 2025)." in note
+    assert (
+        agent.archival.get(passage).text == "I went to the kiosk fair yesterday."
+    )  # stored as said
 
 
 def test_page_in_skips_what_is_in_view_and_stays_quiet_on_an_empty_memory(store):
@@ -307,24 +320,66 @@ def test_a_first_person_line_for_the_human_block_is_saved_said_of_the_user(store
     assert 'said of the user: "They work at Acme' in result
 
 
-def test_a_question_for_core_memory_is_refused(store):
+@pytest.mark.parametrize(
+    ("asked", "content", "why", "quoted"),
+    [
+        (  # the question itself, saved as if it were a fact
+            "What car do I drive these days?",
+            "Has a car\nWhat car do I drive these days?",
+            "is a question, not a fact",
+            "What car do I drive",
+        ),
+        (  # a guess at the answer, never said
+            "How much am I paying for the pottery course?",
+            "They're paying $100 for the pottery course.",
+            "only asks",
+            "'100'",
+        ),
+    ],
+)
+def test_a_save_in_answer_to_a_question_is_refused_and_the_question_answered(
+    store, asked, content, why, quoted
+):
     agent, client = make_agent(
         store,
         [
-            call(
-                "core_memory_append",
-                heartbeat=True,
-                section="human",
-                content="Has a car\nWhat car do I drive these days?",
-            ),
-            call("send_message", message="I don't know which car you drive now."),
+            call("core_memory_append", heartbeat=True, section="human", content=content),
+            call("send_message", message="I don't know."),
         ],
     )
-    r = agent.step("What car do I drive these days?")
+    r = agent.step(asked)
     assert agent.core_memory["human"] == ""  # nothing of the call was saved
-    result = client.history[1][-1].content
-    assert "is a question, not a fact" in result and "What car do I drive" in result
-    assert r.message == "I don't know which car you drive now."
+    result = json.loads(client.history[1][-1].content)
+    assert result["status"] == "Failed" and why in result["message"] and quoted in result["message"]
+    assert r.message == "I don't know."
+
+
+def test_a_question_that_tells_something_in_its_own_words_is_saved_and_a_statement_too(store):
+    agent, _ = make_agent(
+        store,
+        [
+            call("core_memory_append", heartbeat=True, section="human", content="Sister: Ingrid"),
+            call("send_message", message="I'll remember Ingrid."),
+            call("core_memory_append", heartbeat=True, section="human", content="Lives in Porto"),
+            call("send_message", message="Porto, then."),
+        ],
+    )
+    agent.step("Can you remember that my sister is called Ingrid?")
+    agent.step("I moved to Porto. Which city do I live in now?")  # tells, then asks
+    assert agent.core_memory["human"] == "Sister: Ingrid\nLives in Porto"
+
+
+def test_a_guess_saved_in_answer_to_a_question_is_kept_with_the_check_off(store):
+    agent, _ = make_agent(
+        store,
+        [
+            call("core_memory_append", heartbeat=True, section="human", content="Lives in Tampere"),
+            call("send_message", message="Tampere."),
+        ],
+        assists=Assists().without("check_core_edits"),
+    )
+    agent.step("Which city do I live in now?")
+    assert agent.core_memory["human"] == "Lives in Tampere"
 
 
 def test_the_transcript_shows_a_page_in_as_one_line_with_the_note_on_demand(store):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from engine.memory.archival import ArchivalMemory
+import pytest
+
+from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.recall import RecallMemory
-from engine.memory.search import fts_query, fuse, paginate
+from engine.memory.search import NEIGHBOUR_SHARE, fts_query, fuse, paginate, with_neighbours
 
 
 def _agent(store) -> int:
@@ -21,6 +23,35 @@ def test_fts_query_is_safe_for_any_text() -> None:
     assert fts_query('AND OR "NEAR(" *') == '"and" OR "or" OR "near"'
     assert fts_query("!!!") is None
     assert fuse([1, 2, 3], [3, 1])[:2] == [1, 3]
+
+
+def test_an_entry_gains_a_share_of_its_better_neighbours_score() -> None:
+    scores = {1: 0.5, 2: 0.1, 3: 0.2, 7: 0.3}
+    boosted = with_neighbours(scores, [(1, 2), (2, 3)])
+    assert boosted[2] == pytest.approx(0.1 + NEIGHBOUR_SHARE * 0.5)  # the better of 1 and 3
+    assert boosted[1] == pytest.approx(0.5 + NEIGHBOUR_SHARE * 0.1)
+    assert boosted[3] == pytest.approx(0.2 + NEIGHBOUR_SHARE * 0.1)
+    assert boosted[7] == 0.3  # no neighbour among the candidates
+
+
+def test_passages_are_neighbours_only_next_to_each_other_in_one_source_and_hour(store) -> None:
+    archive = ArchivalMemory(store, _agent(store))
+    noon = dt.datetime(2023, 5, 8, 12, 0, tzinfo=dt.UTC)
+    turns = archive.insert_many(
+        ["Ann: did you keep a tortoise?", "Ben: yes, Sheldon, for years."],
+        source="chat",
+        created_at=[noon, noon + dt.timedelta(minutes=1)],
+    )
+    other_source = archive.insert("Ben: a note of his own.", source="notes", created_at=noon)
+    days_later = archive.insert_many(
+        ["Ann: and now?", "Ben: still."],
+        source="chat",
+        created_at=[noon + dt.timedelta(days=2), noon + dt.timedelta(days=2, minutes=1)],
+    )
+    scores = dict.fromkeys([*turns, other_source, *days_later], 1.0)
+    pairs = PASSAGE_INDEX.neighbours(store, scores)
+    assert pairs == [tuple(turns), tuple(days_later)]
+    assert PASSAGE_INDEX.neighbours(store, {turns[1]: 1.0, other_source: 1.0}) == []
 
 
 def test_page_header() -> None:
@@ -132,4 +163,4 @@ def test_a_query_of_common_words_only_finds_the_newest_documents_holding_them(
 def archival_text_hits(store, agent_id: int, query: str) -> list[int]:
     from engine.memory.archival import PASSAGE_INDEX
 
-    return PASSAGE_INDEX._text_hits(store, agent_id, query)
+    return PASSAGE_INDEX.text_hits_for(store, agent_id, query)

@@ -10,9 +10,11 @@ from engine.tools.reply_checks import (
     introduced_names,
     lines_already_held,
     normalised,
+    only_questions,
     question_lines,
     repeated_reply,
     swap_person,
+    untold_words,
     without_echo,
 )
 
@@ -97,3 +99,20 @@ def test_a_line_holding_a_question_is_one_whatever_follows_it():
     content = "Flying to Reykjavik on 9 January\nWhat should I pack? I run cold.\nLikes 3.5?x"
     assert question_lines(content) == ["What should I pack? I run cold."]
     assert question_lines("Asked about FastAPI vs Flask") == []
+
+
+def test_a_message_of_questions_only_is_told_from_one_that_tells_too():
+    assert only_questions("Which city do I live in now?")
+    assert only_questions("Where do I work? And since when?")
+    assert only_questions('Can you remember that my sister is "Ingrid?"')
+    assert not only_questions("I moved to Porto. Which city do I live in now?")
+    assert not only_questions("I moved to Porto!")
+    assert not only_questions("")
+
+
+def test_untold_words_are_the_numbers_and_uncommon_words_a_line_adds_to_the_message():
+    asked = "How much am I paying for the pottery course?"
+    assert untold_words("They’re paying $100 for the pottery course.", asked) == ["100"]
+    assert untold_words("They live in Tampere.", "Which city do I live in now?") == ["Tampere"]
+    assert untold_words("Sister: Ingrid", "Can you remember that my sister is Ingrid?") == []
+    assert untold_words("Pays for the Pottery course", asked) == []  # stems and case aside

@@ -1,0 +1,179 @@
+"""Retrieval quality: does the search find the evidence? Real embedder, real memory file, no chat model.
+
+    python -m bench.retrieval PATH [--methods bm25,vector,hybrid] [--conversations 0,1,...]
+
+PATH is the LoCoMo dev set (CC BY-NC, read from PATH, never copied here). Each conversation's
+turns go into a memory file as archival passages "[date] Speaker: text", as bench.memory_qa
+stores them; every question of categories 1-4 is searched, and a hit is an evidence turn among
+the first k results. Prints R@1/5/10 and MRR per method and category, and the query time.
+
+Methods:
+- bm25: FTS5 BM25 alone (the engine's word search, its selective words);
+- vector: nearest embeddings alone (sqlite-vec);
+- fused: the two fused by reciprocal rank, nothing more (the engine's search until 2026-12-04);
+- hybrid: what archival_memory_search ranks by (engine.memory.search.HybridIndex.ranked): the
+  fusion, each passage then scored with its neighbours in one text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.memory_qa import locomo_turns
+from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
+from engine.memory.search import fuse
+from engine.store.db import Store, now_iso, open_store
+from engine.store.embed import Embedder
+from models.fetch import model_path
+
+CUTOFFS = (1, 5, 10)
+Method = Callable[[ArchivalMemory, str], list[int]]
+
+
+def _bm25(archival: ArchivalMemory, query: str) -> list[int]:
+    return PASSAGE_INDEX.text_hits_for(archival.store, archival.agent_id, query)
+
+
+def _vector(archival: ArchivalMemory, query: str) -> list[int]:
+    vector = archival.store.embedder.embed_one(query)
+    return PASSAGE_INDEX.vector_hits_for(archival.store, archival.agent_id, vector)
+
+
+def _fused(archival: ArchivalMemory, query: str) -> list[int]:
+    return fuse(_bm25(archival, query), _vector(archival, query))
+
+
+def _hybrid(archival: ArchivalMemory, query: str) -> list[int]:
+    return archival.ranked(query)
+
+
+METHODS: dict[str, Method] = {
+    "bm25": _bm25,
+    "vector": _vector,
+    "fused": _fused,
+    "hybrid": _hybrid,
+}
+
+
+def _new_agent(store: Store) -> int:
+    with store.atomic() as conn:
+        conn.execute(
+            "INSERT INTO agents(name, persona_json, created_at) VALUES ('bench', ?, ?)",
+            (json.dumps({"name": "bench", "description": ""}), now_iso()),
+        )
+        row = conn.execute("SELECT id FROM agents WHERE name = 'bench'").fetchone()
+    return int(row[0])
+
+
+def run(path: Path, methods: list[str], conversations: list[int] | None) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    embedder = Embedder(model_path("embed"))
+    rows: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="memex-retrieval-") as tmp:
+            for index, sample in enumerate(data):
+                if conversations is not None and index not in conversations:
+                    continue
+                rows += _conversation(Path(tmp) / f"c{index}.db", sample, methods, embedder)
+                print(f"  conversation {index}: {len(rows)} questions", file=sys.stderr)
+    finally:
+        embedder.close()
+    return {"methods": methods, "questions": len(rows), "summary": summarise(rows, methods)}
+
+
+def _conversation(
+    path: Path, sample: dict[str, Any], methods: list[str], embedder: Embedder
+) -> list[dict[str, Any]]:
+    turns = locomo_turns(sample)
+    store = open_store(path, embedder=embedder)
+    try:
+        archival = ArchivalMemory(store, _new_agent(store))
+        ids = archival.insert_many(
+            [t.passage for t in turns], source="locomo", created_at=[t.when for t in turns]
+        )
+        dia_of = dict(zip(ids, (t.dia_id for t in turns), strict=True))
+        rows = []
+        for qa in sample["qa"]:
+            if qa.get("category") not in (1, 2, 3, 4) or not qa.get("evidence"):
+                continue
+            row: dict[str, Any] = {"category": qa["category"]}
+            evidence = set(qa["evidence"])
+            for name in methods:
+                start = time.perf_counter()
+                ranked = METHODS[name](archival, qa["question"])
+                row[f"{name}_ms"] = (time.perf_counter() - start) * 1000
+                dias = [dia_of.get(i) for i in ranked]
+                row[name] = next((r for r, d in enumerate(dias, 1) if d in evidence), None)
+            rows.append(row)
+        return rows
+    finally:
+        store.close()
+
+
+def summarise(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]:
+    def stats(group: list[dict[str, Any]], name: str) -> dict[str, float]:
+        n = len(group) or 1
+        ranks = [r[name] for r in group]
+        out = {f"r{k}": sum(1 for x in ranks if x is not None and x <= k) / n for k in CUTOFFS}
+        out["mrr"] = sum(1 / x for x in ranks if x is not None) / n
+        out["p50_ms"] = statistics.median(r[f"{name}_ms"] for r in group) if group else 0.0
+        return out
+
+    by_category: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_category[row["category"]].append(row)
+    return {
+        name: {
+            "all": stats(rows, name),
+            **{str(c): stats(g, name) for c, g in sorted(by_category.items())},
+        }
+        for name in methods
+    }
+
+
+CATEGORY_NAMES = {"1": "multi-hop", "2": "temporal", "3": "open-domain", "4": "single-hop"}
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['questions']} questions",
+        "| method | group | R@1 | R@5 | R@10 | MRR | p50 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, groups in result["summary"].items():
+        for group, s in groups.items():
+            label = CATEGORY_NAMES.get(group, group)
+            lines.append(
+                f"| {name} | {label} | {s['r1']:.3f} | {s['r5']:.3f} | {s['r10']:.3f} "
+                f"| {s['mrr']:.3f} | {s['p50_ms']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--conversations", default=None, help="indexes, e.g. 0,1")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"--methods: unknown {sorted(unknown)}; known {sorted(METHODS)}")
+    chosen = [int(c) for c in args.conversations.split(",")] if args.conversations else None
+    result = run(args.path, methods, chosen)
+    print(json.dumps(result) if args.json else render(result))
+
+
+if __name__ == "__main__":
+    main()
