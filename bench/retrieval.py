@@ -70,8 +70,7 @@ def _new_agent(store: Store) -> int:
             "INSERT INTO agents(name, persona_json, created_at) VALUES ('bench', ?, ?)",
             (json.dumps({"name": "bench", "description": ""}), now_iso()),
         )
-        row = conn.execute("SELECT id FROM agents WHERE name = 'bench'").fetchone()
-    return int(row[0])
+        return int(conn.last_insert_rowid())
 
 
 def run(path: Path, methods: list[str], conversations: list[int] | None) -> dict[str, Any]:
