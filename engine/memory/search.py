@@ -32,7 +32,7 @@ MAX_VECTOR_DISTANCE = 0.75  # cosine distance past which a neighbour is not a ma
 # A conversation's turn, or a document's part, means little alone: the answer to a question is
 # often the reply to the turn that matched it. So an entry gains this share of the better score
 # of the entries stored just before and after it in the same text (bench/retrieval.py: LoCoMo
-# R@10 0.684 -> 0.717 at 0.2; more moves R@10 little and costs R@1).
+# R@10 0.684 -> 0.724 at 0.25; more moves R@10 little and costs R@1).
 NEIGHBOUR_SHARE = 0.25
 NEIGHBOUR_GAP = dt.timedelta(hours=1)  # entries stored further apart are not one text
 _WORD = re.compile(r"\w+", re.UNICODE)

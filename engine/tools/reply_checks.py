@@ -363,7 +363,7 @@ def untold_words(content: str, message: str) -> list[str]:
         base = token.lower().split("'")[0]
         if base in _COMMON or (len(base) <= 2 and not base.isdigit()):
             continue
-        if _told_key(token) not in told and token not in found:
+        if _stem(base) not in told and token not in found:
             found.append(token)
     return found
 
