@@ -148,7 +148,7 @@ def measure_size(
         embed, text, nearest = [], [], []
         for query, qv in zip(queries, query_vectors, strict=True):
             started = time.perf_counter()
-            store.embedder.embed_one(query)
+            store.embedder.embed_query(query)
             embed.append(time.perf_counter() - started)
             started = time.perf_counter()
             PASSAGE_INDEX.text_hits_for(store, agent.agent_id, query)
@@ -320,7 +320,7 @@ def main() -> None:
     held_out = corpus.cache_dir().joinpath("sentences.txt").read_text().splitlines()
     # never among the passages; cut to six words, the length of the model's own queries
     queries = [" ".join(s.split()[:QUERY_WORDS]) for s in held_out[-args.queries :]]
-    query_vectors = embedder.embed(queries)
+    query_vectors = np.stack([embedder.embed_query(q) for q in queries])
     fidelity = corpus.pair_fidelity(texts, vectors, embedder)
     print(f"pair stand-in fidelity: {fidelity:.3f}", file=sys.stderr)
 

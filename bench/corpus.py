@@ -104,7 +104,9 @@ def real_sentences() -> list[str]:
 def embedded_sentences(n: int, embedder: object, batch: int = 512) -> tuple[list[str], np.ndarray]:
     """The first `n` real sentences and their embeddings (cached; only new ones are embedded)."""
     folder = cache_dir()
-    text_file, vector_file = folder / "sentences.txt", folder / "sentences.f32"
+    model = str(getattr(embedder, "name", "embedder")).replace("/", "_")
+    # one vector file per embedding model: vectors of two models never mix
+    text_file, vector_file = folder / "sentences.txt", folder / f"sentences.{model}.f32"
     if not text_file.exists():
         text_file.write_text("\n".join(real_sentences()) + "\n")
     texts = text_file.read_text().splitlines()

@@ -1,6 +1,7 @@
 """Retrieval quality: does the search find the evidence? Real embedder, real memory file, no chat model.
 
     python -m bench.retrieval PATH [--methods bm25,vector,hybrid] [--conversations 0,1,...]
+        [--embedder embed|minilm]
 
 PATH is the LoCoMo dev set (CC BY-NC, read from PATH, never copied here). Each conversation's
 turns go into a memory file as archival passages "[date] Speaker: text", as bench.memory_qa
@@ -10,7 +11,9 @@ the first k results. Prints R@1/5/10 and MRR per method and category, and the qu
 Methods:
 - bm25: FTS5 BM25 alone (the engine's word search, its selective words);
 - vector: nearest embeddings alone (sqlite-vec);
-- fused: the two fused by reciprocal rank, nothing more (the engine's search until 2026-12-04);
+- rrf60: the two fused by reciprocal rank with Cormack et al.'s constant 60, nothing more (the
+  engine's search until 2026-12-04);
+- fused: the same with the engine's constant (engine.memory.search.RRF_K);
 - hybrid: what archival_memory_search ranks by (engine.memory.search.HybridIndex.ranked): the
   fusion, each passage then scored with its neighbours in one text.
 """
@@ -44,8 +47,12 @@ def _bm25(archival: ArchivalMemory, query: str) -> list[int]:
 
 
 def _vector(archival: ArchivalMemory, query: str) -> list[int]:
-    vector = archival.store.embedder.embed_one(query)
+    vector = archival.store.embedder.embed_query(query)
     return PASSAGE_INDEX.vector_hits_for(archival.store, archival.agent_id, vector)
+
+
+def _rrf60(archival: ArchivalMemory, query: str) -> list[int]:
+    return fuse(_bm25(archival, query), _vector(archival, query), k=60)
 
 
 def _fused(archival: ArchivalMemory, query: str) -> list[int]:
@@ -59,6 +66,7 @@ def _hybrid(archival: ArchivalMemory, query: str) -> list[int]:
 METHODS: dict[str, Method] = {
     "bm25": _bm25,
     "vector": _vector,
+    "rrf60": _rrf60,
     "fused": _fused,
     "hybrid": _hybrid,
 }
@@ -73,9 +81,11 @@ def _new_agent(store: Store) -> int:
         return int(conn.last_insert_rowid())
 
 
-def run(path: Path, methods: list[str], conversations: list[int] | None) -> dict[str, Any]:
+def run(
+    path: Path, methods: list[str], conversations: list[int] | None, embedder_key: str = "embed"
+) -> dict[str, Any]:
     data = json.loads(path.read_text())
-    embedder = Embedder(model_path("embed"))
+    embedder = Embedder(model_path(embedder_key))
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="memex-retrieval-") as tmp:
@@ -86,7 +96,12 @@ def run(path: Path, methods: list[str], conversations: list[int] | None) -> dict
                 print(f"  conversation {index}: {len(rows)} questions", file=sys.stderr)
     finally:
         embedder.close()
-    return {"methods": methods, "questions": len(rows), "summary": summarise(rows, methods)}
+    return {
+        "embedder": embedder_key,
+        "methods": methods,
+        "questions": len(rows),
+        "summary": summarise(rows, methods),
+    }
 
 
 def _conversation(
@@ -144,7 +159,7 @@ CATEGORY_NAMES = {"1": "multi-hop", "2": "temporal", "3": "open-domain", "4": "s
 
 def render(result: dict[str, Any]) -> str:
     lines = [
-        f"{result['questions']} questions",
+        f"{result['questions']} questions, embedder {result.get('embedder', 'embed')}",
         "| method | group | R@1 | R@5 | R@10 | MRR | p50 ms |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -163,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", type=Path)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--conversations", default=None, help="indexes, e.g. 0,1")
+    parser.add_argument("--embedder", default="embed", help='"embed" (default) or "minilm"')
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
@@ -170,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"--methods: unknown {sorted(unknown)}; known {sorted(METHODS)}")
     chosen = [int(c) for c in args.conversations.split(",")] if args.conversations else None
-    result = run(args.path, methods, chosen)
+    result = run(args.path, methods, chosen, args.embedder)
     print(json.dumps(result) if args.json else render(result))
 
 

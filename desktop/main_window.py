@@ -54,6 +54,7 @@ from engine.types import ContextUsage, ModelCallStarted, StepEvent
 from models.fetch import repair_hint
 
 logger = logging.getLogger(__name__)
+REINDEX_WAIT_MS = 2_000  # how long indexing waits for the engine to be free again
 
 SessionFactory = Callable[[Settings], EngineSession]
 HISTORY_PAGE = 200
@@ -92,6 +93,12 @@ class MainWindow(QMainWindow):
         self._idle = QTimer(self)
         self._idle.setSingleShot(True)
         self._idle.timeout.connect(self.reflect)
+        self._reindex_left: int | None = None
+        self._closed = False
+        self._reindex_later = QTimer(self)  # a child: it goes when the window goes
+        self._reindex_later.setSingleShot(True)
+        self._reindex_later.setInterval(REINDEX_WAIT_MS)
+        self._reindex_later.timeout.connect(lambda: self._reindex(self._reindex_left))
         self._restore_layout()
         self.load()
 
@@ -289,6 +296,27 @@ class MainWindow(QMainWindow):
         self._set_enabled(True)
         self._restart_idle()
         self.ready.emit()
+        self._reindex()
+
+    def _reindex(self, left: int | None = None) -> None:
+        """Bring over the vectors another embedding model made (engine.memory.reembed), a batch
+        at a time when the engine has nothing else to do: the user never waits for it."""
+        if self._closed:
+            return
+        if left == 0:
+            self.status.setText(self._model_line())
+            return
+        if left is not None:
+            self.status.setText(f"Indexing your memory for the new embedding model: {left:,} left")
+        if self.worker.busy or self.stepping:
+            self._reindex_left = left
+            self._reindex_later.start()
+            return
+        self.worker.submit(
+            lambda s: s.reembed_some(),
+            self._reindex,
+            lambda error: logger.warning("indexing for the embedding model stopped: %s", error),
+        )
 
     def _fill_agents(self, agents: list[AgentInfo], current: str) -> None:
         self.agent_box.clear()
@@ -623,7 +651,9 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Discard:
                 event.ignore()
                 return
+        self._closed = True
         self._idle.stop()
+        self._reindex_later.stop()
         if self.error_box is not None:
             self.error_box.close()
         save_window_state_later(self._layout_state())

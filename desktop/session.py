@@ -27,6 +27,7 @@ from engine.llm.remote import RemoteClient
 from engine.memory.archival import Passage
 from engine.memory.core import Block, BlockEdit, BlockTemplate, CoreMemory, CoreMemoryError
 from engine.memory.graph import Fact
+from engine.memory.reembed import reembed, stale_vectors
 from engine.memory.search import Page
 from engine.store.db import Store, default_db_path, open_store
 from engine.store.embed import Embedder
@@ -92,10 +93,10 @@ def model_info(model: str) -> ModelInfo:
 
 
 def _model_file(model: str) -> Path:
-    if model == "embed":
+    if model in ("embed", "minilm"):
         from models.fetch import model_path
 
-        return Path(model_path("embed"))
+        return Path(model_path(model))
     path = resolve_model_path(model)
     if path.is_dir():
         raise ModelLoadError(f"{path} is a folder, not a model file. Choose a GGUF file.")
@@ -185,14 +186,13 @@ def llama_client(settings: Settings) -> LLMClient:
 
 def embedder_for(settings: Settings) -> Embedder:
     path = _model_file(settings.embed_model)
-    name = "all-MiniLM-L6-v2" if settings.embed_model == "embed" else None
-    embedder = Embedder(path, name=name, n_threads=_threads(settings))
+    embedder = Embedder(path, n_threads=_threads(settings))
     if embedder.dim != EMBEDDING_DIM:
         embedder.close()
         raise ModelLoadError(
             f"{path} makes {embedder.dim}-dimensional vectors; a Memex file stores "
-            f"{EMBEDDING_DIM}-dimensional ones (all-MiniLM-L6-v2). Choose a model with "
-            f"{EMBEDDING_DIM} dimensions."
+            f"{EMBEDDING_DIM}-dimensional ones. Choose a model with {EMBEDDING_DIM} dimensions, "
+            'or one whose first dimensions are an embedding too (the default "embed").'
         )
     return embedder
 
@@ -385,6 +385,13 @@ class EngineSession:
         reports = import_agent(self._store(), path, name)
         self._agent = self._open(reports[0].name)
         return reports
+
+    def reembed_some(self) -> int:
+        """Embed again one batch of the texts whose vectors another embedding model made (a
+        new default embedder, or another chosen in Settings); returns how many are left."""
+        store = self._store()
+        reembed(store)
+        return stale_vectors(store)
 
     def _store(self) -> Store:
         if self.store is None:

@@ -33,6 +33,7 @@ from engine.llm.factory import CHAT_MODEL_KEYS, is_remote_model
 from engine.llm.llama import available_cpus
 from engine.store.db import default_db_path
 from engine.store.migrations import EMBEDDING_DIM
+from engine.store.profiles import profile_for, stored_width
 from models.fetch import is_available
 
 INFO_DELAY_MS = 250  # wait for the user to stop typing a path before reading its header
@@ -48,6 +49,9 @@ SERVER_EXAMPLE = "http://127.0.0.1:8080/v1"
 def describe(info: ModelInfo) -> str:
     context = f"{info.context_length:,}" if info.context_length else "?"
     width = str(info.embedding_length) if info.embedding_length else "?"
+    kept = stored_width(profile_for(info.name, info.architecture), info.embedding_length or 0)
+    if kept is not None and kept != info.embedding_length:
+        width += f" (its first {kept} kept)"  # a Matryoshka embedder: engine.store.profiles
     return (
         f"{info.name}\n{info.architecture} · {info.size_bytes / 1e6:,.0f} MB · "
         f"context {context} tokens · embedding length {width}"
@@ -82,10 +86,14 @@ def model_warning(kind: str, info: ModelInfo) -> str | None:
     """Why a readable model file still will not do as the `kind` ("chat" or "embed") model."""
     if kind == "chat" and not info.has_chat_template:
         return "it has no chat template, so it is not an instruct/chat model"
-    if kind == "embed" and info.embedding_length != EMBEDDING_DIM:
+    if (
+        kind == "embed"
+        and stored_width(profile_for(info.name, info.architecture), info.embedding_length or 0)
+        is None
+    ):
         return (
             f"it makes {info.embedding_length or '?'}-dimensional vectors; a Memex file needs "
-            f"{EMBEDDING_DIM} (all-MiniLM-L6-v2)"
+            f"{EMBEDDING_DIM}, or a model whose first {EMBEDDING_DIM} are an embedding too"
         )
     return None
 
@@ -339,8 +347,12 @@ class SettingsDialog(QDialog):
         self.chat = ChatModelField(worker, shipped, settings, self.n_ctx.value)
         self.n_ctx.valueChanged.connect(lambda _: self.chat.context_size_changed())
         form.addRow("Chat model", self.chat)
-        self.embed = ModelField(worker, "embed", ["embed"], settings.embed_model)
-        self.embed.combo.setToolTip('"embed": all-MiniLM-L6-v2 (shipped), or a GGUF file')
+        embedders = [key for key in ("embed", "minilm") if is_available(key)]
+        self.embed = ModelField(worker, "embed", embedders, settings.embed_model)
+        self.embed.combo.setToolTip(
+            '"embed": nomic-embed-text-v1.5 (shipped, finds more); "minilm": all-MiniLM-L6-v2 '
+            "(shipped, faster); or a GGUF file"
+        )
         form.addRow("Embedding model", self.embed)
         form.addRow("Memory file", self._db_row(settings.db_path))
 

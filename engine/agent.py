@@ -26,6 +26,7 @@ from engine.store.db import Store, now_iso
 from engine.tools.memory_tools import MemoryTool
 from engine.tools.registry import tool_specs
 from engine.tools.reply_checks import (
+    asks_back,
     echoes,
     in_users_voice,
     only_questions,
@@ -69,8 +70,8 @@ REPEATED_REPLY = (
     "own answer: answer it now, in new words."
 )
 ECHOED_MESSAGE = (
-    "your reply only repeats the user's message: answer it in your own words (from core "
-    "memory and the memory found for it, or say you don't know)."
+    "your reply only repeats the user's message, or asks their question back: answer it in "
+    "your own words (from core memory and the memory found for it, or say you don't know)."
 )
 VOICED = (
     "Message sent as {sent!r}: the user's facts said to them ('you', 'your'), since they are "
@@ -547,7 +548,9 @@ class MemGPTAgent:
             earlier = _replies(in_view)
             asked = _latest_user_message(in_view)
             repeated = repeated_reply(text, [t for _, t in earlier])
-            if asked is not None and echoes(text, asked.content):
+            if asked is not None and (
+                echoes(text, asked.content) or asks_back(text, asked.content)
+            ):
                 reason = ECHOED_MESSAGE
             if reason is None and repeated is not None:
                 message_id = next(i for i, t in earlier if t == repeated)

@@ -259,8 +259,12 @@ def _export_facts(store: Store, agent_id: int) -> list[dict[str, Any]]:
 
 def _vectors(store: Store, table: str, agent_id: int) -> dict[int, str]:
     """rowid -> the vector as base64 of little-endian float32 (a third of the size of a JSON
-    list of numbers, and exact)."""
-    rows = store.query(f"SELECT rowid, embedding FROM {table} WHERE agent_id = ?", (agent_id,))
+    list of numbers, and exact). Only the store's embedder's: the file says that model made
+    them, and a vector not yet brought over (engine.memory.reembed) is made again on import."""
+    rows = store.query(
+        f"SELECT rowid, embedding FROM {table} WHERE agent_id = ? AND model = ?",
+        (agent_id, store.embedder.name),
+    )
     return {
         int(r[0]): base64.b64encode(np.frombuffer(r[1], dtype="<f4").tobytes()).decode("ascii")
         for r in rows
@@ -545,7 +549,7 @@ class _MemexImport:
                 blob = vector if vector is not None else vector_blob(next(fresh))
                 conn.execute(
                     MESSAGE_INDEX.vectors.insert_sql,
-                    (new_id, self.agent_id, blob),
+                    (new_id, self.agent_id, blob, self.store.embedder.name),
                 )
         self.report.messages = len(messages)
 
@@ -824,7 +828,12 @@ def _letta_messages(
         if i in vector_of:
             conn.execute(
                 MESSAGE_INDEX.vectors.insert_sql,
-                (conn.last_insert_rowid(), agent_id, vector_blob(vector_of[i])),
+                (
+                    conn.last_insert_rowid(),
+                    agent_id,
+                    vector_blob(vector_of[i]),
+                    store.embedder.name,
+                ),
             )
     report.messages = len(messages)
     report.reembedded = len(readable)

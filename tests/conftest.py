@@ -131,6 +131,23 @@ def embedder(embed_path: Path) -> Embedder:
     e.close()
 
 
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    try:
+        return fetch.model_path("minilm")
+    except ModelNotMaterialised as e:
+        model_unavailable(str(e))
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_path: Path) -> Iterator[Embedder]:
+    """all-MiniLM-L6-v2, the embedder before nomic-embed (a second real model, for changes of
+    embedder)."""
+    e = Embedder(minilm_path)
+    yield e
+    e.close()
+
+
 @pytest.fixture
 def store(tmp_path: Path, embedder: Embedder) -> Iterator[Store]:
     """A fresh database file per test, with the real sqlite-vec, FTS5 and embedder."""

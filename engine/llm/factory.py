@@ -26,10 +26,10 @@ def resolve_model_path(model: str | os.PathLike[str] = "chat") -> Path:
         return Path(model_path(model))
     if is_remote_model(model):
         raise ModelLoadError(f"{model} is a server address, not a model file")
-    if isinstance(model, str) and model == "embed":
+    if isinstance(model, str) and model in ("embed", "minilm"):
         raise ModelLoadError(
-            'the "embed" model is the embedding model, not a chat model; use "chat", "fast", "small" '
-            "or the path of a chat GGUF"
+            f"the {model!r} model is an embedding model, not a chat model; use "
+            '"chat", "fast", "small" or the path of a chat GGUF'
         )
     text = os.fspath(model)
     if not text:

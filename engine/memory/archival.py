@@ -87,7 +87,7 @@ class ArchivalMemory:
                 )
                 conn.execute(
                     PASSAGE_INDEX.vectors.insert_sql,
-                    (passage_id, self.agent_id, vector),
+                    (passage_id, self.agent_id, vector, model),
                 )
                 ids.append(passage_id)
         return ids
@@ -144,10 +144,11 @@ class ArchivalMemory:
         self.get(passage_id)  # KeyError if it is not this agent's
         tag_list = list(tags or [])
         vector = self.store.embedder.embed_one(text)
+        model = self.store.embedder.name
         with self.store.atomic() as conn:
             conn.execute(
                 "UPDATE passages SET text = ?, tags_json = ?, embedding_model = ? WHERE id = ?",
-                (text, json.dumps(tag_list), self.store.embedder.name, passage_id),
+                (text, json.dumps(tag_list), model, passage_id),
             )
             conn.execute("DELETE FROM passages_fts WHERE rowid = ?", (passage_id,))
             conn.execute(
@@ -157,7 +158,7 @@ class ArchivalMemory:
             conn.execute("DELETE FROM passage_vectors WHERE rowid = ?", (passage_id,))
             conn.execute(
                 PASSAGE_INDEX.vectors.insert_sql,
-                (passage_id, self.agent_id, vector_blob(vector)),
+                (passage_id, self.agent_id, vector_blob(vector), model),
             )
         return self.get(passage_id)
 

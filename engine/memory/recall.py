@@ -99,7 +99,7 @@ class RecallMemory:
             if vector is not None:
                 conn.execute(
                     MESSAGE_INDEX.vectors.insert_sql,
-                    (message_id, self.agent_id, vector_blob(vector)),
+                    (message_id, self.agent_id, vector_blob(vector), self.store.embedder.name),
                 )
         return self.get(message_id)
 

@@ -19,7 +19,11 @@ from engine.memory.vectors import VectorTable
 if TYPE_CHECKING:
     from engine.store.db import Store
 
-RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
+# Reciprocal-rank-fusion constant: an id's score from a list is 1 / (RRF_K + rank). Cormack et
+# al.'s 60 suits long lists of many systems; with two lists the top ranks carry the answer, and
+# a small constant keeps their lead (bench/retrieval.py, LoCoMo: R@10 0.725 -> 0.757 with
+# MiniLM, 0.80 -> 0.82 with nomic-embed, at 10 against 60; 5 and 20 do no better).
+RRF_K = 10
 # BM25 scores every document holding any query word: "the" alone is in most of them. Words are
 # kept rarest first while the documents they reach stay under this budget (the rarest word is
 # always kept): the common words dropped are those BM25 weighs least. 22 ms -> 0.8 ms for a
@@ -28,7 +32,6 @@ RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
 TEXT_DOCUMENT_BUDGET = 2_000
 TEXT_HITS = 1_000  # documents BM25 returns for fusion
 VECTOR_CANDIDATES = 100  # nearest neighbours considered per query
-MAX_VECTOR_DISTANCE = 0.75  # cosine distance past which a neighbour is not a match
 # A conversation's turn, or a document's part, means little alone: the answer to a question is
 # often the reply to the turn that matched it. So an entry gains this share of the better score
 # of the entries stored just before and after it in the same text (bench/retrieval.py: LoCoMo
@@ -81,12 +84,14 @@ def vector_blob(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype=np.float32).tobytes()
 
 
-def fused_scores(text_ids: Sequence[int], vector_ids: Sequence[int]) -> dict[int, float]:
+def fused_scores(
+    text_ids: Sequence[int], vector_ids: Sequence[int], k: int = RRF_K
+) -> dict[int, float]:
     """Reciprocal rank fusion of two ranked id lists: each id's score."""
     scores: dict[int, float] = {}
     for ranked in (text_ids, vector_ids):
         for rank, item in enumerate(ranked):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (RRF_K + rank + 1)
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank + 1)
     return scores
 
 
@@ -95,9 +100,9 @@ def best_first(scores: dict[int, float]) -> list[int]:
     return sorted(scores, key=lambda item: (-scores[item], -item))
 
 
-def fuse(text_ids: Sequence[int], vector_ids: Sequence[int]) -> list[int]:
+def fuse(text_ids: Sequence[int], vector_ids: Sequence[int], k: int = RRF_K) -> list[int]:
     """Reciprocal rank fusion of two ranked id lists, best first."""
-    return best_first(fused_scores(text_ids, vector_ids))
+    return best_first(fused_scores(text_ids, vector_ids, k))
 
 
 def with_neighbours(scores: dict[int, float], pairs: Sequence[tuple[int, int]]) -> dict[int, float]:
@@ -162,7 +167,7 @@ class HybridIndex:
         """Ids matching `query` by words or by meaning, fused by reciprocal rank."""
         # The query's embedding (the embedder, in C) and BM25 (SQLite, in C) both let go of the
         # GIL: on two cores they run side by side.
-        embedding = _BESIDE.submit(store.embedder.embed_one, query)
+        embedding = _BESIDE.submit(store.embedder.embed_query, query)
         try:
             text_hits = self.text_hits_for(store, agent_id, query)
         finally:
@@ -202,4 +207,6 @@ class HybridIndex:
 
     def vector_hits_for(self, store: Store, agent_id: int, vector: np.ndarray) -> list[int]:
         nearest = self.vectors.nearest(store, agent_id, vector, VECTOR_CANDIDATES)
-        return [i for i, distance in nearest if distance <= MAX_VECTOR_DISTANCE]
+        # past the embedder's own threshold a neighbour is no match (engine.store.profiles)
+        limit = store.embedder.profile.max_distance
+        return [i for i, distance in nearest if distance <= limit]

@@ -90,8 +90,8 @@ class _Snapshot:
 
 _EMPTY = _Snapshot(np.empty(0, np.int64), np.empty((0, WORDS), np.uint64), 0, 0, 0)
 
-# Per open Store: (table, agent id) -> snapshot. Weak, so a closed Store's memory goes with it.
-_snapshots: weakref.WeakKeyDictionary[Store, dict[tuple[str, int], _Snapshot]] = (
+# Per open Store: (table, agent id, model) -> snapshot. Weak, so a closed Store's memory goes with it.
+_snapshots: weakref.WeakKeyDictionary[Store, dict[tuple[str, int, str], _Snapshot]] = (
     weakref.WeakKeyDictionary()
 )
 _snapshots_lock = threading.Lock()
@@ -107,36 +107,47 @@ class VectorTable:
 
     @property
     def insert_sql(self) -> str:
-        """Stores one vector: parameters (id, agent id, float32 bytes)."""
+        """Stores one vector: parameters (id, agent id, float32 bytes, embedding model)."""
         return (
-            f"INSERT INTO {self.table}(id, agent_id, embedding, bits)"
-            " VALUES (?1, ?2, ?3, vec_quantize_binary(?3))"
+            f"INSERT INTO {self.table}(id, agent_id, embedding, bits, model)"
+            " VALUES (?1, ?2, ?3, vec_quantize_binary(?3), ?4)"
+        )
+
+    @property
+    def update_sql(self) -> str:
+        """Replaces one vector: parameters (float32 bytes, embedding model, id)."""
+        return (
+            f"UPDATE {self.table} SET embedding = ?1, bits = vec_quantize_binary(?1), model = ?2"
+            " WHERE id = ?3"
         )
 
     def nearest(
         self, store: Store, agent_id: int, vector: np.ndarray, k: int
     ) -> list[tuple[int, float]]:
-        """The `k` nearest rows of `agent_id` to `vector`: (id, cosine distance), nearest first."""
+        """The `k` nearest rows of `agent_id` to `vector`: (id, cosine distance), nearest first.
+        Only rows embedded by the store's embedder are compared: another model's vectors mean
+        nothing next to its query (engine.memory.reembed brings them over)."""
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         if k <= 0 or not np.isfinite(query).all() or not query.any():
             return []
+        model = store.embedder.name
         query_bits = np.packbits(query > 0, bitorder="little").view(np.uint64)
-        snapshot, pending = self._current(store, agent_id)
+        snapshot, pending = self._current(store, agent_id, model)
         ids = _closest_by_bits(snapshot, query_bits, candidates_for(k, snapshot.n))
         if pending:
             ids = np.concatenate([ids, np.asarray(pending, dtype=np.int64)])
-        return self._rescored(store, agent_id, ids, query, k)
+        return self._rescored(store, agent_id, model, ids, query, k)
 
     def exact(
         self, store: Store, agent_id: int, vector: np.ndarray, k: int
     ) -> list[tuple[int, float]]:
-        """The true `k` nearest, by sqlite-vec's cosine distance over every row (slow: for
-        checking `nearest`)."""
+        """The true `k` nearest of the store's embedder's rows, by sqlite-vec's cosine distance
+        over every row (slow: for checking `nearest`)."""
         blob = np.asarray(vector, dtype=np.float32).tobytes()
         rows = store.query(
             f"SELECT id, vec_distance_cosine(embedding, ?) AS d FROM {self.table}"
-            " WHERE agent_id = ? ORDER BY d, id LIMIT ?",
-            (blob, agent_id, k),
+            " WHERE agent_id = ? AND model = ? ORDER BY d, id LIMIT ?",
+            (blob, agent_id, store.embedder.name, k),
         )
         return [(int(i), float(d)) for i, d in rows]
 
@@ -152,7 +163,7 @@ class VectorTable:
         """Load the agent's bits now (a second or so at a million rows), so the first search
         does not wait for them. Safe on any thread; a store closed meanwhile ends it quietly."""
         try:
-            self._refreshed(store, agent_id)
+            self._refreshed(store, agent_id, store.embedder.name)
         except (apsw.Error, StoreError) as exc:
             log.debug("vector warm-up of %s stopped: %s", self.table, exc)
 
@@ -161,22 +172,22 @@ class VectorTable:
             target=self.warm, args=(store, agent_id), name="memex-vector-warm", daemon=True
         ).start()
 
-    def _current(self, store: Store, agent_id: int) -> tuple[_Snapshot, list[int]]:
-        """The agent's snapshot of committed rows, brought up to date; plus the ids of rows
-        past it that only the open transaction of the store's connection can see (a step
-        that inserted and now searches)."""
-        snapshot = self._refreshed(store, agent_id)
+    def _current(self, store: Store, agent_id: int, model: str) -> tuple[_Snapshot, list[int]]:
+        """The agent's snapshot of committed rows of `model`, brought up to date; plus the ids
+        of rows past it that only the open transaction of the store's connection can see (a
+        step that inserted and now searches)."""
+        snapshot = self._refreshed(store, agent_id, model)
         with store._lock:
             if not store.conn.in_transaction:
                 return snapshot, []
             rows = store.conn.execute(
-                f"SELECT id FROM {self.table} WHERE agent_id = ? AND id > ?",
-                (agent_id, snapshot.max_id),
+                f"SELECT id FROM {self.table} WHERE agent_id = ? AND model = ? AND id > ?",
+                (agent_id, model, snapshot.max_id),
             ).fetchall()
         return snapshot, [r[0] for r in rows]
 
-    def _refreshed(self, store: Store, agent_id: int) -> _Snapshot:
-        key = (self.table, agent_id)
+    def _refreshed(self, store: Store, agent_id: int, model: str) -> _Snapshot:
+        key = (self.table, agent_id, model)
         with _loading_lock, store.committed_reads() as reader:
             with _snapshots_lock:
                 snapshot = _snapshots.setdefault(store, {}).get(key, _EMPTY)
@@ -188,8 +199,9 @@ class VectorTable:
             if rewrites != snapshot.rewrites:
                 snapshot = _Snapshot(_EMPTY.ids, _EMPTY.bits, 0, 0, rewrites)
             cursor = reader.execute(
-                f"SELECT id, bits FROM {self.table} WHERE agent_id = ? AND id > ? ORDER BY id",
-                (agent_id, snapshot.max_id),
+                f"SELECT id, bits FROM {self.table}"
+                " WHERE agent_id = ? AND model = ? AND id > ? ORDER BY id",
+                (agent_id, model, snapshot.max_id),
             )
             while rows := list(itertools.islice(cursor, _LOAD_CHUNK)):  # bounded peak memory
                 snapshot = snapshot.append([r[0] for r in rows], b"".join(r[1] for r in rows))
@@ -198,14 +210,14 @@ class VectorTable:
         return snapshot
 
     def _rescored(
-        self, store: Store, agent_id: int, ids: np.ndarray, query: np.ndarray, k: int
+        self, store: Store, agent_id: int, model: str, ids: np.ndarray, query: np.ndarray, k: int
     ) -> list[tuple[int, float]]:
         if len(ids) == 0:
             return []
         rows = store.query(
             f"SELECT id, embedding FROM {self.table}"
-            " WHERE id IN (SELECT value FROM json_each(?)) AND agent_id = ?",
-            (_json_ids(ids), agent_id),
+            " WHERE id IN (SELECT value FROM json_each(?)) AND agent_id = ? AND model = ?",
+            (_json_ids(ids), agent_id, model),
         )
         if not rows:
             return []

@@ -1,4 +1,5 @@
-"""Sentence embeddings from a BERT GGUF (all-MiniLM-L6-v2 by default) through llama-cpp-python."""
+"""Sentence embeddings from a BERT-family GGUF (nomic-embed-text-v1.5 by default) through
+llama-cpp-python: documents and queries each with the prefix their model was trained with."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from engine import timing
 from engine.errors import InvalidInput, ModelLoadError, models_hint
 from engine.llm.llama import available_cpus, route_native_log
+from engine.store.profiles import EmbeddingProfile, profile_for, stored_width
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,15 @@ class Embedder:
     """A BERT-style GGUF embedding model: texts -> L2-normalised float32 vectors.
 
     Mean pooling over the model's 512-token window; longer texts are truncated (by tokens,
-    keeping the trailing [SEP]). One instance is safe to share between threads (calls serialise).
+    keeping the trailing [SEP]). A Matryoshka model wider than the file's vectors gives its
+    first `dim` dimensions, layer-normed first as it was trained (engine.store.profiles).
+    `embed` is for texts stored to be found, `embed_query` for what a search looks for. One
+    instance is safe to share between threads (calls serialise).
     """
 
     name: str
     dim: int
+    profile: EmbeddingProfile
 
     def __init__(
         self, path: str | Path, name: str | None = None, n_threads: int | None = None
@@ -50,7 +56,9 @@ class Embedder:
         self._llm = _load(self.path, self._threads)
         meta = self._llm.metadata
         self.name = name or meta.get("general.name") or self.path.stem
-        self.dim = self._llm.n_embd()
+        self.profile = profile_for(self.name, meta.get("general.architecture", ""))
+        self._width = self._llm.n_embd()
+        self.dim = stored_width(self.profile, self._width) or self._width
         self._window = min(self._llm.n_ctx(), self._llm.n_batch)
         self._n_seq_max = max(1, int(self._llm.context_params.n_seq_max))
         vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
@@ -60,28 +68,40 @@ class Embedder:
         self._batch = llama_cpp.llama_batch_init(self._window, 0, self._n_seq_max)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed `texts`: float32 array of shape (len(texts), dim), each row of unit length."""
+        """Embed `texts`, stored to be found: float32 array of shape (len(texts), dim), each row
+        of unit length."""
         if isinstance(texts, str):
             raise InvalidInput("embed() takes a list of strings; use embed_one() for one string")
+        for text in texts:
+            _require_text(text)
+        return self._embed([self.profile.document_prefix + t for t in texts])
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """Embed one text stored to be found: float32 vector of shape (dim,) and unit length."""
+        return self.embed([text])[0]
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Embed what a search looks for: float32 vector of shape (dim,) and unit length."""
+        _require_text(text)
+        return self._embed([self.profile.query_prefix + text])[0]
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
         with timing.phase(timing.PHASE_EMBEDDING):  # model time in a step's timings
             token_lists = [self.tokenize(t) for t in texts]
-            out = np.zeros((len(token_lists), self.dim), dtype=np.float32)
+            out = np.zeros((len(token_lists), self._width), dtype=np.float32)
             with self._lock:
                 self._require_open()
                 threads = self._batch_threads if len(texts) >= BATCH_TEXTS else self._threads
                 llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
                 for start, stop in self._packs(token_lists):
                     out[start:stop] = self._encode(token_lists[start:stop])
+            if self.dim < self._width:
+                out = _first_dims(out, self.dim)
             return _normalise(out)
-
-    def embed_one(self, text: str) -> np.ndarray:
-        """Embed one text: float32 vector of shape (dim,) and unit length."""
-        return self.embed([text])[0]
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids fed to the model ([CLS] ... [SEP]), truncated to the model's window."""
-        if not isinstance(text, str):
-            raise InvalidInput(f"cannot embed {type(text).__name__}: expected str")
+        _require_text(text)
         data = text.encode("utf-8", errors="replace")  # lone surrogates must not crash
         with self._lock:
             self._require_open()
@@ -140,17 +160,30 @@ class Embedder:
         rc = llama_cpp.llama_encode(self._llm.ctx, batch)
         if rc != 0:
             raise ModelLoadError(f"llama_encode failed ({rc}) with embedding model {self.path}")
-        rows = np.empty((len(token_lists), self.dim), dtype=np.float32)
+        rows = np.empty((len(token_lists), self._width), dtype=np.float32)
         for seq in range(len(token_lists)):
             ptr = llama_cpp.llama_get_embeddings_seq(self._llm.ctx, seq)
-            rows[seq] = np.ctypeslib.as_array(ptr, shape=(self.dim,))
+            rows[seq] = np.ctypeslib.as_array(ptr, shape=(self._width,))
         return rows
+
+
+def _require_text(text: object) -> None:
+    if not isinstance(text, str):
+        raise InvalidInput(f"cannot embed {type(text).__name__}: expected str")
 
 
 def _default_threads() -> int:
     """Half the usable cores, at most 4: ggml's spinning threads collapse when oversubscribed
     (e.g. next to a chat model generating), and a 6-layer MiniLM gains little beyond that."""
     return max(1, min(4, available_cpus() // 2))
+
+
+def _first_dims(rows: np.ndarray, dim: int) -> np.ndarray:
+    """A Matryoshka model's rows cut to their first `dim` dimensions: layer norm (no learned
+    scale) over the full width, then the cut, as the model was trained."""
+    centred = rows - rows.mean(axis=1, keepdims=True)
+    scaled = centred / np.sqrt((centred**2).mean(axis=1, keepdims=True) + 1e-5)
+    return np.ascontiguousarray(scaled[:, :dim])
 
 
 def _normalise(rows: np.ndarray) -> np.ndarray:
@@ -198,7 +231,7 @@ def _check_encoder(llm: llama_cpp.Llama, path: Path) -> None:
 
 
 def default_embedder() -> Embedder:
-    """The default embedder (all-MiniLM-L6-v2), assembled from its package on first use."""
+    """The default embedder (nomic-embed-text-v1.5), assembled from its packages on first use."""
     from models.fetch import model_path
 
-    return Embedder(model_path("embed"), name="all-MiniLM-L6-v2")
+    return Embedder(model_path("embed"))

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import apsw
 
-EMBEDDING_DIM = 384  # all-MiniLM-L6-v2: the width of every stored vector
+EMBEDDING_DIM = 384  # the width of every stored vector (all-MiniLM-L6-v2's; engine.store.profiles)
+# the model that embedded every vector stored before migration 5 recorded it per row
+FIRST_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,34 @@ def _vectors_for_scale(conn: apsw.Connection) -> None:
     )
 
 
+def _embedding_model_per_vector(conn: apsw.Connection) -> None:
+    # A new default embedder (or one chosen in Settings) makes vectors another model's query
+    # cannot be compared with: each vector records its model, a search compares only those of
+    # the model in use, and engine.memory.reembed brings the rest over. The covering index
+    # leads with the model, so loading one model's bits still reads no vectors.
+    statements = []
+    for table in ("message_vectors", "passage_vectors"):
+        statements.append(
+            f"""
+            ALTER TABLE {table}
+                ADD COLUMN model TEXT NOT NULL DEFAULT '{FIRST_EMBEDDING_MODEL}';
+            DROP INDEX {table}_bits;
+            CREATE INDEX {table}_bits ON {table}(agent_id, model, id, bits);
+            """
+        )
+    # a passage embedded by a model chosen in Settings has said so all along
+    statements.append(
+        f"""
+        UPDATE passage_vectors SET model = (
+            SELECT embedding_model FROM passages WHERE passages.id = passage_vectors.id
+        ) WHERE id IN (
+            SELECT id FROM passages WHERE embedding_model != '{FIRST_EMBEDDING_MODEL}'
+        );
+        """
+    )
+    conn.execute("".join(statements))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "initial schema: agents, blocks, history, recall, archival, summaries", _initial_schema
@@ -247,6 +277,7 @@ MIGRATIONS: list[Migration] = [
         "vectors in plain tables with sign bits, for search at scale",
         _vectors_for_scale,
     ),
+    Migration(5, "the embedding model of every vector", _embedding_model_per_vector),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -4,7 +4,8 @@ Small models fail in a few set ways, and each of these catches one; what they fi
 the model as a tool error, so it tries again (engine.agent bounds how often):
 
 - a reply that repeats, word for word, an earlier reply still in view (a 0.5B model answers
-  every new question with the last answer it gave);
+  every new question with the last answer it gave), or that only says the user's message, or
+  their question, back;
 - a reply that states the user's facts as the assistant's own ("I work at Acme Corp." where
   core memory says the user works there): said to the user instead (swap_person);
 - a core line appended that the block holds already;
@@ -208,6 +209,17 @@ def echoes(reply: str, asked: str) -> bool:
     if len(words) < 4:
         return False  # "Yes, Flask." is an answer
     return sum(w in theirs for w in words) * 10 >= len(words) * 9
+
+
+def asks_back(reply: str, asked: str) -> bool:
+    """Whether `reply` answers the question `asked` with the same question: it only asks, and
+    all its uncommon words but one in four are the user's ("When is my grant due now?" ->
+    "What is the due date for my grant?"). A question back that brings its own words ("Do you
+    mean the seed library one?") is not this."""
+    if not only_questions(reply) or not only_questions(asked):
+        return False
+    words, theirs = _content_words(reply), _content_words(asked)
+    return len(words) >= 2 and sum(w in theirs for w in words) * 4 >= len(words) * 3
 
 
 def users_own_sentences(messages: Iterable[str]) -> str:

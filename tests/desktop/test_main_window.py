@@ -412,3 +412,29 @@ def test_reflect_reviews_new_messages_first_and_shows_what_changed(qtbot, window
         lambda: window.core_panel.editor("human").editor.toPlainText() == "Name: Dana. Nurse.",
         timeout=TIMEOUT,
     )
+
+
+def test_vectors_of_another_embedder_are_made_again_after_loading(
+    qtbot, open_window, settings, minilm, embedder, scripted
+):
+    """A file whose vectors all-MiniLM-L6-v2 made, opened with the default embedder: once
+    loaded, the window has them made again in the background, and search by meaning finds
+    them with the new model."""
+    from engine import MemGPTAgent
+    from engine.memory.reembed import stale_vectors
+    from engine.store.db import open_store
+
+    store = open_store(settings.db_path, embedder=minilm)
+    agent = MemGPTAgent(None, store, ScriptedClient(), name=settings.agent or "memex")
+    agent.archival.insert_many(
+        [f"Note {i}: the boiler was serviced by Hallam Heating." for i in range(40)]
+        + ["My sister Ingrid is a vet in Stavanger."]
+    )
+    store.close()
+    window = open_window(settings)
+    assert window.loaded
+    qtbot.waitUntil(lambda: stale_vectors(window.session.store) == 0, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not window.worker.busy, timeout=TIMEOUT)
+    assert window.status.text() == window._model_line()  # the indexing line is gone
+    found = window.session.store.query("SELECT DISTINCT model FROM passage_vectors")
+    assert found == [(embedder.name,)]

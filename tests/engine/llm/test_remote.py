@@ -405,7 +405,7 @@ def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models import fetch, manifest
 
     try:
-        archive = fetch.locate_source(manifest.EMBED.sources[0])
+        archive = fetch.locate_source(manifest.MINILM.sources[0])
     except Exception as exc:  # not installed
         pytest.skip(f"the all-MiniLM package is not installed: {exc}")
     out = tmp_path_factory.mktemp("minilm")

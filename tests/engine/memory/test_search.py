@@ -164,3 +164,32 @@ def archival_text_hits(store, agent_id: int, query: str) -> list[int]:
     from engine.memory.archival import PASSAGE_INDEX
 
     return PASSAGE_INDEX.text_hits_for(store, agent_id, query)
+
+
+@pytest.mark.parametrize("which", ["minilm", "embedder"])
+def test_a_vector_neighbour_past_the_embedders_own_threshold_is_no_match(
+    request, tmp_path, which
+) -> None:
+    """Each embedder spreads its distances its own way (engine.store.profiles): with either,
+    the text that answers is a match by meaning and an unrelated one is not, though both are
+    among the nearest (nomic-embed's unrelated texts lie nearer than MiniLM's threshold)."""
+    from engine.store.db import open_store
+
+    embedder = request.getfixturevalue(which)
+    store = open_store(tmp_path / f"{which}.db", embedder=embedder)
+    try:
+        archive = ArchivalMemory(store, _agent(store))
+        sister, boiler = archive.insert_many(
+            [
+                "My sister Ingrid works as a vet in Stavanger.",
+                "Invoice 4471: the boiler pressure valve was replaced on the 3rd.",
+            ]
+        )
+        query = embedder.embed_query("What does my sister do for work?")
+        nearest = PASSAGE_INDEX.vectors.nearest(store, archive.agent_id, query, 10)
+        assert [i for i, _ in nearest] == [sister, boiler]
+        assert PASSAGE_INDEX.vector_hits_for(store, archive.agent_id, query) == [sister]
+        limit = embedder.profile.max_distance
+        assert nearest[0][1] <= limit < nearest[1][1]
+    finally:
+        store.close()

@@ -12,6 +12,7 @@ import engine.memory.vectors as vectors_module
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.search import vector_blob
 from engine.store.db import Store, open_store
+from engine.store.migrations import FIRST_EMBEDDING_MODEL
 
 TABLE = PASSAGE_INDEX.vectors
 
@@ -190,24 +191,25 @@ def test_a_closed_and_reopened_file_reloads_its_vectors(tmp_path: Path, embedder
 
 
 def test_a_file_of_schema_v3_keeps_its_vectors_in_the_new_tables(
-    tmp_path: Path, embedder, monkeypatch
+    tmp_path: Path, minilm, monkeypatch
 ) -> None:
     """Vectors written into sqlite-vec's vec0 tables (schema v3) move to the plain tables whole,
-    for messages and passages; the upgrade backs the file up first."""
+    for messages and passages; the upgrade backs the file up first. Rows of v3 were embedded by
+    all-MiniLM-L6-v2, and say so after the upgrade."""
     from engine.memory.recall import MESSAGE_INDEX
     from tests.engine.store.old_memex import older_memex
 
     path = tmp_path / "old.db"
     rows = _unit(np.random.default_rng(10), 3)
-    with older_memex(monkeypatch, 3), open_store(path, embedder=embedder) as store:
+    with older_memex(monkeypatch, 3), open_store(path, embedder=minilm) as store:
         agent = _agent(store)
         with store.atomic() as conn:
             conn.execute("INSERT INTO sessions(agent_id, started_at) VALUES (?, 'x')", (agent,))
             for i, row in enumerate(rows, start=1):
                 conn.execute(
                     "INSERT INTO passages(agent_id, text, embedding_model, created_at)"
-                    " VALUES (?, ?, 'm', 'x')",
-                    (agent, f"passage {i}"),
+                    " VALUES (?, ?, ?, 'x')",
+                    (agent, f"passage {i}", minilm.name),
                 )
                 conn.execute(
                     "INSERT INTO passage_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
@@ -222,9 +224,12 @@ def test_a_file_of_schema_v3_keeps_its_vectors_in_the_new_tables(
                     "INSERT INTO message_vectors(rowid, agent_id, embedding) VALUES (?, ?, ?)",
                     (i, agent, vector_blob(-row)),
                 )
-    with open_store(path, embedder=embedder) as store:
+    with open_store(path, embedder=minilm) as store:
         assert store.schema_version >= 4
         assert (tmp_path / "old.db.v3.bak").exists()
+        for table in ("passage_vectors", "message_vectors"):
+            models = {r[0] for r in store.query(f"SELECT DISTINCT model FROM {table}")}
+            assert models == {FIRST_EMBEDDING_MODEL} == {minilm.name}
         for i, row in enumerate(rows, start=1):
             assert TABLE.nearest(store, agent, row, 1) == [(i, pytest.approx(0.0, abs=1e-6))]
             found = MESSAGE_INDEX.vectors.nearest(store, agent, -row, 1)

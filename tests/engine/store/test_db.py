@@ -220,3 +220,38 @@ def test_a_file_of_schema_v2_upgrades_to_the_graph_and_keeps_everything(
         assert agent.consolidator.reviewed_through() == 0
     finally:
         store.close()
+
+
+def test_a_file_of_schema_v4_records_that_minilm_made_its_vectors(
+    tmp_path: Path, minilm, monkeypatch
+) -> None:
+    """Before migration 5 no vector said which model made it: all-MiniLM-L6-v2 made them, or
+    the model a passage names (one chosen in Settings)."""
+    import numpy as np
+
+    path = tmp_path / "old.db"
+    vector = minilm.embed_one("a passage").astype(np.float32).tobytes()
+    with older_memex(monkeypatch, 4):
+        store = open_store(path, embedder=minilm)
+        with store.atomic() as conn:
+            add_sam(conn)
+            for text, model in (("kept", "all-MiniLM-L6-v2"), ("chosen", "my-own-384")):
+                conn.execute(
+                    "INSERT INTO passages(agent_id, text, embedding_model, created_at)"
+                    " VALUES (1, ?, ?, '2026-01-01')",
+                    (text, model),
+                )
+                conn.execute(
+                    "INSERT INTO passage_vectors(id, agent_id, embedding, bits)"
+                    " VALUES (?, 1, ?, vec_quantize_binary(?))",
+                    (conn.last_insert_rowid(), vector, vector),
+                )
+        store.close()
+    store = open_store(path, embedder=minilm)
+    try:
+        rows = store.query("SELECT id, model FROM passage_vectors ORDER BY id")
+        assert rows == [(1, "all-MiniLM-L6-v2"), (2, "my-own-384")]
+        index = store.query("SELECT sql FROM sqlite_master WHERE name = 'passage_vectors_bits'")
+        assert "agent_id, model, id, bits" in index[0][0]
+    finally:
+        store.close()

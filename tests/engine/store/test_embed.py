@@ -1,4 +1,5 @@
-"""engine.store.embed: the GGUF embedder against a NumPy forward pass of all-MiniLM-L6-v2."""
+"""engine.store.embed: the GGUF embedder against a NumPy forward pass of all-MiniLM-L6-v2, and
+the default nomic-embed-text-v1.5 with its prefixes and its first 384 dimensions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from engine.errors import InvalidInput, ModelLoadError, ModelNotMaterialised
-from engine.store.embed import Embedder, default_embedder
+from engine.store.embed import Embedder, _first_dims, default_embedder
+from engine.store.profiles import NOMIC_V15, PLAIN, profile_for, stored_width
 from models import fetch, manifest
 from tests.conftest import model_unavailable
 from tests.engine.store.minilm_reference import MiniLMReference
@@ -40,7 +42,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="session")
 def reference() -> MiniLMReference:
     try:
-        archive = fetch.locate_source(manifest.EMBED.sources[0])
+        archive = fetch.locate_source(manifest.MINILM.sources[0])
     except ModelNotMaterialised as e:
         model_unavailable(str(e))
     with zipfile.ZipFile(archive) as z:
@@ -49,9 +51,13 @@ def reference() -> MiniLMReference:
         )
 
 
-def test_attributes(embedder: Embedder) -> None:
-    assert embedder.name == "all-MiniLM-L6-v2"
-    assert embedder.dim == 384
+def test_attributes(minilm: Embedder, embedder: Embedder) -> None:
+    assert minilm.name == "all-MiniLM-L6-v2"
+    assert minilm.dim == 384
+    assert minilm.profile == PLAIN  # no prefixes: a query is embedded as a text is
+    assert embedder.name == "nomic-embed-text-v1.5"
+    assert embedder.dim == 384  # of its 768
+    assert embedder.profile == NOMIC_V15
 
 
 def test_sentences_are_not_trivial(reference: MiniLMReference) -> None:
@@ -62,14 +68,14 @@ def test_sentences_are_not_trivial(reference: MiniLMReference) -> None:
 
 @pytest.mark.parametrize("text", SENTENCES, ids=range(len(SENTENCES)))
 def test_tokenisation_matches_hf_tokenizer(
-    embedder: Embedder, reference: MiniLMReference, text: str
+    minilm: Embedder, reference: MiniLMReference, text: str
 ) -> None:
-    assert embedder.tokenize(text) == reference.token_ids(text)
+    assert minilm.tokenize(text) == reference.token_ids(text)
 
 
 @pytest.mark.parametrize("text", SENTENCES, ids=range(len(SENTENCES)))
-def test_matches_numpy_reference(embedder: Embedder, reference: MiniLMReference, text: str) -> None:
-    assert _cos(embedder.embed_one(text), reference.embed(text)) >= 0.999
+def test_matches_numpy_reference(minilm: Embedder, reference: MiniLMReference, text: str) -> None:
+    assert _cos(minilm.embed_one(text), reference.embed(text)) >= 0.999
 
 
 def test_batch_shape_dtype_and_norm(embedder: Embedder) -> None:
@@ -86,24 +92,24 @@ def test_batch_equals_one_by_one(embedder: Embedder) -> None:
         assert _cos(row, embedder.embed_one(text)) >= 0.9999
 
 
-def test_empty_inputs(embedder: Embedder, reference: MiniLMReference) -> None:
-    vector = embedder.embed_one("")
+def test_empty_inputs(minilm: Embedder, reference: MiniLMReference) -> None:
+    vector = minilm.embed_one("")
     assert vector.shape == (384,)
     assert np.isfinite(vector).all()
     assert _cos(vector, reference.embed("")) >= 0.999
-    assert embedder.embed([]).shape == (0, 384)
+    assert minilm.embed([]).shape == (0, 384)
 
 
 def test_long_input_is_truncated_to_the_window(
-    embedder: Embedder, reference: MiniLMReference
+    minilm: Embedder, reference: MiniLMReference
 ) -> None:
     text = "recall " * 700 + "the end"
-    tokens = embedder.tokenize(text)
+    tokens = minilm.tokenize(text)
     assert len(tokens) == 512
     assert tokens[0] == 101 and tokens[-1] == 102  # [CLS] ... [SEP] survive truncation
     hf = reference.token_ids(text)
     expected = reference.embed_ids(hf[:511] + hf[-1:])
-    assert _cos(embedder.embed_one(text), expected) >= 0.999
+    assert _cos(minilm.embed_one(text), expected) >= 0.999
 
 
 def test_meaning(embedder: Embedder) -> None:
@@ -134,7 +140,48 @@ def test_loading_is_quiet(embed_path: Path, capfd: pytest.CaptureFixture[str]) -
 def test_default_embedder(embed_path: Path) -> None:
     with default_embedder() as e:
         assert e.path == embed_path
-        assert e.name == "all-MiniLM-L6-v2"
+        assert e.name == "nomic-embed-text-v1.5"
+
+
+def test_queries_and_texts_are_embedded_with_their_own_prefixes(embedder: Embedder) -> None:
+    question = "Which city did I move to?"
+    query, text = embedder.embed_query(question), embedder.embed_one(question)
+    assert query.shape == text.shape == (384,)
+    assert np.linalg.norm(query) == pytest.approx(1.0, abs=1e-5)
+    assert _cos(query, text) < 0.99  # "search_query: " and "search_document: " differ
+    wide = np.asarray(
+        [
+            _nomic_full(embedder, "search_query: " + question),
+            _nomic_full(embedder, "search_document: " + question),
+        ]
+    )
+    cut = _first_dims(wide, 384)  # nomic's recipe: layer norm over all 768, then the cut
+    assert _cos(query, cut[0]) >= 0.9999 and _cos(text, cut[1]) >= 0.9999
+
+
+def _nomic_full(embedder: Embedder, text: str) -> np.ndarray:
+    """All 768 dimensions of the model's pooled output for `text` (no prefix added)."""
+    return embedder._encode([embedder.tokenize(text)])[0]
+
+
+def test_a_question_is_nearer_the_text_that_answers_it(embedder: Embedder) -> None:
+    query = embedder.embed_query("When did Melanie paint the sunrise?")
+    answer, other = embedder.embed(
+        [
+            "[8 May 2023] Melanie: I painted that lake sunrise last year, it's special to me.",
+            "[8 May 2023] Melanie: The kids loved the pottery workshop on Saturday.",
+        ]
+    )
+    assert _cos(query, answer) > _cos(query, other) + 0.1
+
+
+def test_profiles_come_from_the_models_header() -> None:
+    assert profile_for("nomic-embed-text-v1.5", "nomic-bert") == NOMIC_V15
+    assert profile_for("nomic-embed-text-v1", "nomic-bert").matryoshka is False
+    assert profile_for("all-MiniLM-L6-v2", "bert") == PLAIN
+    assert stored_width(NOMIC_V15, 768) == 384
+    assert stored_width(PLAIN, 384) == 384
+    assert stored_width(PLAIN, 768) is None  # a wider model that was not trained to be cut
 
 
 def test_missing_file(tmp_path: Path) -> None:

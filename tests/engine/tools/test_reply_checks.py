@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.tools.reply_checks import (
+    asks_back,
     claims_users_facts,
     first_person_lines,
     in_third_person,
@@ -73,6 +74,14 @@ def test_repeats_and_echoes_are_found_whatever_the_case_and_punctuation():
     assert without_echo("Where do I work?", asked) == "Where do I work?"  # refused instead
     assert without_echo("You work at Kestrel.", asked) == "You work at Kestrel."
     assert without_echo("first answer", "first") == "first answer"
+
+
+def test_a_question_answered_with_the_same_question_is_found():
+    asked = "When is my Tidewater grant proposal due now?"
+    assert asks_back("What is the due date for my Tidewater grant proposal?", asked)
+    assert not asks_back("Do you mean the seed library one?", asked)  # words of its own
+    assert not asks_back("It is due on December 18. Anything else?", asked)  # it answers
+    assert not asks_back("When is it due?", "My grant is due soon.")  # they did not ask
 
 
 def test_core_lines_already_held_and_first_person_lines():
