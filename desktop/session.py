@@ -27,6 +27,7 @@ from engine.llm.remote import RemoteClient
 from engine.memory.archival import Passage
 from engine.memory.core import Block, BlockEdit, BlockTemplate, CoreMemory, CoreMemoryError
 from engine.memory.graph import Fact
+from engine.memory.reembed import Progress as Reembedding
 from engine.memory.reembed import reembed, stale_vectors
 from engine.memory.search import Page
 from engine.store.db import Store, default_db_path, open_store
@@ -243,6 +244,7 @@ class EngineSession:
         self.llm: LLMClient | None = None
         self.embedder: Embedder | None = None
         self._agent: MemGPTAgent | None = None
+        self._reembedding: Reembedding | None = None  # where reembed_some stands
 
     # -- loading -----------------------------------------------------------------------------
     def load(self, progress: Progress, settings: Settings | None = None) -> None:
@@ -279,6 +281,7 @@ class EngineSession:
         self.close()
         self.settings = settings
         self.store, self.llm, self.embedder, self._agent = store, llm, embedder, agent
+        self._reembedding = None  # another file or embedder: start from the top
         progress("Ready", 100)
 
     def _store_for(self, path: Path, embedder: Embedder) -> Store:
@@ -388,10 +391,11 @@ class EngineSession:
 
     def reembed_some(self) -> int:
         """Embed again one batch of the texts whose vectors another embedding model made (a
-        new default embedder, or another chosen in Settings); returns how many are left."""
+        new default embedder, or another chosen in Settings); returns how many are left, 0 once
+        a batch finds none (the window stops asking then)."""
         store = self._store()
-        reembed(store)
-        return stale_vectors(store)
+        done, self._reembedding = reembed(store, progress=self._reembedding)
+        return stale_vectors(store) if done else 0
 
     def _store(self) -> Store:
         if self.store is None:

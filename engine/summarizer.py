@@ -42,6 +42,23 @@ _ECHO = re.compile(
 )
 
 
+# a reply this much made of the instructions' own word runs is the instructions written back
+INSTRUCTION_ECHO_SHARE = 0.5
+
+
+def _trigrams(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z']+", text.lower())
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+
+def writes_instructions_back(text: str, instructions: str) -> bool:
+    """Whether `text` is mostly the `instructions` said again: a 0.5B model wrote "keep the
+    facts of the summary so far, and add what sam promised or did. questions still open." as
+    the summary, which then replaced the one that held the user's facts."""
+    own = _trigrams(text)
+    return bool(own) and len(own & _trigrams(instructions)) >= INSTRUCTION_ECHO_SHARE * len(own)
+
+
 class SummaryError(MemexError):
     """The model could not write a summary; the messages stay paged out and are retried."""
 
@@ -121,6 +138,9 @@ class Summarizer:
             text = _whole_sentences(text)
         if not text:
             raise SummaryError("the model wrote an empty summary")
+        if writes_instructions_back(text, prompt[0].content):
+            # kept, it would replace the summary so far and lose what that held
+            raise SummaryError("the model wrote the summary's instructions back")
         return text
 
 

@@ -20,12 +20,13 @@ from engine.memory.vectors import VectorTable
 from engine.store.db import Store
 
 BATCH = 32  # texts a call embeds: about a second of nomic-embed on two cores
+_TOP = 2**63 - 1  # above every id
 
 
 @dataclass(frozen=True)
 class _Tier:
     vectors: VectorTable
-    texts_sql: str  # (model, limit) -> (id, text) of vectors another model made
+    texts_sql: str  # (model, below, limit) -> (id, text) of vectors another model made
     record_sql: str | None = None  # (id, model): where else the tier records the model
 
 
@@ -33,12 +34,14 @@ _TIERS = (
     _Tier(
         MESSAGE_INDEX.vectors,
         "SELECT v.id, coalesce(m.search_text, m.content) FROM message_vectors v"
-        " JOIN messages m ON m.id = v.id WHERE v.model != ? ORDER BY v.id DESC LIMIT ?",
+        " JOIN messages m ON m.id = v.id WHERE v.id < ?2 AND v.model != ?1"
+        " ORDER BY v.id DESC LIMIT ?3",
     ),
     _Tier(
         PASSAGE_INDEX.vectors,
         "SELECT v.id, p.text FROM passage_vectors v"
-        " JOIN passages p ON p.id = v.id WHERE v.model != ? ORDER BY v.id DESC LIMIT ?",
+        " JOIN passages p ON p.id = v.id WHERE v.id < ?2 AND v.model != ?1"
+        " ORDER BY v.id DESC LIMIT ?3",
         "UPDATE passages SET embedding_model = ?2 WHERE id = ?1",
     ),
 )
@@ -47,23 +50,35 @@ _TIERS = (
 def stale_vectors(store: Store) -> int:
     """How many vectors of the file another model than the store's embedder made."""
     model = store.embedder.name
-    return sum(
-        int(
-            store.query_one(f"SELECT count(*) FROM {t.vectors.table} WHERE model != ?", (model,))[0]
-        )
-        for t in _TIERS
-    )
-
-
-def reembed(store: Store, limit: int = BATCH) -> int:
-    """Embed again up to `limit` texts whose vectors another model made (the newest first: the
-    ones most likely searched for); returns how many. 0 means none is left."""
-    model = store.embedder.name
-    done = 0
+    total = 0
     for tier in _TIERS:
+        sql = f"SELECT count(*) FROM {tier.vectors.table} WHERE model != ?"
+        total += int(store.query(sql, (model,))[0][0])
+    return total
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the work stands: per tier, the lowest id made again so far (it goes newest first),
+    so the next batch seeks there by primary key instead of passing over the rows done (at a
+    million rows, scanning from the top again for every batch would be quadratic)."""
+
+    below: tuple[int, ...] = (_TOP,) * len(_TIERS)
+
+
+def reembed(
+    store: Store, limit: int = BATCH, progress: Progress | None = None
+) -> tuple[int, Progress]:
+    """Embed again up to `limit` texts whose vectors another model made (the newest first: the
+    ones most likely searched for), from where `progress` stands (None: the start); returns
+    how many, 0 when none is left, and where it stands now."""
+    model = store.embedder.name
+    below = list((progress or Progress()).below)
+    done = 0
+    for index, tier in enumerate(_TIERS):
         if done >= limit:
             break
-        rows = store.query(tier.texts_sql, (model, limit - done))
+        rows = store.query(tier.texts_sql, (model, below[index], limit - done))
         if not rows:
             continue
         vectors = store.embedder.embed([text for _, text in rows])
@@ -72,17 +87,20 @@ def reembed(store: Store, limit: int = BATCH) -> int:
                 conn.execute(tier.vectors.update_sql, (vector_blob(vector), model, row_id))
                 if tier.record_sql is not None:
                     conn.execute(tier.record_sql, (row_id, model))
+        below[index] = min(row_id for row_id, _ in rows)
         done += len(rows)
-    return done
+    return done, Progress(tuple(below))
 
 
-def reembed_all(store: Store, progress: Callable[[int, int], None] | None = None) -> int:
+def reembed_all(store: Store, report: Callable[[int, int], None] | None = None) -> int:
     """Embed again every text another model's vector stands for, reporting (done, total) after
     each batch; returns how many."""
     total = stale_vectors(store)
-    done = 0
-    while batch := reembed(store):
+    done, progress = 0, Progress()
+    while True:
+        batch, progress = reembed(store, progress=progress)
+        if not batch:
+            return done
         done += batch
-        if progress is not None:
-            progress(done, total)
-    return done
+        if report is not None:
+            report(done, total)

@@ -512,7 +512,7 @@ def test_heartbeat_note_tells_time_since_user_and_context_use(store) -> None:
 
 
 # -- 8. a failed summary -----------------------------------------------------------------------
-@pytest.mark.parametrize("failure", ["error", "whitespace"])
+@pytest.mark.parametrize("failure", ["error", "whitespace", "instructions"])
 def test_failed_summary_loses_nothing_and_is_retried_next_step(store, failure) -> None:
     calls: list[list[ChatMessage]] = []
 
@@ -521,6 +521,11 @@ def test_failed_summary_loses_nothing_and_is_retried_next_step(store, failure) -
         if len(calls) == 1:
             if failure == "error":
                 raise GenerationError("the model crashed")
+            if failure == "instructions":  # as a 0.5B model wrote it, in place of a summary
+                return (
+                    "Keep the facts of the summary so far, and add what Sam promised or did. "
+                    "Questions still open."
+                )
             return " \n\t "
         return "The retried summary. " + short_summary(prompt)
 
@@ -730,3 +735,17 @@ def test_system_message_is_stable_between_page_outs(store) -> None:
     assert first.text not in systems[b].content
     # the model still sees its edits: as calls in the conversation
     assert any('"content": "Fact 1."' in m.content for m in prompts[a - 1])
+
+
+def test_a_summary_is_told_from_its_instructions_written_back() -> None:
+    from engine.summarizer import writes_instructions_back
+
+    instructions = SUMMARY_SYSTEM.format(name="Sam", words=100)
+    echo = "keep the facts of the summary so far, and add what sam promised or did. questions"
+    assert writes_instructions_back(echo + " still open.", instructions)
+    summary = (
+        "The user is Priya, a marine biologist in Lisbon; her daughter Ana turns six in May. "
+        "Sam promised to keep the facts of the summary so far."  # a few of its words are fine
+    )
+    assert not writes_instructions_back(summary, instructions)
+    assert not writes_instructions_back("", instructions)

@@ -46,12 +46,17 @@ def test_another_models_vectors_are_left_out_of_search_until_made_again(
         # word search still finds them meanwhile
         assert passage_ids[1] in PASSAGE_INDEX.text_hits_for(store, agent_id, "boiler")
 
-        assert reembed(store, limit=2) == 2  # a batch at a time, each its own transaction
+        done, progress = reembed(store, limit=2)  # a batch at a time, each its own transaction
+        assert done == 2
         assert stale_vectors(store) == len(PASSAGES) + len(MESSAGES) - 2
+        # the newest first, and the next batch starts below the last one
+        assert progress.below[0] == message_ids[0]
+        done, progress = reembed(store, limit=1, progress=progress)
+        assert done == 1 and progress.below[1] == passage_ids[-1]
         reports: list[tuple[int, int]] = []
-        assert reembed_all(store, lambda done, total: reports.append((done, total))) == 3
-        assert reports[-1] == (3, 3) and stale_vectors(store) == 0
-        assert reembed(store) == 0  # nothing left: a no-op
+        assert reembed_all(store, lambda done, total: reports.append((done, total))) == 2
+        assert reports[-1] == (2, 2) and stale_vectors(store) == 0
+        assert reembed(store)[0] == 0  # nothing left: a no-op
 
         assert _nearest_passage(store, agent_id, "What does my sister do?")[0] == passage_ids[0]
         pet = MESSAGE_INDEX.vector_hits_for(store, agent_id, embedder.embed_query("my pet"))
