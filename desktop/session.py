@@ -394,6 +394,10 @@ class EngineSession:
         new default embedder, or another chosen in Settings); returns how many are left, 0 once
         a batch finds none (the window stops asking then)."""
         store = self._store()
+        if not stale_vectors(store):
+            # the usual case at every start: a count over the covering index, where reembed's
+            # look-up for another model's rows would read every vector row to find none
+            return 0
         done, self._reembedding = reembed(store, progress=self._reembedding)
         return stale_vectors(store) if done else 0
 
