@@ -3,6 +3,7 @@
     python -m bench.memory_qa seed [--model chat] [--assists all] [--runs 3]
     python -m bench.memory_qa scenarios [--model chat] [--assists all] [--only NAME ...]
     python -m bench.memory_qa locomo PATH [--mode archival|recall] [--sample 150] [--seed 0]
+    python -m bench.memory_qa reader PATH [--context gold|retrieved] [--sample 150] [--seed 0]
     python -m bench.memory_qa table [--models chat,fast] [--assists all,none,...]
                                     [--locomo PATH --sample N] [--write]
 
@@ -17,6 +18,11 @@
   punctuation and a/an/the removed, Porter-stemmed; a multi-hop answer part by part), with the
   share F1 >= 0.5, the share where the agent searched or page-in supplied an evidence turn, and
   the search's evidence recall@5/@10.
+- reader: the chat model as a plain reader, no agent: for the same sampled LoCoMo questions, the
+  evidence turns themselves (gold) or the search's best 8 passages (retrieved), dated as page-in
+  dates them, then LoCoMo's own question prompt ("write an answer in the form of a short
+  phrase"). What the model can answer at best when the right turns are in front of it: the
+  ceiling the agent's F1 is measured against.
 - table: every model x assists configuration above, each in its own process one after the
   other (real-model runs must run alone), side by side.
 
@@ -46,9 +52,10 @@ from typing import Any
 
 from nltk.stem import PorterStemmer  # type: ignore[import-untyped]
 
+from bench import corpus
 from engine import MemGPTAgent, Persona
 from engine.llm.llama import LlamaClient
-from engine.memory.page_in import latest_note
+from engine.memory.page_in import Recalled, latest_note
 from engine.memory.when import resolve_relative_dates
 from engine.store.db import Store, open_store
 from engine.store.embed import Embedder
@@ -498,6 +505,31 @@ def build_locomo_file(
     return ids
 
 
+def built_locomo_file(
+    tmp: Path,
+    index: int,
+    turns: list[Turn],
+    mode: str,
+    speakers: tuple[str, str],
+    embedder: Embedder,
+    llm: LlamaClient,
+) -> tuple[Path, dict[int, str]]:
+    """build_locomo_file, kept in the benchmark cache (bench/corpus.py) by conversation, mode
+    and embedder: building one embeds its ~600 turns (over a minute here), which runs of a
+    few questions would otherwise spend most of their time on."""
+    key = f"locomo-{index}-{mode}-{len(turns)}-{embedder.path.stem}"
+    cached = corpus.cache_dir() / f"{key}.db"
+    ids_file = cached.with_suffix(".ids.json")
+    if not ids_file.exists():
+        for stale in cached.parent.glob(cached.name + "*"):
+            stale.unlink()
+        ids = build_locomo_file(cached, turns, mode, speakers, embedder, llm)
+        ids_file.write_text(json.dumps(ids))
+    template = tmp / f"conversation-{index}.db"
+    shutil.copyfile(cached, template)
+    return template, {int(k): v for k, v in json.loads(ids_file.read_text()).items()}
+
+
 def run_locomo(
     path: Path, mode: str, size: int, seed: int, model: str, assists: Assists
 ) -> dict[str, Any]:
@@ -516,8 +548,9 @@ def run_locomo(
                     sample["conversation"]["speaker_a"],
                     sample["conversation"]["speaker_b"],
                 )
-                template = Path(tmp) / f"conversation-{index}.db"
-                ids = build_locomo_file(template, turns, mode, speakers, embedder, llm)
+                template, ids = built_locomo_file(
+                    Path(tmp), index, turns, mode, speakers, embedder, llm
+                )
                 for _, qa in (c for c in chosen if c[0] == index):
                     rows.append(
                         _ask_locomo(
@@ -572,13 +605,21 @@ def _ask_locomo(
         "question": qa["question"],
         "answer": gold,
         "reply": reply,
+        "reading": reading_of(note),
         "f1": locomo_f1(reply, gold, qa["category"]),
+        "reading_f1": locomo_f1(reading_of(note), gold, qa["category"]),
         "searched": searched,
         "paged_in_evidence": any(" ".join(s.split()) in note for s in shown),
         "r5": bool(evidence & set(ranked[:5])),
         "r10": bool(evidence & set(ranked[:10])),
         "seconds": seconds,
     }
+
+
+def reading_of(note: str) -> str:
+    """The answer a page-in note gives from its reading (engine.reading), or ""."""
+    found = re.search(r"the answer to the user's question is: (.*)\. Reply with", note)
+    return found.group(1) if found else ""
 
 
 def summarise_locomo(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -588,6 +629,8 @@ def summarise_locomo(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "n": len(group),
             "f1": sum(r["f1"] for r in group) / n,
             "f1_ge_05": sum(r["f1"] >= 0.5 for r in group) / n,
+            # the reading's answer (engine.reading) scored as if it were the reply
+            "reading_f1": sum(r.get("reading_f1", 0.0) for r in group) / n,
             "searched": sum(r["searched"] for r in group) / n,
             "evidence_in_view": sum(r["searched"] or r["paged_in_evidence"] for r in group) / n,
             "paged_in_evidence": sum(r["paged_in_evidence"] for r in group) / n,
@@ -600,6 +643,102 @@ def summarise_locomo(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "all": stats(rows),
         "by_category": {c: stats([r for r in rows if r["category"] == c]) for c in categories},
+    }
+
+
+# -- the reader ceiling ----------------------------------------------------------------------
+READER_HITS = 8
+# LoCoMo's own question prompt (task_eval/gpt_utils.py), the temporal line included
+QA_PROMPT = (
+    "Based on the above context, write an answer in the form of a short phrase for the "
+    "following question. Answer with exact words from the context whenever possible."
+)
+TEMPORAL_HINT = " Use the dates of the conversations to answer with an approximate date."
+
+
+def reader_prompt(records: list[Recalled], question: str, category: int) -> list[ChatMessage]:
+    context = "\n".join(r.render() for r in records)
+    hint = TEMPORAL_HINT if category == 2 else ""
+    text = f"{context}\n\n{QA_PROMPT}{hint}\n\nQuestion: {question} Short answer:"
+    return [
+        ChatMessage("system", "You are a helpful assistant."),
+        ChatMessage("user", text),
+    ]
+
+
+def run_reader(path: Path, context: str, size: int, seed: int, model: str) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    chosen = sample_questions(data, size, seed)
+    llm = load_llm(model)
+    embedder = Embedder(model_path("embed"))
+    rows: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="memex-reader-") as tmp:
+            for index in sorted({i for i, _ in chosen}):
+                turns = locomo_turns(data[index])
+                by_dia = {t.dia_id: t for t in turns}
+                store = None
+                if context == "retrieved":
+                    db = Path(tmp) / f"conversation-{index}.db"
+                    speakers = ("", "")
+                    build_locomo_file(db, turns, "archival", speakers, embedder, llm)
+                    store = open_store(db, embedder=embedder)
+                try:
+                    for _, qa in (c for c in chosen if c[0] == index):
+                        rows.append(_read_one(qa, by_dia, store, llm))
+                        print(
+                            f"  [{len(rows)}/{len(chosen)}] cat {qa['category']} "
+                            f"F1 {rows[-1]['f1']:.2f} {rows[-1]['seconds']:.1f}s "
+                            f"{rows[-1]['reply'][:60]!r} / {rows[-1]['answer'][:40]!r}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                finally:
+                    if store is not None:
+                        store.close()
+    finally:
+        embedder.close()
+        llm.close()
+    return {
+        "context": context,
+        "sample": len(rows),
+        "seed": seed,
+        **summarise_locomo(rows),
+        "rows": rows,
+    }
+
+
+def _read_one(
+    qa: dict[str, Any], by_dia: dict[str, Turn], store: Store | None, llm: LlamaClient
+) -> dict[str, Any]:
+    evidence = [e for e in qa.get("evidence", []) if e in by_dia]
+    if store is None:
+        turns = sorted((by_dia[e] for e in evidence), key=lambda t: t.when)
+        records = [Recalled("archival", t.when, f"{t.speaker}: {t.text}") for t in turns]
+    else:
+        agent = agent_on(store, llm, Assists.none())
+        ranked = agent.archival.ranked(qa["question"])
+        _, passages = agent.archival.page_of(ranked, READER_HITS, 0)
+        # the passage's own "[date] " prefix is dropped: Recalled dates it the same way
+        records = [Recalled("archival", p.created_at, p.text.partition("] ")[2]) for p in passages]
+    started = time.perf_counter()
+    reply = llm.complete(reader_prompt(records, qa["question"], qa["category"]), None, 32).text
+    seconds = time.perf_counter() - started
+    gold = str(qa["answer"])
+    if qa["category"] == 3:
+        gold = gold.split(";")[0]
+    reply = reply.strip()
+    return {
+        "category": qa["category"],
+        "question": qa["question"],
+        "answer": gold,
+        "reply": reply,
+        "f1": locomo_f1(reply, gold, qa["category"]),
+        "searched": False,
+        "paged_in_evidence": bool(evidence) and store is None,
+        "r5": False,
+        "r10": False,
+        "seconds": seconds,
     }
 
 
@@ -744,6 +883,12 @@ def main(argv: list[str] | None = None) -> None:
     locomo.add_argument("--mode", choices=("archival", "recall"), default="archival")
     locomo.add_argument("--sample", type=int, default=150)
     locomo.add_argument("--seed", type=int, default=0)
+    reader = sub.add_parser("reader")
+    common(reader)
+    reader.add_argument("path", type=Path)
+    reader.add_argument("--context", choices=("gold", "retrieved"), default="gold")
+    reader.add_argument("--sample", type=int, default=150)
+    reader.add_argument("--seed", type=int, default=0)
     table = sub.add_parser("table")
     table.add_argument("--models", default="chat,fast")
     table.add_argument("--assists", default="all,none")
@@ -771,6 +916,8 @@ def main(argv: list[str] | None = None) -> None:
         result = run_seed(args.model, args.assists, args.runs)
     elif args.what == "scenarios":
         result = run_scenarios(args.model, assists, args.only)
+    elif args.what == "reader":
+        result = run_reader(args.path, args.context, args.sample, args.seed, args.model)
     else:
         result = run_locomo(args.path, args.mode, args.sample, args.seed, args.model, assists)
     if args.json:

@@ -19,9 +19,17 @@ from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, Block, BlockTemplate, CoreMemory
 from engine.memory.graph import KnowledgeGraph
-from engine.memory.page_in import PageIn, latest_note, render_note, users_words
+from engine.memory.page_in import (
+    PageIn,
+    Recalled,
+    hits_that_fit,
+    latest_note,
+    render_note,
+    users_words,
+)
 from engine.memory.recall import MESSAGE_INDEX, RecallMemory
 from engine.memory.summaries import SummaryLog
+from engine.reading import Reading, asks, read_answer
 from engine.store.db import Store, now_iso
 from engine.tools.memory_tools import MemoryTool
 from engine.tools.registry import tool_specs
@@ -238,7 +246,8 @@ class MemGPTAgent:
             count_result_tokens=self._count_result_tokens,
             check_core_edits=self.assists.check_core_edits,
         )
-        self.consolidator = Consolidator(side_client_of(self.llm), self.persona.name, self.tools)
+        self.side_llm = side_client_of(self.llm)  # made at its first use
+        self.consolidator = Consolidator(self.side_llm, self.persona.name, self.tools)
 
     # -- public API --------------------------------------------------------------------------
     @property
@@ -295,17 +304,31 @@ class MemGPTAgent:
 
     def _page_in(self, message: Message) -> Message | None:
         """The note of what memory holds about `message` (engine.memory.page_in), stored after
-        it so the model reads it before answering; None when memory holds nothing for it."""
+        it so the model reads it before answering; None when memory holds nothing for it.
+        For a question, the note also says what a reading of the hits found (engine.reading)."""
         with timing.phase(timing.PHASE_CONTEXT):
             hits = self.page_in.find(message.content)
             if not hits:
                 return None
             limit = self.context.budget.page_in_tokens
-            note = render_note(
-                hits,
-                lambda text: self.llm.count_message_tokens(ChatMessage("system", text)) <= limit,
-            )
+
+            def fits(text: str) -> bool:
+                return self.llm.count_message_tokens(ChatMessage("system", text)) <= limit
+
+            hits = hits_that_fit(hits, fits)
+        if not hits:
+            return None
+        reading = self._read(message.content, hits)
+        note = render_note(hits, fits, None if reading is None else reading.answer)
         return self._add("system", note) if note is not None else None
+
+    def _read(self, text: str, hits: list[Recalled]) -> Reading | None:
+        """The reading of `hits` and core memory for a user message that asks something (None
+        where reading is off, the message asks nothing, or the call failed)."""
+        if not (self.assists.reading and asks(text)):
+            return None
+        records = [hit.render() for hit in hits]
+        return read_answer(self.side_llm, text, records, self.memory.render())
 
     def heartbeat(
         self, on_event: EventSink | None = None, cancel: threading.Event | None = None

@@ -43,7 +43,9 @@ class Assists:
     - check_voice: a reply that states the user's core facts as the assistant's own ("I work at
       Acme") is sent said to the user ("You work at Acme"), and a 'human' line written as
       "I ..." is saved said of them ("They work at Acme");
-    - roles_prompt: the instructions say plainly whose facts the 'human' block holds.
+    - roles_prompt: the instructions say plainly whose facts the 'human' block holds;
+    - reading: for a user message that asks something, a short separate model call reads
+      page-in's hits and core memory for the answer, and the note gives it (engine.reading).
     A refused reply goes back to the model as a tool error, at most MAX_REPLY_RETRIES a turn."""
 
     page_in: bool = True
@@ -51,6 +53,7 @@ class Assists:
     refuse_repeats: bool = True
     check_voice: bool = True
     roles_prompt: bool = True
+    reading: bool = True
 
     NAMES: ClassVar[tuple[str, ...]] = (
         "page_in",
@@ -58,6 +61,7 @@ class Assists:
         "refuse_repeats",
         "check_voice",
         "roles_prompt",
+        "reading",
     )
 
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.errors import GenerationError
 from engine.llm.base import Completion, TextSink
+from engine.reading import NOT_FOUND, READING_SYSTEM
 from engine.types import ChatMessage
 
 MESSAGE_OVERHEAD = 4  # tokens a chat template adds around each message
@@ -29,20 +30,25 @@ class ScriptedClient:
         piece_chars: int = 6,
         piece_delay: float = 0.0,
         reviews: Iterable[dict[str, Any]] = (),
+        reader: Callable[[list[ChatMessage]], str] | None = None,
     ) -> None:
         """`summarizer` answers free-text calls (reply_schema None: the page-out summaries);
         the default keeps the previous summary and the first words of each new message.
         A streamed reply comes in pieces of `piece_chars` characters, `piece_delay` seconds
         apart (a slow model, for tests of streaming and the stop button). `reviews` answer the
         memory-review calls (engine.consolidate) in order; with none left a review finds
-        nothing, so scripts of ordinary turns need not know about reviews."""
+        nothing, so scripts of ordinary turns need not know about reviews. `reader` answers
+        the reading calls (engine.reading); the default finds nothing ("not in memory"), so
+        scripts need not know about those either."""
         self._reviews: list[str] = [json.dumps(r) for r in reviews]
         self.piece_chars = piece_chars
         self.piece_delay = piece_delay
         self._replies: list[str] = []
         self._n_ctx = n_ctx
         self._summarizer = summarizer or extractive_summary
+        self._reader = reader or (lambda messages: NOT_FOUND)
         self.history: list[list[ChatMessage]] = []
+        self.readings: list[list[ChatMessage]] = []  # the reading calls, apart from history
         self.enqueue(replies)
 
     def enqueue(self, replies: Iterable[str | dict[str, Any]]) -> None:
@@ -78,6 +84,10 @@ class ScriptedClient:
                 f"the prompt ({self.count_tokens(messages)} tokens) plus max_tokens "
                 f"({max_tokens}) exceeds the context window ({self._n_ctx} tokens)"
             )
+        if messages[0].content == READING_SYSTEM:
+            self.readings.append(list(messages))
+            text = self._reader(messages)
+            return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, "stop")
         self.history.append(list(messages))
         if reply_schema is None:
             text = self._summarizer(messages)

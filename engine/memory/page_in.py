@@ -145,24 +145,47 @@ def users_words(note: str) -> list[str]:
     return words
 
 
-def render_note(hits: list[Recalled], fits: Callable[[str], bool]) -> str | None:
-    """The note for `hits`, with as many of them (best first) as `fits` allows; None if none."""
+def hits_that_fit(hits: list[Recalled], fits: Callable[[str], bool]) -> list[Recalled]:
+    """The first of `hits` (best first) that a note can show within what `fits` allows."""
     for count in range(len(hits), 0, -1):
-        note = _note(hits[:count])
+        if fits(_note(hits[:count], None)):
+            return hits[:count]
+    return []
+
+
+def render_note(
+    hits: list[Recalled], fits: Callable[[str], bool], reading: str | None = None
+) -> str | None:
+    """The note for `hits`, with as many of them (best first) as `fits` allows; None if none.
+    `reading` is what the reading call (engine.reading) answered from them for the user's
+    question: "" where it found no answer, None where no reading was made."""
+    for count in range(len(hits), 0, -1):
+        note = _note(hits[:count], reading)
         if fits(note):
             return note
     return None
 
 
-def _note(hits: list[Recalled]) -> str:
+def _note(hits: list[Recalled], reading: str | None) -> str:
     lines = [
         f"{PAGE_IN_PREFIX} Found in your memory for the user's message (best match first; "
         "some may be unrelated):"
     ]
     lines += [f"{i}. {hit.render()}" for i, hit in enumerate(hits, 1)]
-    lines.append(
-        "Answer the user's message as the assistant, in a few words. Use these where they hold "
-        "the answer (when two disagree, the later one holds); if neither they nor core memory "
-        "do, say you don't know."
-    )
+    if reading:
+        lines.append(
+            f"Read from these and core memory, the answer to the user's question is: {reading}. "
+            "Reply with just that answer, as the assistant."
+        )
+    elif reading is not None:
+        lines.append(
+            "Read with core memory, these do not answer the user's question: answer from the "
+            "conversation if it does, and otherwise say you don't know."
+        )
+    else:
+        lines.append(
+            "Answer the user's message as the assistant, in a few words. Use these where they "
+            "hold the answer (when two disagree, the later one holds); if neither they nor core "
+            "memory do, say you don't know."
+        )
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import pytest
 
 from engine import Assists, MemGPTAgent, Persona
 from engine.context import ROLES
+from engine.errors import GenerationError
 from engine.llm.scripted import ScriptedClient, call
 from engine.memory.page_in import PAGE_IN_PREFIX
 
@@ -433,3 +434,66 @@ def test_users_words_of_a_note_leave_out_the_assistants_replies():
         lambda text: True,
     )
     assert users_words(note) == ["I have a cat.", "I finished the book today."]
+
+
+# -- reading ----------------------------------------------------------------------------------
+def reads(answer: str):
+    """A scripted reader that answers `answer` and keeps the prompts it was given."""
+    prompts: list[str] = []
+
+    def reader(messages):
+        prompts.append(messages[-1].content)
+        return answer
+
+    return reader, prompts
+
+
+def test_a_question_is_read_against_its_hits_and_core_memory_and_the_note_gives_the_answer(
+    store,
+):
+    reader, prompts = reads("Short answer: Falcon")
+    client = ScriptedClient([call("send_message", message="Falcon.")], reader=reader)
+    agent = MemGPTAgent(PERSONA, store, client, name="sam")
+    agent.edit_core_memory("human", "Name: Dana")
+    old_exchange(agent, "Which web framework for the kiosk?", "I'd go with Falcon for it.")
+    agent.step("What framework did you suggest for the kiosk?")
+    (prompt,) = prompts
+    assert "Name: Dana" in prompt  # core memory
+    assert "[4 March 2025, conversation] user: Which web framework" in prompt  # the hits, dated
+    assert prompt.endswith("Question: What framework did you suggest for the kiosk? Short answer:")
+    (note,) = page_in_notes(agent)
+    assert "the answer to the user's question is: Falcon." in note  # "Short answer:" dropped
+    assert "I'd go with Falcon" in note  # the hits stay, for the model to check
+    assert client.history[0][-1].content == note  # what the model answered with
+
+
+def test_a_reading_that_finds_nothing_says_so_and_a_statement_is_not_read(store):
+    reader, prompts = reads("not in memory")
+    client = ScriptedClient(
+        [call("send_message", message="I don't know."), call("send_message", message="Noted.")],
+        reader=reader,
+    )
+    agent = MemGPTAgent(PERSONA, store, client, name="sam")
+    old_exchange(agent, "Which web framework for the kiosk?", "I'd go with Falcon for it.")
+    agent.step("What colour is the kiosk framework's logo?")
+    assert len(prompts) == 1
+    assert "these do not answer the user's question" in page_in_notes(agent)[0]
+    agent.step("The kiosk framework is Falcon, I decided.")  # asks nothing: no reading
+    assert len(prompts) == 1
+    assert "Answer the user's message as the assistant" in page_in_notes(agent)[1]
+
+
+@pytest.mark.parametrize("how", ["off", "failed"])
+def test_reading_off_or_a_failed_reading_leaves_the_note_of_hits_alone(store, how):
+    def broken(messages):
+        raise GenerationError("the model ran out of room")
+
+    client = ScriptedClient([call("send_message", message="ok")], reader=broken)
+    assists = Assists().without("reading") if how == "off" else Assists()
+    agent = MemGPTAgent(PERSONA, store, client, name="sam", assists=assists)
+    old_exchange(agent, "Which web framework for the kiosk?", "I'd go with Falcon for it.")
+    result = agent.step("What framework did you suggest for the kiosk?")
+    assert result.message == "ok"  # a failed reading is not the user's problem
+    (note,) = page_in_notes(agent)
+    assert "Answer the user's message as the assistant" in note
+    assert "question is:" not in note and "do not answer" not in note

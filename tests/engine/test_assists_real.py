@@ -10,6 +10,7 @@ import pytest
 
 from engine import MemGPTAgent, Persona
 from engine.memory.page_in import PAGE_IN_PREFIX
+from engine.reading import ANSWER_CHARS, read_answer
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +37,23 @@ def test_the_default_model_answers_with_an_old_exchange_paged_in(store, default_
     notes = [m for m in agent.recall.in_context() if m.content.startswith(PAGE_IN_PREFIX)]
     assert len(notes) == 1 and "Lighthouse at Vellmar" in notes[0].content
     assert "14 June 2025" in notes[0].content
+    # a question: the note says what the reading of these hits found, or that it found none
+    assert "the answer to the user's question is:" in notes[0].content or (
+        "these do not answer the user's question" in notes[0].content
+    )
     assert result.message  # a reply came, through the grammar and the reply checks
     assert result.context_usage.prompt_tokens <= result.context_usage.prompt_budget
     assert not result.stopped_by_step_limit
+
+
+def test_the_default_model_reads_the_answer_out_of_dated_records(default_client):
+    records = [
+        "[2 May 2025, conversation] user: Any tips for the trip? / you (assistant): Pack light.",
+        "[14 June 2025, conversation] user: Which novel should I read on the ferry to Skye? / "
+        "you (assistant): Try 'The Lighthouse at Vellmar' by Oona Brecht.",
+    ]
+    reading = read_answer(
+        default_client, "What novel did you recommend for my ferry trip?", records, "Name: Ines"
+    )
+    assert reading is not None and reading.found
+    assert "Vellmar" in reading.answer and len(reading.answer) <= ANSWER_CHARS

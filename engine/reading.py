@@ -1,0 +1,97 @@
+"""Reading memory for a question: a short, separate model call that answers the user's question
+from what page-in found and from core memory, before the agent replies.
+
+Why a separate call: a small model shown the right records in the middle of its chat prompt
+(persona, tools, JSON replies, earlier turns) mostly does not answer from them. It replies to
+the records as if it were in that conversation, or writes a long sentence around the wrong
+fact. Asked the same question as a reading question (the records, then LoCoMo's own "write an
+answer in the form of a short phrase"), the same model answers well: on 150 LoCoMo questions
+Qwen2.5-Coder-1.5B scored F1 0.48 reading the search's best 8 passages, against 0.13 for the
+agent with those passages in its page-in note (bench/memory_qa.py, `reader` and `locomo`).
+
+So the engine asks the reading question itself and puts the answer in the page-in note, where
+the agent replies with it in its own voice. The call runs on the client's second context
+(engine.llm.base.side_client_of), so the conversation's prompt cache is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from engine.errors import MemexError
+from engine.llm.base import LLMClient
+from engine.types import ChatMessage
+
+logger = logging.getLogger(__name__)
+
+READING_SYSTEM = "You answer questions from an assistant's memory records."
+READING_REQUEST = """\
+What the assistant keeps about its user (core memory):
+{core}
+
+Records found in memory for the question (dated; "user" is the user, "you (assistant)" the \
+assistant):
+{records}
+
+Based on the above, write an answer in the form of a short phrase for the following question. \
+Answer with exact words from the records whenever possible; for a question of when, give the \
+date; where two records disagree, the later one holds. If nothing above answers it, write: \
+{not_found}
+
+Question: {question} Short answer:"""
+NOT_FOUND = "not in memory"
+ANSWER_TOKENS = 32  # a short phrase; a reader that goes on is cut here
+ANSWER_CHARS = 200
+# "Short answer:" is the prompt's last words; models sometimes write them again
+_LEAD = re.compile(r"^\s*(short answer|answer)\s*:\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the reading call answered: `answer` is the short phrase, or "" when the records do
+    not hold the answer (`found` False)."""
+
+    answer: str
+
+    @property
+    def found(self) -> bool:
+        return bool(self.answer)
+
+
+def asks(text: str) -> bool:
+    """Whether a user message asks something: it holds a question mark. (Whether it asks about
+    memory is the reading's to find: "not in memory" when the records do not answer it.)"""
+    return "?" in text
+
+
+def reading_prompt(question: str, records: list[str], core: str) -> list[ChatMessage]:
+    request = READING_REQUEST.format(
+        core=core.strip() or "(nothing yet)",
+        records="\n".join(records) or "(none)",
+        not_found=NOT_FOUND,
+        question=" ".join(question.split()),
+    )
+    return [ChatMessage("system", READING_SYSTEM), ChatMessage("user", request)]
+
+
+def clean_answer(text: str) -> str:
+    """The reading's answer as the note shows it: its first line, without a repeated
+    "Short answer:", cut to ANSWER_CHARS; "" where it says the records do not hold it."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    answer = _LEAD.sub("", lines[0]).strip().strip('"').strip() if lines else ""
+    if not answer or NOT_FOUND in answer.lower():
+        return ""
+    return answer if len(answer) <= ANSWER_CHARS else answer[: ANSWER_CHARS - 3].rstrip() + "..."
+
+
+def read_answer(llm: LLMClient, question: str, records: list[str], core: str) -> Reading | None:
+    """The reading of `records` and `core` for `question`; None when the model call failed
+    (the page-in note then shows the records alone, as without reading)."""
+    try:
+        completion = llm.complete(reading_prompt(question, records, core), None, ANSWER_TOKENS)
+    except MemexError as exc:
+        logger.warning("reading memory for a question failed: %s", exc)
+        return None
+    return Reading(clean_answer(completion.text))
