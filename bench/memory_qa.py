@@ -530,13 +530,20 @@ def built_locomo_file(
     return template, {int(k): v for k, v in json.loads(ids_file.read_text()).items()}
 
 
+def locomo_setup(
+    path: Path, size: int, seed: int, model: str
+) -> tuple[list[dict[str, Any]], list[tuple[int, dict]], LlamaClient, Embedder]:
+    """The dev set at `path`, its seeded sample of `size` questions, the chat model, the
+    embedder."""
+    data = json.loads(path.read_text())
+    chosen = sample_questions(data, size, seed)
+    return data, chosen, load_llm(model), Embedder(model_path("embed"))
+
+
 def run_locomo(
     path: Path, mode: str, size: int, seed: int, model: str, assists: Assists
 ) -> dict[str, Any]:
-    data = json.loads(path.read_text())
-    chosen = sample_questions(data, size, seed)
-    llm = load_llm(model)
-    embedder = Embedder(model_path("embed"))
+    data, chosen, llm, embedder = locomo_setup(path, size, seed, model)
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="memex-locomo-") as tmp:
@@ -667,10 +674,7 @@ def reader_prompt(records: list[Recalled], question: str, category: int) -> list
 
 
 def run_reader(path: Path, context: str, size: int, seed: int, model: str) -> dict[str, Any]:
-    data = json.loads(path.read_text())
-    chosen = sample_questions(data, size, seed)
-    llm = load_llm(model)
-    embedder = Embedder(model_path("embed"))
+    data, chosen, llm, embedder = locomo_setup(path, size, seed, model)
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="memex-reader-") as tmp:
@@ -679,9 +683,9 @@ def run_reader(path: Path, context: str, size: int, seed: int, model: str) -> di
                 by_dia = {t.dia_id: t for t in turns}
                 store = None
                 if context == "retrieved":
-                    db = Path(tmp) / f"conversation-{index}.db"
-                    speakers = ("", "")
-                    build_locomo_file(db, turns, "archival", speakers, embedder, llm)
+                    db, _ = built_locomo_file(
+                        Path(tmp), index, turns, "archival", ("", ""), embedder, llm
+                    )
                     store = open_store(db, embedder=embedder)
                 try:
                     for _, qa in (c for c in chosen if c[0] == index):
@@ -877,18 +881,19 @@ def main(argv: list[str] | None = None) -> None:
     scenarios = sub.add_parser("scenarios")
     common(scenarios)
     scenarios.add_argument("--only", nargs="*", default=[])
+
+    def dev_set(p: argparse.ArgumentParser) -> None:
+        common(p)
+        p.add_argument("path", type=Path)
+        p.add_argument("--sample", type=int, default=150)
+        p.add_argument("--seed", type=int, default=0)
+
     locomo = sub.add_parser("locomo")
-    common(locomo)
-    locomo.add_argument("path", type=Path)
+    dev_set(locomo)
     locomo.add_argument("--mode", choices=("archival", "recall"), default="archival")
-    locomo.add_argument("--sample", type=int, default=150)
-    locomo.add_argument("--seed", type=int, default=0)
     reader = sub.add_parser("reader")
-    common(reader)
-    reader.add_argument("path", type=Path)
+    dev_set(reader)
     reader.add_argument("--context", choices=("gold", "retrieved"), default="gold")
-    reader.add_argument("--sample", type=int, default=150)
-    reader.add_argument("--seed", type=int, default=0)
     table = sub.add_parser("table")
     table.add_argument("--models", default="chat,fast")
     table.add_argument("--assists", default="all,none")

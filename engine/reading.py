@@ -6,8 +6,9 @@ Why a separate call: a small model shown the right records in the middle of its 
 the records as if it were in that conversation, or writes a long sentence around the wrong
 fact. Asked the same question as a reading question (the records, then LoCoMo's own "write an
 answer in the form of a short phrase"), the same model answers well: on 150 LoCoMo questions
-Qwen2.5-Coder-1.5B scored F1 0.48 reading the search's best 8 passages, against 0.13 for the
-agent with those passages in its page-in note (bench/memory_qa.py, `reader` and `locomo`).
+Qwen2.5-Coder-1.5B scored F1 0.46 reading the search's best 8 passages, against 0.13 for the
+agent with those passages in its page-in note (bench/memory_qa.py, `reader` and `locomo`); with
+this reading's answer in the note, the agent scored 0.24.
 
 So the engine asks the reading question itself and puts the answer in the page-in note, where
 the agent replies with it in its own voice. The call runs on the client's second context
