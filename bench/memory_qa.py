@@ -600,9 +600,7 @@ def _ask_locomo(
         reply, searched, paged_in, seconds, note = ask(agent, qa["question"])
     finally:
         store.close()
-    gold = str(qa["answer"])
-    if qa["category"] == 3:
-        gold = gold.split(";")[0]
+    gold = gold_answer(qa)
     # as page-in shows a turn: a relative date in it followed by the day it meant
     shown = [
         resolve_relative_dates(by_dia[e].text, by_dia[e].when)[:60] for e in evidence if e in by_dia
@@ -621,6 +619,12 @@ def _ask_locomo(
         "r10": bool(evidence & set(ranked[:10])),
         "seconds": seconds,
     }
+
+
+def gold_answer(qa: dict[str, Any]) -> str:
+    """The answer a reply is scored against: an open-domain answer's first alternative."""
+    gold = str(qa["answer"])
+    return gold.split(";")[0] if qa["category"] == 3 else gold
 
 
 def reading_of(note: str) -> str:
@@ -728,9 +732,7 @@ def _read_one(
     started = time.perf_counter()
     reply = llm.complete(reader_prompt(records, qa["question"], qa["category"]), None, 32).text
     seconds = time.perf_counter() - started
-    gold = str(qa["answer"])
-    if qa["category"] == 3:
-        gold = gold.split(";")[0]
+    gold = gold_answer(qa)
     reply = reply.strip()
     return {
         "category": qa["category"],

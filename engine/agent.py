@@ -22,9 +22,8 @@ from engine.memory.graph import KnowledgeGraph
 from engine.memory.page_in import (
     PageIn,
     Recalled,
-    hits_that_fit,
+    fit_note,
     latest_note,
-    render_note,
     users_words,
 )
 from engine.memory.recall import MESSAGE_INDEX, RecallMemory
@@ -315,12 +314,18 @@ class MemGPTAgent:
             def fits(text: str) -> bool:
                 return self.llm.count_message_tokens(ChatMessage("system", text)) <= limit
 
-            hits = hits_that_fit(hits, fits)
-        if not hits:
+            fitted = fit_note(hits, fits)
+        if fitted is None:
             return None
-        reading = self._read(message.content, hits)
-        note = render_note(hits, fits, None if reading is None else reading.answer)
-        return self._add("system", note) if note is not None else None
+        shown, note = fitted
+        reading = self._read(message.content, shown)
+        if reading is not None:
+            # the reading's line may leave room for fewer hits
+            fitted = fit_note(shown, fits, reading.answer)
+            if fitted is None:
+                return None
+            _, note = fitted
+        return self._add("system", note)
 
     def _read(self, text: str, hits: list[Recalled]) -> Reading | None:
         """The reading of `hits` and core memory for a user message that asks something (None

@@ -145,24 +145,16 @@ def users_words(note: str) -> list[str]:
     return words
 
 
-def hits_that_fit(hits: list[Recalled], fits: Callable[[str], bool]) -> list[Recalled]:
-    """The first of `hits` (best first) that a note can show within what `fits` allows."""
-    for count in range(len(hits), 0, -1):
-        if fits(_note(hits[:count], None)):
-            return hits[:count]
-    return []
-
-
-def render_note(
+def fit_note(
     hits: list[Recalled], fits: Callable[[str], bool], reading: str | None = None
-) -> str | None:
-    """The note for `hits`, with as many of them (best first) as `fits` allows; None if none.
-    `reading` is what the reading call (engine.reading) answered from them for the user's
-    question: "" where it found no answer, None where no reading was made."""
+) -> tuple[list[Recalled], str] | None:
+    """The note for as many of `hits` (best first) as `fits` allows, with the hits it shows;
+    None if not even one fits. `reading` is what the reading call (engine.reading) answered
+    from them for the user's question: "" where it found no answer, None where none was made."""
     for count in range(len(hits), 0, -1):
         note = _note(hits[:count], reading)
         if fits(note):
-            return note
+            return hits[:count], note
     return None
 
 

@@ -423,16 +423,18 @@ def test_a_reply_in_the_users_old_words_from_the_page_in_note_is_said_to_the_use
 
 
 def test_users_words_of_a_note_leave_out_the_assistants_replies():
-    from engine.memory.page_in import Recalled, render_note, users_words
+    from engine.memory.page_in import Recalled, fit_note, users_words
 
     when = dt.datetime(2025, 1, 2, tzinfo=dt.UTC)
-    note = render_note(
+    fitted = fit_note(
         [
             Recalled("conversation", when, "user: I have a cat. / you (assistant): I like cats."),
             Recalled("archival", when, "I finished the book today."),
         ],
         lambda text: True,
     )
+    assert fitted is not None
+    _, note = fitted
     assert users_words(note) == ["I have a cat.", "I finished the book today."]
 
 
