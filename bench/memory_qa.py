@@ -57,6 +57,7 @@ from engine import MemGPTAgent, Persona
 from engine.llm.llama import LlamaClient
 from engine.memory.page_in import Recalled, latest_note
 from engine.memory.when import resolve_relative_dates
+from engine.reading import Reading
 from engine.store.db import Store, open_store
 from engine.store.embed import Embedder
 from engine.tools.reply_checks import claims_users_facts
@@ -611,6 +612,8 @@ def _ask_locomo(
         "answer": gold,
         "reply": reply,
         "reading": reading_of(note),
+        # the engine's own answer (Assists.direct_answer): the reading sent as the reply
+        "direct": bool(reading_of(note)) and reply == Reading(reading_of(note)).reply,
         "f1": locomo_f1(reply, gold, qa["category"]),
         "reading_f1": locomo_f1(reading_of(note), gold, qa["category"]),
         "searched": searched,
@@ -642,6 +645,7 @@ def summarise_locomo(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "f1_ge_05": sum(r["f1"] >= 0.5 for r in group) / n,
             # the reading's answer (engine.reading) scored as if it were the reply
             "reading_f1": sum(r.get("reading_f1", 0.0) for r in group) / n,
+            "direct": sum(r.get("direct", False) for r in group) / n,
             "searched": sum(r["searched"] for r in group) / n,
             "evidence_in_view": sum(r["searched"] or r["paged_in_evidence"] for r in group) / n,
             "paged_in_evidence": sum(r["paged_in_evidence"] for r in group) / n,

@@ -90,6 +90,9 @@ SAVED_ANSWER = (
     "from core memory and the memory found for it; if neither holds the answer, say you don't "
     "know."
 )
+# the thought stored with a reply the engine sent itself (_direct_answer): the model reads it
+# in later turns as its own, so it says where the answer came from
+ANSWER_THOUGHT = "Answered from memory: the reading of what page-in found."
 STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
 SYSTEM_BLOCK = (
     "Be truthful. Remember what matters to the user and use it. "
@@ -270,10 +273,13 @@ class MemGPTAgent:
             with timing.phase(timing.PHASE_CONTEXT):
                 self.context.warn_if_filling(text)  # before the message: see warn_if_filling
             message = self._store_user_message(text)
-            if self.assists.page_in:
-                self._page_in(message)
+            reading = self._page_in(message) if self.assists.page_in else None
             result = self._run(
-                require_reply=True, on_event=on_event, cancel=cancel, answering=message
+                require_reply=True,
+                on_event=on_event,
+                cancel=cancel,
+                answering=message,
+                answer=self._direct_answer(text, reading),
             )
             due = self.consolidate_every and (
                 self.consolidator.user_turns_pending() >= self.consolidate_every
@@ -301,39 +307,57 @@ class MemGPTAgent:
             self.archival.insert_message_parts(message.id, text)
         return message
 
-    def _page_in(self, message: Message) -> Message | None:
-        """The note of what memory holds about `message` (engine.memory.page_in), stored after
-        it so the model reads it before answering; None when memory holds nothing for it.
-        For a question, the note also says what a reading of the hits found (engine.reading)."""
+    def _page_in(self, message: Message) -> Reading | None:
+        """Stores the note of what memory holds about `message` (engine.memory.page_in) after
+        it, so the model reads it before answering; nothing when memory holds nothing for it.
+        For a question, the hits are read for its answer (engine.reading) and the note says
+        what the reading found; returns that reading (None where none was made)."""
+        reads = self._reads(message)
         with timing.phase(timing.PHASE_CONTEXT):
-            hits = self.page_in.find(message.content)
-            if not hits:
-                return None
+            # The reading (engine.reading) has a window of its own: it reads all the hits, where
+            # the note may have room for fewer, and the messages in view too (a small model
+            # answering in the chat took "I live in Tampere" from core memory over "I moved to
+            # Porto" in view).
+            hits = self.page_in.find(message.content, in_view=reads, asked=message.id)
             limit = self.context.budget.page_in_tokens
 
             def fits(text: str) -> bool:
                 return self.llm.count_message_tokens(ChatMessage("system", text)) <= limit
 
-            fitted = fit_note(hits, fits)
-        if fitted is None:
-            return None
-        shown, note = fitted
-        reading = self._read(message.content, shown)
-        if reading is not None:
-            # the reading's line may leave room for fewer hits
-            fitted = fit_note(shown, fits, reading.answer)
-            if fitted is None:
-                return None
-            _, note = fitted
-        return self._add("system", note)
+        reading = self._read(message, hits) if hits else None
+        with timing.phase(timing.PHASE_CONTEXT):
+            unseen = [hit for hit in hits if not hit.in_view]
+            fitted = fit_note(unseen, fits, None if reading is None else reading.answer)
+        if fitted is not None:
+            self._add("system", fitted[1])
+        return reading
 
-    def _read(self, text: str, hits: list[Recalled]) -> Reading | None:
+    def _reads(self, message: Message) -> bool:
+        return self.assists.reading and asks(message.content)
+
+    def _read(self, message: Message, hits: list[Recalled]) -> Reading | None:
         """The reading of `hits` and core memory for a user message that asks something (None
         where reading is off, the message asks nothing, or the call failed)."""
-        if not (self.assists.reading and asks(text)):
+        if not self._reads(message):
             return None
-        records = [hit.render() for hit in hits]
-        return read_answer(self.side_llm, text, records, self.memory.render())
+        # core memory without the persona: asked "What's my name again?", the 1.5B reader
+        # answered with the assistant's own name from "I am Memex" (BENCHMARKS.md, the seed)
+        about_user = "\n".join(
+            f"<{b.label}>\n{b.value}\n</{b.label}>"
+            for b in self.memory.blocks()
+            if b.label != "persona"
+        )
+        return read_answer(self.side_llm, message.content, hits, about_user)
+
+    def _direct_answer(self, text: str, reading: Reading | None) -> str | None:
+        """The reply the engine sends itself, with no model call: the reading's answer, for a
+        message that only asks and whose reading found it in memory's own words (None
+        otherwise; see Assists)."""
+        if not self.assists.direct_answer or reading is None or not reading.found:
+            return None
+        if not reading.grounded:
+            return None
+        return reading.reply if only_questions(text) else None
 
     def heartbeat(
         self, on_event: EventSink | None = None, cancel: threading.Event | None = None
@@ -414,17 +438,19 @@ class MemGPTAgent:
         on_event: EventSink | None,
         cancel: threading.Event | None,
         answering: Message | None = None,
+        answer: str | None = None,
     ) -> StepResult:
-        """The model's turn; `answering` is the user message it answers (None for a heartbeat)."""
+        """The model's turn; `answering` is the user message it answers (None for a heartbeat),
+        `answer` the reply the engine sends itself before any model call (_direct_answer)."""
         self._cancel = cancel or threading.Event()
         self._on_event = on_event
         self._answering = answering
         try:
-            return self._loop(require_reply)
+            return self._loop(require_reply, answer)
         finally:
             self._on_event = None
 
-    def _loop(self, require_reply: bool) -> StepResult:
+    def _loop(self, require_reply: bool, answer: str | None = None) -> StepResult:
         self.context.events.clear()  # what a failed earlier turn left is not this turn's news
         self.context.page_outs.clear()
         self.context.summarise_pending()  # the retry, when the last page-out's summary failed
@@ -435,7 +461,12 @@ class MemGPTAgent:
         self._done_calls: list[ToolCall] = []  # this turn's calls that succeeded
         records: list[ModelCall] = []
         usage = ContextUsage(0, self.llm.context_window)
-        for index in range(self.max_steps):
+        first = 0
+        if answer is not None and not self._cancel.is_set():
+            if self._send_answer(answer):
+                return self._response(records, self.context.measure(), stopped=False)
+            first = 1  # not sent: the model answers, as its own call
+        for index in range(first, self.max_steps):
             if self._cancel.is_set():  # stopped before this call began
                 return self._stopped(records, usage)
             with timing.phase(timing.PHASE_CONTEXT):
@@ -474,12 +505,32 @@ class MemGPTAgent:
         self._add("system", f"Step limit reached: stopped after {self.max_steps} model calls.")
         return self._response(records, usage, stopped=True)
 
+    def _send_answer(self, answer: str) -> bool:
+        """Sends `answer` as the reply, through the same parsing, checks of voice and dispatch
+        as a model's reply (not the refusal of repeats: the same question read again has the
+        same answer); whether it went out."""
+        reply = {
+            "thought": ANSWER_THOUGHT,
+            "tool": "send_message",
+            "arguments": {"message": answer},
+            "request_heartbeat": False,
+        }
+        call, result = self._act(json.dumps(reply, ensure_ascii=False), 0, refuse=False)
+        if call is not None:
+            self._turn_calls.append(call)
+            if result.ok:
+                self._done_calls.append(call)
+        return call is not None and result.ok
+
     def _stopped(self, records: list[ModelCall], usage: ContextUsage) -> StepResult:
         self._add("system", STOPPED_NOTE)  # so the model knows its last answer was cut off
         return self._response(records, usage, stopped=False, cancelled=True)
 
-    def _act(self, reply_text: str, index: int) -> tuple[ToolCall | None, ToolResult]:
-        """Parse, dispatch and store one reply and its result in one transaction."""
+    def _act(
+        self, reply_text: str, index: int, refuse: bool = True
+    ) -> tuple[ToolCall | None, ToolResult]:
+        """Parse, dispatch and store one reply and its result in one transaction; `refuse`
+        False skips the refusals of a repeated call or reply (for the engine's own answer)."""
         try:
             with timing.phase(timing.PHASE_PARSE):
                 call: ToolCall | None = parse_reply(reply_text)
@@ -490,13 +541,17 @@ class MemGPTAgent:
         in_view = (
             self.recall.in_context() if call is not None and call.name == "send_message" else []
         )
-        if call is not None and self.assists.refuse_repeats:
+        if call is not None and self.assists.refuse_repeats and refuse:
             call = self._without_echo(call, in_view)
         done_before = len(self.tools.operations)
         with self.store.atomic():
-            if call is not None and self._repeats_last_call(call):
+            if call is not None and refuse and self._repeats_last_call(call):
                 result = ToolResult(call.name, False, REPEATED_CALL)
-            elif call is not None and (refusal := self._refusal(call, in_view)) is not None:
+            elif (
+                call is not None
+                and refuse
+                and (refusal := self._refusal(call, in_view)) is not None
+            ):
                 result = ToolResult(call.name, False, refusal)
             elif call is not None:
                 voiced = False  # checked after the refusals, which judge what the model wrote

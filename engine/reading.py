@@ -10,9 +10,13 @@ Qwen2.5-Coder-1.5B scored F1 0.46 reading the search's best 8 passages, against 
 agent with those passages in its page-in note (bench/memory_qa.py, `reader` and `locomo`); with
 this reading's answer in the note, the agent scored 0.24.
 
-So the engine asks the reading question itself and puts the answer in the page-in note, where
-the agent replies with it in its own voice. The call runs on the client's second context
-(engine.llm.base.side_client_of), so the conversation's prompt cache is left alone.
+So the engine asks the reading question itself. It reads all of page-in's hits, where the note
+may have room for fewer, the messages in view among them. Its answer goes in the note; and
+where the message only asks and the answer is made of memory's words (grounded), the engine
+sends it as the reply itself (MemGPTAgent._direct_answer): told the answer, the model mostly
+wrapped it in a sentence of its own (reply F1 0.24 against the reading's 0.39). The call runs
+on the client's second context (engine.llm.base.side_client_of), so the conversation's prompt
+cache is left alone.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from dataclasses import dataclass
 
 from engine.errors import MemexError
 from engine.llm.base import LLMClient
+from engine.memory.page_in import Recalled
+from engine.tools.reply_checks import untold_words
 from engine.types import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -32,19 +38,21 @@ READING_REQUEST = """\
 What the assistant keeps about its user (core memory):
 {core}
 
-Records found in memory for the question (dated; "user" is the user, "you (assistant)" the \
-assistant):
+Records found in memory for the question (best match first, dated; "user" is the user, "you \
+(assistant)" the assistant):
 {records}
 
 Based on the above, write an answer in the form of a short phrase for the following question. \
-Answer with exact words from the records whenever possible; for a question of when, give the \
-date; where two records disagree, the later one holds. If nothing above answers it, write: \
-{not_found}
+Answer with exact words from the records whenever possible. For a question of when, give the \
+date it happened: a record is dated the day it was said, and a date in brackets says what its \
+"yesterday" or "last year" meant. Where two records disagree, the later one holds. If nothing \
+above answers it, write: {not_found}
 
-Question: {question} Short answer:"""
+Question (the user's: "I", "me" and "my" in it are the user): {question} Short answer:"""
 NOT_FOUND = "not in memory"
 ANSWER_TOKENS = 32  # a short phrase; a reader that goes on is cut here
 ANSWER_CHARS = 200
+_YES_NO = " yes no "
 # "Short answer:" is the prompt's last words; models sometimes write them again
 _LEAD = re.compile(r"^\s*(short answer|answer)\s*:\s*", re.IGNORECASE)
 
@@ -52,13 +60,20 @@ _LEAD = re.compile(r"^\s*(short answer|answer)\s*:\s*", re.IGNORECASE)
 @dataclass(frozen=True)
 class Reading:
     """What the reading call answered: `answer` is the short phrase, or "" when the records do
-    not hold the answer (`found` False)."""
+    not hold the answer (`found` False); `grounded`, whether it is made of their words."""
 
     answer: str
+    grounded: bool = True  # see grounded()
 
     @property
     def found(self) -> bool:
         return bool(self.answer)
+
+    @property
+    def reply(self) -> str:
+        """The answer as a reply to the user: a sentence's capital and stop ("7 May 2023.")."""
+        text = self.answer[:1].upper() + self.answer[1:]
+        return text if text[-1:] in ".!?…" else text + "."
 
 
 def asks(text: str) -> bool:
@@ -87,12 +102,29 @@ def clean_answer(text: str) -> str:
     return answer if len(answer) <= ANSWER_CHARS else answer[: ANSWER_CHARS - 3].rstrip() + "..."
 
 
-def read_answer(llm: LLMClient, question: str, records: list[str], core: str) -> Reading | None:
-    """The reading of `records` and `core` for `question`; None when the model call failed
-    (the page-in note then shows the records alone, as without reading)."""
+def grounded(answer: str, memory: str) -> bool:
+    """Whether `answer` is made of what `memory` holds: more than half its numbers and uncommon
+    words are in it. A reader asked something memory cannot answer sometimes answers anyway,
+    from what it knows ("Paris") or by doing what was asked ("Sure! Here is a polite note:
+    ..."); those words are not memory's."""
+    words = untold_words(answer, _YES_NO)  # "yes" and "no" invent nothing
+    return not words or len(untold_words(answer, memory + _YES_NO)) * 2 < len(words)
+
+
+def read_answer(llm: LLMClient, question: str, hits: list[Recalled], core: str) -> Reading | None:
+    """The reading of `hits` (best first, as shown: shown oldest first, a 1.5B reader copied
+    the first record's date as the answer more often and scored lower, BENCHMARKS.md) and
+    `core` for `question`, as many of the best hits as the model's window holds; None when the
+    model call failed (the page-in note then shows the hits alone, as without reading)."""
+    records = [hit.render() for hit in hits]
+    prompt = reading_prompt(question, records, core)
+    while len(records) > 1 and llm.count_tokens(prompt) + ANSWER_TOKENS > llm.context_window:
+        records = records[:-1]
+        prompt = reading_prompt(question, records, core)
     try:
-        completion = llm.complete(reading_prompt(question, records, core), None, ANSWER_TOKENS)
+        completion = llm.complete(prompt, None, ANSWER_TOKENS)
     except MemexError as exc:
         logger.warning("reading memory for a question failed: %s", exc)
         return None
-    return Reading(clean_answer(completion.text))
+    answer = clean_answer(completion.text)
+    return Reading(answer, grounded(answer, "\n".join([core, *records])))

@@ -45,7 +45,11 @@ class Assists:
       "I ..." is saved said of them ("They work at Acme");
     - roles_prompt: the instructions say plainly whose facts the 'human' block holds;
     - reading: for a user message that asks something, a short separate model call reads
-      page-in's hits and core memory for the answer, and the note gives it (engine.reading).
+      page-in's hits (the messages in view among them) and core memory for the answer, and the
+      note gives it (engine.reading);
+    - direct_answer: for a message that only asks, and whose reading found the answer, that
+      answer is the reply, sent by the engine with no model call (a small model told the answer
+      mostly wrapped it in a sentence of its own, often around the wrong fact).
     A refused reply goes back to the model as a tool error, at most MAX_REPLY_RETRIES a turn."""
 
     page_in: bool = True
@@ -54,6 +58,7 @@ class Assists:
     check_voice: bool = True
     roles_prompt: bool = True
     reading: bool = True
+    direct_answer: bool = True
 
     NAMES: ClassVar[tuple[str, ...]] = (
         "page_in",
@@ -62,6 +67,7 @@ class Assists:
         "check_voice",
         "roles_prompt",
         "reading",
+        "direct_answer",
     )
 
     @classmethod

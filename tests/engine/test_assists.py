@@ -455,14 +455,17 @@ def test_a_question_is_read_against_its_hits_and_core_memory_and_the_note_gives_
 ):
     reader, prompts = reads("Short answer: Falcon")
     client = ScriptedClient([call("send_message", message="Falcon.")], reader=reader)
-    agent = MemGPTAgent(PERSONA, store, client, name="sam")
+    # the model answers with the note (the engine's own answer is tested below)
+    assists = Assists().without("direct_answer")
+    agent = MemGPTAgent(PERSONA, store, client, name="sam", assists=assists)
     agent.edit_core_memory("human", "Name: Dana")
     old_exchange(agent, "Which web framework for the kiosk?", "I'd go with Falcon for it.")
     agent.step("What framework did you suggest for the kiosk?")
     (prompt,) = prompts
     assert "Name: Dana" in prompt  # core memory
+    assert "I am Sam" not in prompt  # not the persona: "my name" is the user's
     assert "[4 March 2025, conversation] user: Which web framework" in prompt  # the hits, dated
-    assert prompt.endswith("Question: What framework did you suggest for the kiosk? Short answer:")
+    assert prompt.endswith("the user): What framework did you suggest for the kiosk? Short answer:")
     (note,) = page_in_notes(agent)
     assert "the answer to the user's question is: Falcon." in note  # "Short answer:" dropped
     assert "I'd go with Falcon" in note  # the hits stay, for the model to check
@@ -499,3 +502,100 @@ def test_reading_off_or_a_failed_reading_leaves_the_note_of_hits_alone(store, ho
     (note,) = page_in_notes(agent)
     assert "Answer the user's message as the assistant" in note
     assert "question is:" not in note and "do not answer" not in note
+
+
+def test_the_reading_reads_every_hit_even_those_the_note_has_no_room_for(store):
+    reader, prompts = reads("not in memory")
+    client = ScriptedClient([call("send_message", message="I don't know.")], reader=reader)
+    agent = MemGPTAgent(PERSONA, store, client, name="sam")
+    for i in range(8):
+        agent.archival.insert(f"Kiosk note {i}: " + "the kiosk screen is bright. " * 10)
+    agent.step("What do the kiosk notes say?")
+    (prompt,) = prompts
+    (note,) = page_in_notes(agent)
+    assert prompt.count("Kiosk note") == 8
+    assert 0 < note.count("Kiosk note") < 8
+
+
+# -- the engine's own answer -------------------------------------------------------------------
+def test_a_question_whose_reading_found_the_answer_is_answered_with_it_and_no_model_call(store):
+    reader, _ = reads("falcon, for the kiosk")
+    client = ScriptedClient([], reader=reader)
+    agent = MemGPTAgent(PERSONA, store, client, name="sam")
+    old_exchange(agent, "Which web framework for the kiosk?", "I'd go with Falcon for it.")
+    r = agent.step("What framework did you suggest for the kiosk?")
+    assert r.message == "Falcon, for the kiosk."
+    assert client.history == [] and r.steps == 0  # no model call
+    assert [c.name for c in r.tool_calls] == ["send_message"]
+    assert r.context_usage.prompt_tokens > 0  # what the next call would see, for the app's bar
+    stored = [m for m in agent.recall.in_context() if m.role == "assistant"][-1]
+    reply = json.loads(stored.content)  # stored as a reply, so later turns read it as one
+    assert reply["arguments"]["message"] == "Falcon, for the kiosk."
+    assert "page-in" in reply["thought"]
+    # asked again, answered again: the same question read again has the same answer
+    assert agent.step("What framework did you suggest for the kiosk?").message == r.message
+
+
+def test_a_message_that_also_tells_something_is_answered_by_the_model(store):
+    reader, prompts = reads("Falcon")
+    client = ScriptedClient(
+        [
+            call("core_memory_append", section="human", content="Moved to Porto."),
+            call("send_message", message="Falcon, and noted: Porto."),
+        ],
+        reader=reader,
+    )
+    agent = MemGPTAgent(PERSONA, store, client, name="sam")
+    old_exchange(agent, "Which web framework for the kiosk?", "I'd go with Falcon for it.")
+    r = agent.step("I moved to Porto. What framework did you suggest for the kiosk?")
+    assert len(prompts) == 1 and len(client.history) == 2  # read, then the model's two calls
+    assert r.message == "Falcon, and noted: Porto."
+    assert "Moved to Porto." in agent.core_memory["human"]
+
+
+def test_the_engines_answer_goes_through_the_check_of_voice(store):
+    reader, _ = reads("I work at Acme Corp.")
+    agent, client = make_agent(store)
+    client._reader = reader
+    agent.edit_core_memory("human", "They work at Acme Corp.")
+    old_exchange(agent, "I work at Acme Corp, by the way.", "Noted!")
+    assert agent.step("Where do I work?").message == "You work at Acme Corp."
+
+
+@pytest.mark.parametrize(
+    ("how", "answer"),
+    [
+        ("off", "Falcon"),
+        ("not found", "not in memory"),
+        # a reader that answers anyway, from what it knows or doing what was asked
+        ("not memory's words", "Django, a Python web framework"),
+    ],
+)
+def test_with_direct_answers_off_or_no_answer_from_memory_the_model_answers(store, how, answer):
+    reader, _ = reads(answer)
+    client = ScriptedClient([call("send_message", message="From the model.")], reader=reader)
+    assists = Assists().without("direct_answer") if how == "off" else Assists()
+    agent = MemGPTAgent(PERSONA, store, client, name="sam", assists=assists)
+    old_exchange(agent, "Which web framework for the kiosk?", "I'd go with Falcon for it.")
+    assert agent.step("What framework did you suggest?").message == "From the model."
+
+
+def test_the_reading_reads_the_messages_in_view_too_and_the_note_leaves_them_out(store):
+    reader, prompts = reads("Porto")
+    agent, client = make_agent(store)
+    client._reader = reader
+    agent.edit_core_memory("human", "They live in Tampere.")  # stale: the move is only in view
+    for role, text in [
+        ("user", "I live in Tampere and take the tram every morning."),
+        ("assistant", "Tampere is lovely."),
+        ("user", "Big news: I moved to Porto last weekend!"),
+        ("assistant", "Congratulations on the move!"),
+    ]:
+        agent.recall.add(agent.session_id, role, text, 10)  # type: ignore[arg-type]
+    r = agent.step("Which city do I live in now?")
+    (prompt,) = prompts
+    assert "user: Big news: I moved to Porto last weekend" in prompt
+    assert "They live in Tampere." in prompt  # core memory, which the records outdate
+    assert prompt.count("Which city do I live in now?") == 1  # the question, not a record
+    assert r.message == "Porto." and client.history == []
+    assert page_in_notes(agent) == []  # the model sees those messages already

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 
 from engine import MemGPTAgent, Persona
-from engine.memory.page_in import PAGE_IN_PREFIX
+from engine.memory.page_in import PAGE_IN_PREFIX, Recalled
 from engine.reading import ANSWER_CHARS, read_answer
 
 pytestmark = pytest.mark.slow
@@ -42,18 +42,44 @@ def test_the_default_model_answers_with_an_old_exchange_paged_in(store, default_
         "these do not answer the user's question" in notes[0].content
     )
     assert result.message  # a reply came, through the grammar and the reply checks
+    if "the answer to the user's question is:" in notes[0].content:
+        # read, and the question only asks: the engine's own answer, with no model call
+        assert "Vellmar" in result.message and result.steps == 0
     assert result.context_usage.prompt_tokens <= result.context_usage.prompt_budget
     assert not result.stopped_by_step_limit
 
 
 def test_the_default_model_reads_the_answer_out_of_dated_records(default_client):
-    records = [
-        "[2 May 2025, conversation] user: Any tips for the trip? / you (assistant): Pack light.",
-        "[14 June 2025, conversation] user: Which novel should I read on the ferry to Skye? / "
-        "you (assistant): Try 'The Lighthouse at Vellmar' by Oona Brecht.",
+    hits = [
+        Recalled(
+            "conversation",
+            LONG_AGO,
+            "user: Which novel should I read on the ferry to Skye? / "
+            "you (assistant): Try 'The Lighthouse at Vellmar' by Oona Brecht.",
+        ),
+        Recalled(
+            "conversation",
+            LONG_AGO - dt.timedelta(days=43),
+            "user: Any tips for the trip? / you (assistant): Pack light.",
+        ),
     ]
     reading = read_answer(
-        default_client, "What novel did you recommend for my ferry trip?", records, "Name: Ines"
+        default_client, "What novel did you recommend for my ferry trip?", hits, "Name: Ines"
     )
     assert reading is not None and reading.found
     assert "Vellmar" in reading.answer and len(reading.answer) <= ANSWER_CHARS
+
+
+def test_the_default_model_answers_from_a_newer_message_in_view_over_an_older_one(
+    store, default_client
+):
+    agent = MemGPTAgent(Persona("Memex", "A helpful assistant."), store, default_client)
+    for role, text in [
+        ("user", "I live in Tampere and take the tram to the office every morning."),
+        ("assistant", "Tampere sounds lovely!"),
+        ("user", "Big news: I moved to Porto last weekend!"),
+        ("assistant", "Congratulations on the move!"),
+    ]:
+        agent.recall.add(agent.session_id, role, text, 20)  # type: ignore[arg-type]
+    result = agent.step("Which city do I live in now?")
+    assert "Porto" in (result.message or "") and "Tampere" not in (result.message or "")

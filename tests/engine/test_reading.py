@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
-from engine.reading import ANSWER_CHARS, asks, clean_answer, reading_prompt
+from engine.llm.scripted import ScriptedClient
+from engine.memory.page_in import Recalled
+from engine.reading import (
+    ANSWER_CHARS,
+    ANSWER_TOKENS,
+    Reading,
+    asks,
+    clean_answer,
+    grounded,
+    read_answer,
+    reading_prompt,
+)
+
+DAY = dt.datetime(2025, 3, 4, 10, 15, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize(
@@ -33,4 +48,49 @@ def test_the_prompt_holds_core_memory_the_records_and_ends_on_the_question():
     assert system.role == "system" and user.role == "user"
     assert "(nothing yet)" in user.content  # an empty core memory says so
     assert "[3 March 2025, archival] Ship 3/3" in user.content
-    assert user.content.endswith("Question: When do we ship? Short answer:")
+    assert user.content.endswith("are the user): When do we ship? Short answer:")
+
+
+@pytest.mark.parametrize(
+    ("answer", "memory", "is_grounded"),
+    [
+        ("7 May 2023", "[8 May 2023] I went to the group yesterday (7 May 2023).", True),
+        ("Clayhaus, and Ottoline", "a class at Clayhaus; the instructor is Ottoline", True),
+        ("Yes", "", True),  # invents nothing
+        ("No, she would not", "", True),
+        ("Paris", "user: I live in Porto.", False),  # what the reader knows, not memory
+        (
+            "Sure! Hi neighbour, could you move your bins off the shared path?",
+            "user: my neighbour is Tom.",
+            False,  # doing what was asked
+        ),
+        ("Django, a Python web framework", "Which web framework for the kiosk?", False),
+    ],
+)
+def test_an_answer_is_grounded_when_most_of_its_words_are_memorys(answer, memory, is_grounded):
+    assert grounded(answer, memory) is is_grounded
+
+
+def test_a_reply_is_the_answer_as_a_sentence():
+    assert Reading("7 May 2023").reply == "7 May 2023."
+    assert Reading("is it Ingrid?").reply == "Is it Ingrid?"
+
+
+def test_the_reading_reads_as_many_records_as_the_window_holds_best_first():
+    prompts: list[str] = []
+
+    def reader(messages):
+        prompts.append(messages[-1].content)
+        return "Falcon"
+
+    client = ScriptedClient(n_ctx=512, reader=reader)
+    hits = [
+        Recalled("archival", DAY - dt.timedelta(days=i), f"({i}) " + "Falcon runs. " * 12)
+        for i in range(20)
+    ]
+    reading = read_answer(client, "Which framework?", hits, "")
+    assert reading == Reading("Falcon", grounded=True)
+    (prompt,) = prompts
+    assert "(0) " in prompt and "(19) " not in prompt  # the worst ones left out
+    assert prompt.index("(0) ") < prompt.index("(1) ")  # shown best first
+    assert client.count_tokens(client.readings[0]) + ANSWER_TOKENS <= 512
