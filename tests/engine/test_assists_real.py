@@ -70,16 +70,17 @@ def test_the_default_model_reads_the_answer_out_of_dated_records(default_client)
     assert "Vellmar" in reading.answer and len(reading.answer) <= ANSWER_CHARS
 
 
-def test_the_default_model_answers_from_a_newer_message_in_view_over_an_older_one(
-    store, default_client
-):
+def test_the_default_model_answers_a_question_from_a_message_in_view_itself(store, default_client):
     agent = MemGPTAgent(Persona("Memex", "A helpful assistant."), store, default_client)
     for role, text in [
-        ("user", "I live in Tampere and take the tram to the office every morning."),
-        ("assistant", "Tampere sounds lovely!"),
-        ("user", "Big news: I moved to Porto last weekend!"),
-        ("assistant", "Congratulations on the move!"),
+        ("user", "My sister Ingrid just started at the Vesper Veterinary Clinic in Leith."),
+        ("assistant", "That's great news for Ingrid!"),
+        ("user", "Any tips for a first visit to Edinburgh?"),
+        ("assistant", "Walk the Royal Mile early, before the crowds."),
     ]:
         agent.recall.add(agent.session_id, role, text, 20)  # type: ignore[arg-type]
-    result = agent.step("Which city do I live in now?")
-    assert "Porto" in (result.message or "") and "Tampere" not in (result.message or "")
+    result = agent.step("Where does my sister Ingrid work?")
+    # read from the messages in view (no page-in note: nothing is out of view), and the
+    # reading's answer sent by the engine, with no model call
+    reply = result.message or ""
+    assert ("Vesper" in reply or "Leith" in reply) and result.steps == 0
