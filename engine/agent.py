@@ -324,7 +324,7 @@ class MemGPTAgent:
             def fits(text: str) -> bool:
                 return self.llm.count_message_tokens(ChatMessage("system", text)) <= limit
 
-        reading = self._read(message, hits) if hits else None
+        reading = self._read(message, hits) if reads and hits else None
         with timing.phase(timing.PHASE_CONTEXT):
             unseen = [hit for hit in hits if not hit.in_view]
             fitted = fit_note(unseen, fits, None if reading is None else reading.answer)
@@ -336,10 +336,8 @@ class MemGPTAgent:
         return self.assists.reading and asks(message.content)
 
     def _read(self, message: Message, hits: list[Recalled]) -> Reading | None:
-        """The reading of `hits` and core memory for a user message that asks something (None
-        where reading is off, the message asks nothing, or the call failed)."""
-        if not self._reads(message):
-            return None
+        """The reading of `hits` and core memory for a user message that asks something (see
+        _reads); None where the call failed."""
         # core memory without the persona: asked "What's my name again?", the 1.5B reader
         # answered with the assistant's own name from "I am Memex" (BENCHMARKS.md, the seed)
         about_user = "\n".join(
