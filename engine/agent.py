@@ -100,6 +100,21 @@ SYSTEM_BLOCK = (
 )
 
 
+# Core blocks the reading leaves out, for they are not memory of the user: the persona (asked
+# "What's my name again?", the 1.5B reader answered with the assistant's own name from "I am
+# Memex": BENCHMARKS.md, the seed) and the standing rules written for the chat model.
+NOT_READ = frozenset({"persona", "system"})
+
+
+def _note_reading(reading: Reading | None) -> str | None:
+    """What the page-in note says the reading found: its answer where made of memory's words,
+    "" (found nothing) where the reader answered from elsewhere: a note telling the model "the
+    answer is: Hotel Reykjavik" for a hotel never named had it reply just that."""
+    if reading is None:
+        return None
+    return reading.answer if reading.grounded else ""
+
+
 @dataclass(frozen=True)
 class ModelCall:
     """One model call in a step: the engine's token count against the one llama.cpp reported."""
@@ -327,7 +342,7 @@ class MemGPTAgent:
         reading = self._read(message, hits) if reads and hits else None
         with timing.phase(timing.PHASE_CONTEXT):
             unseen = [hit for hit in hits if not hit.in_view]
-            fitted = fit_note(unseen, fits, None if reading is None else reading.answer)
+            fitted = fit_note(unseen, fits, _note_reading(reading))
         if fitted is not None:
             self._add("system", fitted[1])
         return reading
@@ -338,12 +353,8 @@ class MemGPTAgent:
     def _read(self, message: Message, hits: list[Recalled]) -> Reading | None:
         """The reading of `hits` and core memory for a user message that asks something (see
         _reads); None where the call failed."""
-        # core memory without the persona: asked "What's my name again?", the 1.5B reader
-        # answered with the assistant's own name from "I am Memex" (BENCHMARKS.md, the seed)
         about_user = "\n".join(
-            f"<{b.label}>\n{b.value}\n</{b.label}>"
-            for b in self.memory.blocks()
-            if b.label != "persona"
+            b.value.strip() for b in self.memory.blocks() if b.label not in NOT_READ
         )
         return read_answer(self.side_llm, message.content, hits, about_user)
 

@@ -464,8 +464,9 @@ def test_a_question_is_read_against_its_hits_and_core_memory_and_the_note_gives_
     (prompt,) = prompts
     assert "Name: Dana" in prompt  # core memory
     assert "I am Sam" not in prompt  # not the persona: "my name" is the user's
+    assert "Never invent memories" not in prompt  # nor the chat model's standing rules
     assert "[4 March 2025, conversation] user: Which web framework" in prompt  # the hits, dated
-    assert prompt.endswith("the user): What framework did you suggest for the kiosk? Short answer:")
+    assert prompt.endswith("Question: What framework did you suggest for the kiosk? Short answer:")
     (note,) = page_in_notes(agent)
     assert "the answer to the user's question is: Falcon." in note  # "Short answer:" dropped
     assert "I'd go with Falcon" in note  # the hits stay, for the model to check
@@ -578,6 +579,17 @@ def test_with_direct_answers_off_or_no_answer_from_memory_the_model_answers(stor
     agent = MemGPTAgent(PERSONA, store, client, name="sam", assists=assists)
     old_exchange(agent, "Which web framework for the kiosk?", "I'd go with Falcon for it.")
     assert agent.step("What framework did you suggest?").message == "From the model."
+
+
+def test_an_answer_not_in_memorys_words_is_not_given_to_the_model_as_the_answer(store):
+    reader, _ = reads("Hotel Borealis")  # a hotel memory never named
+    client = ScriptedClient([call("send_message", message="I don't know.")], reader=reader)
+    agent = MemGPTAgent(PERSONA, store, client, name="sam")
+    old_exchange(agent, "I fly to Reykjavik on January 9th.", "Have a good trip!")
+    agent.step("Which hotel am I staying at in Reykjavik?")
+    (note,) = page_in_notes(agent)
+    assert "Hotel Borealis" not in note
+    assert "these do not answer the user's question" in note
 
 
 def test_the_reading_reads_the_messages_in_view_too_and_the_note_leaves_them_out(store):

@@ -11,8 +11,11 @@ from engine.memory.page_in import Recalled
 from engine.reading import (
     ANSWER_CHARS,
     ANSWER_TOKENS,
+    CORE_HEADING,
+    WHEN_HINT,
     Reading,
     asks,
+    asks_when,
     clean_answer,
     grounded,
     read_answer,
@@ -28,6 +31,7 @@ DAY = dt.datetime(2025, 3, 4, 10, 15, tzinfo=dt.UTC)
         ("Short answer: June 2023", "June 2023"),
         ('  "Kyle"\nQuestion: who else?', "Kyle"),  # a second line goes on by itself
         ("answer: a cozy restaurant", "a cozy restaurant"),
+        ("[10 July 2023]", "10 July 2023"),  # a record's date stamp, copied
         ("Not in memory.", ""),
         ("The records say: not in memory", ""),
         ("", ""),
@@ -43,12 +47,36 @@ def test_a_message_asks_when_it_holds_a_question_mark():
     assert not asks("I moved to Berlin last week.")
 
 
-def test_the_prompt_holds_core_memory_the_records_and_ends_on_the_question():
-    system, user = reading_prompt("  When do we\nship? ", ["[3 March 2025, archival] Ship 3/3"], "")
+def test_the_prompt_holds_the_records_core_memory_and_ends_on_the_question():
+    system, user = reading_prompt(
+        "  What did we\nship? ", ["[3 March 2025, archival] Ship 3/3"], "Name: Dana"
+    )
     assert system.role == "system" and user.role == "user"
-    assert "(nothing yet)" in user.content  # an empty core memory says so
-    assert "[3 March 2025, archival] Ship 3/3" in user.content
-    assert user.content.endswith("are the user): When do we ship? Short answer:")
+    assert user.content.startswith("[3 March 2025, archival] Ship 3/3\n")  # records first
+    assert f"{CORE_HEADING}\nName: Dana" in user.content
+    assert WHEN_HINT not in user.content
+    assert user.content.endswith("\n\nQuestion: What did we ship? Short answer:")
+
+
+def test_an_empty_core_memory_is_left_out_and_a_question_of_when_gets_the_line_on_dates():
+    _, user = reading_prompt("When do we ship?", ["[3 March 2025, archival] Ship 3/3"], " ")
+    assert CORE_HEADING not in user.content
+    assert f"write: not in memory{WHEN_HINT}\n\nQuestion: When do we ship?" in user.content
+
+
+@pytest.mark.parametrize(
+    ("question", "when"),
+    [
+        ("When did I move to Porto?", True),
+        ("What date do I fly out to Reykjavik?", True),
+        ("In which month's game did John score most?", True),
+        ("How long ago did we meet?", True),
+        ("Which city do I live in now?", False),
+        ("What did you recommend when we talked about APIs?", False),
+    ],
+)
+def test_a_question_of_when_is_told_apart(question, when):
+    assert asks_when(question) is when
 
 
 @pytest.mark.parametrize(
