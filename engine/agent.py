@@ -106,15 +106,6 @@ SYSTEM_BLOCK = (
 NOT_READ = frozenset({"persona", "system"})
 
 
-def _note_reading(reading: Reading | None) -> str | None:
-    """What the page-in note says the reading found: its answer where made of memory's words,
-    "" (found nothing) where the reader answered from elsewhere: a note telling the model "the
-    answer is: Hotel Reykjavik" for a hotel never named had it reply just that."""
-    if reading is None:
-        return None
-    return reading.answer if reading.grounded else ""
-
-
 @dataclass(frozen=True)
 class ModelCall:
     """One model call in a step: the engine's token count against the one llama.cpp reported."""
@@ -342,7 +333,10 @@ class MemGPTAgent:
         reading = self._read(message, hits) if reads and hits else None
         with timing.phase(timing.PHASE_CONTEXT):
             unseen = [hit for hit in hits if not hit.in_view]
-            fitted = fit_note(unseen, fits, _note_reading(reading))
+            # an answer not in memory's words is no answer: a note telling the model "the
+            # answer is: Hotel Reykjavik", a hotel never named, had it reply just that
+            found = None if reading is None else reading.from_memory
+            fitted = fit_note(unseen, fits, found)
         if fitted is not None:
             self._add("system", fitted[1])
         return reading
@@ -362,9 +356,7 @@ class MemGPTAgent:
         """The reply the engine sends itself, with no model call: the reading's answer, for a
         message that only asks and whose reading found it in memory's own words (None
         otherwise; see Assists)."""
-        if not self.assists.direct_answer or reading is None or not reading.found:
-            return None
-        if not reading.grounded:
+        if not self.assists.direct_answer or reading is None or not reading.from_memory:
             return None
         return reading.reply if only_questions(text) else None
 

@@ -53,8 +53,7 @@ CORE_HEADING = "What the assistant keeps about the user:"
 WHEN_HINT = " Use the dates of the records to answer with an approximate date."
 # A question of when: "When did I ...", "What date ...", "Which year ...", "How long ago ..."
 _WHEN = re.compile(
-    r"^\W*(when\b|(what|which) (date|day|week|month|year|time)\b|how long ago\b)"
-    r"|\b(what|which) (date|day|week|month|year)\b",
+    r"^\W*(when|(what|which) time|how long ago)\b|\b(what|which) (date|day|week|month|year)\b",
     re.IGNORECASE,
 )
 NOT_FOUND = "not in memory"
@@ -76,6 +75,12 @@ class Reading:
     @property
     def found(self) -> bool:
         return bool(self.answer)
+
+    @property
+    def from_memory(self) -> str:
+        """The answer where it is made of memory's words, "" otherwise: a reader that answered
+        from elsewhere found nothing in memory."""
+        return self.answer if self.grounded else ""
 
     @property
     def reply(self) -> str:
