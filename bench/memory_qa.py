@@ -57,7 +57,7 @@ from engine import MemGPTAgent, Persona
 from engine.llm.llama import LlamaClient
 from engine.memory.page_in import Recalled, latest_note
 from engine.memory.when import resolve_relative_dates
-from engine.reading import Reading
+from engine.reading import Reading, asks
 from engine.store.db import Store, open_store
 from engine.store.embed import Embedder
 from engine.tools.reply_checks import claims_users_facts
@@ -83,6 +83,7 @@ DONT_KNOW = re.compile(
     r"details?|memory)\b|\bnever (told|mentioned|said)\b|\bunknown\b|\bnot (something )?you'?ve",
     re.IGNORECASE,
 )
+REFUSAL = re.compile(r"\b(can'?t|cannot|unable to|not able to) (assist|help)\b", re.IGNORECASE)
 
 
 # -- models and agents ------------------------------------------------------------------------
@@ -141,6 +142,12 @@ def mentions(reply: str, alternatives: Iterable[str]) -> bool:
 
 def says_dont_know(reply: str) -> bool:
     return bool(DONT_KNOW.search(reply))
+
+
+def refuses(reply: str) -> bool:
+    """Whether `reply` declines: says it does not know, or that it cannot help. A reply to a
+    request for help ("How do I descale a kettle?") that memory has nothing on should help."""
+    return says_dont_know(reply) or bool(REFUSAL.search(reply)) or not reply.strip()
 
 
 _ARTICLES = re.compile(r"\b(a|an|the|and)\b")
@@ -355,6 +362,8 @@ def run_scenarios(model: str, assists: Assists, only: list[str]) -> dict[str, An
         "searched": sum(q["searched"] for r in out for q in r["questions"]),
         "paged_in": sum(q["paged_in"] for r in out for q in r["questions"]),
         "questions": sum(len(r["questions"]) for r in out),
+        "helped": sum(bool(t["helped"]) for r in out for t in r["told"]),
+        "requests": sum(t["helped"] is not None for r in out for t in r["told"]),
         "seconds": sum(r["seconds"] for r in out),
         "scenarios": out,
     }
@@ -372,7 +381,10 @@ def _run_scenario(
             for session in scenario["sessions"]:
                 agent = agent_on(store, llm, assists)
                 for text in session:
-                    told.append({"say": text, "reply": ask(agent, text)[0]})
+                    reply = ask(agent, text)[0]
+                    # a told message that asks is a request for help, not about memory
+                    helped = not refuses(reply) if asks(text) else None
+                    told.append({"say": text, "reply": reply, "helped": helped})
             agent = agent_on(store, llm, assists)
             asked = []
             for question in scenario["questions"]:
@@ -807,8 +819,8 @@ def render_table(args: argparse.Namespace, results: dict[tuple[str, str], dict[s
         header += " seed (facts of 5, per run) |"
         rule += "---|"
     if "scenarios" in args.parts:
-        header += " scenarios (facts) | searched / paged in | s |"
-        rule += "---|---|---|"
+        header += " scenarios (facts) | requests helped | searched / paged in | s |"
+        rule += "---|---|---|---|"
     if "locomo" in args.parts:
         header += " LoCoMo F1 | F1>=0.5 | searched or evidence paged in | R@5 | R@10 | s/question |"
         rule += "---|---|---|---|---|---|"
@@ -821,6 +833,7 @@ def render_table(args: argparse.Namespace, results: dict[tuple[str, str], dict[s
             s = entry["scenarios"]
             row += (
                 f" {s['recalled']}/{s['facts']} ({100 * s['share']:.0f}%) | "
+                f"{s['helped']}/{s['requests']} | "
                 f"{s['searched']}/{s['questions']} / {s['paged_in']}/{s['questions']} | "
                 f"{s['seconds']:.0f} |"
             )

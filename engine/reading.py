@@ -56,6 +56,13 @@ _WHEN = re.compile(
     r"^\W*(when|(what|which) time|how long ago)\b|\b(what|which) (date|day|week|month|year)\b",
     re.IGNORECASE,
 )
+# Where a question asks two things ("Where do I work now, and what's my role there?"), the
+# reader mostly answers the first only; each later part is read again on its own.
+_PARTS = re.compile(
+    r",?\s+and\s+(?=(?:(?:with|for|at|in|from|to|on|by)\s+)?"
+    r"(?:who|whom|whose|what|which|where|when|how|why)\b)",
+    re.IGNORECASE,
+)
 NOT_FOUND = "not in memory"
 ANSWER_TOKENS = 32  # a short phrase; a reader that goes on is cut here
 ANSWER_CHARS = 200
@@ -100,6 +107,15 @@ def asks_when(question: str) -> bool:
     return bool(_WHEN.search(question))
 
 
+def question_parts(question: str) -> list[str]:
+    """The things `question` asks, each a question of its own: two where it joins two
+    wh-questions with "and" ("..., and who teaches my class?"), else the question alone."""
+    parts = [part.strip(" ,") for part in _PARTS.split(question) if part.strip(" ,")]
+    if len(parts) < 2:
+        return [question]
+    return [part if part.endswith("?") else part + "?" for part in parts]
+
+
 def reading_prompt(question: str, records: list[str], core: str) -> list[ChatMessage]:
     """The reading question: the records (best first), then `core` (what core memory keeps
     about the user, "" for nothing), then LoCoMo's question prompt."""
@@ -138,8 +154,31 @@ def read_answer(llm: LLMClient, question: str, hits: list[Recalled], core: str) 
     """The reading of `hits` (best first, as shown: shown oldest first, a 1.5B reader copied
     the first record's date as the answer more often and scored lower, BENCHMARKS.md) and
     `core` for `question`, as many of the best hits as the model's window holds; None when the
-    model call failed (the page-in note then shows the hits alone, as without reading)."""
+    model call failed (the page-in note then shows the hits alone, as without reading).
+
+    A question that asks two things (question_parts) is read whole, then each later part on
+    its own: an answer to a part the whole reading did not give is added to it ("Brightwater
+    Robotics; platform engineer"). On the scenarios' twelve such questions the reader gave
+    both parts for 20 of 24 facts read whole, 23 this way, 22 reading each part alone (a
+    later part's "he" or "there" lost what it points to)."""
     records = [hit.render() for hit in hits]
+    memory = "\n".join([core, *records])
+    answers: list[str] = []
+    for index, asked in enumerate([question, *question_parts(question)[1:]]):
+        answer = _read_one(llm, asked, records, core)
+        if answer is None:
+            if index == 0:
+                return None
+            continue
+        said = "; ".join(answers).lower()
+        if answer and answer.lower() not in said and (index == 0 or grounded(answer, memory)):
+            answers.append(answer)
+    answer = "; ".join(answers)
+    return Reading(answer, grounded(answer, memory))
+
+
+def _read_one(llm: LLMClient, question: str, records: list[str], core: str) -> str | None:
+    """The reader's answer to `question` ("" for not found); None when the call failed."""
     prompt = reading_prompt(question, records, core)
     while len(records) > 1 and llm.count_tokens(prompt) + ANSWER_TOKENS > llm.context_window:
         records = records[:-1]
@@ -149,5 +188,4 @@ def read_answer(llm: LLMClient, question: str, hits: list[Recalled], core: str) 
     except MemexError as exc:
         logger.warning("reading memory for a question failed: %s", exc)
         return None
-    answer = clean_answer(completion.text)
-    return Reading(answer, grounded(answer, "\n".join([core, *records])))
+    return clean_answer(completion.text)

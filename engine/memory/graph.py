@@ -303,17 +303,38 @@ class KnowledgeGraph:
         return self._facts(_HELD_IN + _NOT_RETRACTED, tuple(_period_params(at)))
 
     def about(self, query: str, limit: int = 5) -> list[Fact]:
-        """Facts that hold now about the entities `query` names (for archival search)."""
+        """Facts that hold now about the entities `query` names (for archival search and
+        page-in), then, where there is room, about the entities those facts link them to: one
+        hop, so "Who is my tortoise's vet, and which practice?" finds "Pickle treated_by Dr.
+        Korhonen" and then "Dr. Korhonen works_at Brackenridge"."""
+        named = self.entities_named(query)
+        facts = self._holding_now(named)
+        linked = [e for e in self._linked(facts) if e not in named]
+        facts += [fact for fact in self._holding_now(linked) if fact not in facts]
+        return facts[:limit]
+
+    def _holding_now(self, entity_ids: list[int]) -> list[Fact]:
         facts: list[Fact] = []
         now = _period_params(dt.datetime.now(dt.UTC))
-        for entity_id in self.entities_named(query):
+        for entity_id in entity_ids:
             for fact in self._facts(
                 "(f.subject_id = ? OR f.object_id = ?) AND " + _HELD_IN + _NOT_RETRACTED,
                 (entity_id, entity_id, *now),
             ):
                 if fact not in facts:
                     facts.append(fact)
-        return facts[:limit]
+        return facts
+
+    def _linked(self, facts: list[Fact]) -> list[int]:
+        """The entities at either end of `facts`, in order."""
+        ids: list[int] = []
+        for fact in facts:
+            row = self.store.query_one(
+                "SELECT subject_id, object_id FROM facts WHERE id = ?", (fact.id,)
+            )
+            if row is not None:
+                ids += [int(i) for i in row if int(i) not in ids]
+        return ids
 
     # -- internals ---------------------------------------------------------------------------
     def _start(self, value: str | dt.datetime | dt.date | None) -> dt.datetime:

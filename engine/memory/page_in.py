@@ -109,6 +109,8 @@ class PageIn:
             message = self.recall.get(message_id)
             if message.in_context and not in_view:
                 continue  # the model reads it already
+            if _memory_edit(message):
+                continue  # what the model wrote into memory: the tiers show it, not as a reply
             other = self.recall.exchange_partner(message)
             if other is not None and other.id == asked:
                 other = None  # the message that asks is no record of its own answer
@@ -127,6 +129,11 @@ class PageIn:
         ranked = self.archival.ranked(text)
         _, passages = self.archival.page_of(ranked, limit, 0)
         return [Recalled("archival", p.created_at, _clip(p.text, HIT_CHARS)) for p in passages]
+
+
+def _memory_edit(message: Message) -> bool:
+    """Whether `message` is one of the model's tool calls other than a reply to the user."""
+    return message.tool_call is not None and message.tool_call.get("tool") != "send_message"
 
 
 def _exchange(message: Message, other: Message | None) -> str:
@@ -169,8 +176,11 @@ def fit_note(
 ) -> tuple[list[Recalled], str] | None:
     """The note for as many of `hits` (best first) as `fits` allows, with the hits it shows;
     None if not even one fits. `reading` is what the reading call (engine.reading) answered
-    from them for the user's question: "" where it found no answer, None where none was made."""
-    for count in range(len(hits), 0, -1):
+    from them for the user's question: "" where it found no answer, None where none was made.
+    A reading is noted even with no hit to show: the model sees the records it read already
+    (all in view), but not what the reading made of them."""
+    least = 0 if reading is not None else 1
+    for count in range(len(hits), least - 1, -1):
         note = _note(hits[:count], reading)
         if fits(note):
             return hits[:count], note
@@ -178,20 +188,29 @@ def fit_note(
 
 
 def _note(hits: list[Recalled], reading: str | None) -> str:
-    lines = [
-        f"{PAGE_IN_PREFIX} Found in your memory for the user's message (best match first; "
-        "some may be unrelated):"
-    ]
-    lines += [f"{i}. {hit.render()}" for i, hit in enumerate(hits, 1)]
+    if hits:
+        lines = [
+            f"{PAGE_IN_PREFIX} Found in your memory for the user's message (best match first; "
+            "some may be unrelated):"
+        ]
+        lines += [f"{i}. {hit.render()}" for i, hit in enumerate(hits, 1)]
+    else:
+        lines = [
+            f"{PAGE_IN_PREFIX} Memory holds nothing for the user's message beyond the "
+            "conversation in view."
+        ]
     if reading:
         lines.append(
-            f"Read from these and core memory, the answer to the user's question is: {reading}. "
+            f"Read from memory, the answer to the user's question is: {reading}. "
             "Reply with just that answer, as the assistant."
         )
     elif reading is not None:
+        # Told only "otherwise say you don't know", the model declined requests for help as
+        # well ("How do I find public chargers?" -> "I can't assist with that").
         lines.append(
-            "Read with core memory, these do not answer the user's question: answer from the "
-            "conversation if it does, and otherwise say you don't know."
+            "Read with core memory, memory does not answer the user's question. If it asks for "
+            "help or for what anyone may know, help as usual; if it asks about the user's own "
+            "life or your past conversations, say you don't know."
         )
     else:
         lines.append(

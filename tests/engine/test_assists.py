@@ -79,7 +79,9 @@ def test_page_in_skips_what_is_in_view_and_stays_quiet_on_an_empty_memory(store)
     agent.step("Hi, I like green tea.")
     assert page_in_notes(agent) == []  # nothing in memory: no note
     agent.step("What do I like to drink?")
-    assert page_in_notes(agent) == []  # the only match is in view already
+    # the only match is in view already: the note shows no hit, only what the reading made
+    (note,) = page_in_notes(agent)
+    assert "beyond the conversation in view" in note and "green tea" not in note
 
 
 def test_page_in_note_fits_its_token_budget_and_keeps_the_best_hits(store):
@@ -483,7 +485,7 @@ def test_a_reading_that_finds_nothing_says_so_and_a_statement_is_not_read(store)
     old_exchange(agent, "Which web framework for the kiosk?", "I'd go with Falcon for it.")
     agent.step("What colour is the kiosk framework's logo?")
     assert len(prompts) == 1
-    assert "these do not answer the user's question" in page_in_notes(agent)[0]
+    assert "memory does not answer the user's question" in page_in_notes(agent)[0]
     agent.step("The kiosk framework is Falcon, I decided.")  # asks nothing: no reading
     assert len(prompts) == 1
     assert "Answer the user's message as the assistant" in page_in_notes(agent)[1]
@@ -589,7 +591,7 @@ def test_an_answer_not_in_memorys_words_is_not_given_to_the_model_as_the_answer(
     agent.step("Which hotel am I staying at in Reykjavik?")
     (note,) = page_in_notes(agent)
     assert "Hotel Borealis" not in note
-    assert "these do not answer the user's question" in note
+    assert "memory does not answer the user's question" in note
 
 
 def test_the_reading_reads_the_messages_in_view_too_and_the_note_leaves_them_out(store):
@@ -610,4 +612,40 @@ def test_the_reading_reads_the_messages_in_view_too_and_the_note_leaves_them_out
     assert "They live in Tampere." in prompt  # core memory, which the records outdate
     assert prompt.count("Which city do I live in now?") == 1  # the question, not a record
     assert r.message == "Porto." and client.history == []
-    assert page_in_notes(agent) == []  # the model sees those messages already
+    # the model sees those messages already: the note gives the reading alone
+    (note,) = page_in_notes(agent)
+    assert "beyond the conversation in view" in note and "Big news" not in note
+    assert "the answer to the user's question is: Porto." in note
+
+
+def test_a_reading_that_finds_nothing_in_view_is_noted_so_the_model_does_not_invent(store):
+    reader, _ = reads("not in memory")
+    agent, client = make_agent(store, [call("send_message", message="I don't know.")])
+    client._reader = reader
+    agent.recall.add(agent.session_id, "user", "I fly to Reykjavik on January 9th.", 10)
+    agent.step("Which hotel am I staying at in Reykjavik?")
+    (note,) = page_in_notes(agent)
+    assert "memory does not answer the user's question" in note
+    assert "help as usual" in note  # a request for help is still helped
+    assert client.history[0][-1].content == note
+
+
+def test_page_in_leaves_out_the_models_own_memory_edits(store):
+    reader, prompts = reads("Tampere")
+    agent, client = make_agent(store, [call("send_message", message="Tampere.")])
+    client._reader = reader
+    old_exchange(agent, "I live in Tampere and take the tram.", "Tampere is lovely.")
+    edit = {"tool": "core_memory_append", "arguments": {"label": "human", "content": "Tampere"}}
+    agent.recall.add(
+        agent.session_id,
+        "assistant",
+        json.dumps(edit),
+        10,
+        tool_call=edit,
+        in_context=False,
+        created_at=LONG_AGO,
+    )
+    agent.step("Which city do I live in?")
+    (prompt,) = prompts
+    assert prompt.count("I live in Tampere") == 1  # once, with its reply
+    assert "core_memory_append" not in prompt

@@ -39,7 +39,7 @@ def test_the_default_model_answers_with_an_old_exchange_paged_in(store, default_
     assert "14 June 2025" in notes[0].content
     # a question: the note says what the reading of these hits found, or that it found none
     assert "the answer to the user's question is:" in notes[0].content or (
-        "these do not answer the user's question" in notes[0].content
+        "memory does not answer the user's question" in notes[0].content
     )
     assert result.message  # a reply came, through the grammar and the reply checks
     if "the answer to the user's question is:" in notes[0].content:

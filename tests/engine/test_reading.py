@@ -18,6 +18,7 @@ from engine.reading import (
     asks_when,
     clean_answer,
     grounded,
+    question_parts,
     read_answer,
     reading_prompt,
 )
@@ -122,3 +123,64 @@ def test_the_reading_reads_as_many_records_as_the_window_holds_best_first():
     assert "(0) " in prompt and "(19) " not in prompt  # the worst ones left out
     assert prompt.index("(0) ") < prompt.index("(1) ")  # shown best first
     assert client.count_tokens(client.readings[0]) + ANSWER_TOKENS <= 512
+
+
+@pytest.mark.parametrize(
+    ("question", "parts"),
+    [
+        (
+            "Where do I work at the moment, and what's my role there?",
+            ["Where do I work at the moment?", "what's my role there?"],
+        ),
+        (
+            "What sport am I training in now, and with which club?",
+            ["What sport am I training in now?", "with which club?"],
+        ),
+        ("On what date did I visit and book the venue?", None),  # one thing, two verbs
+        ("What did Caroline and Melanie paint?", None),
+    ],
+)
+def test_a_question_that_asks_two_things_is_told_apart(question, parts):
+    assert question_parts(question) == (parts or [question])
+
+
+def test_a_question_of_two_things_is_read_whole_then_its_later_part_alone():
+    answers = {
+        "Where do I work at the moment, and what's my role there?": "Brightwater Robotics",
+        "what's my role there?": "platform engineer",
+    }
+    asked: list[str] = []
+
+    def reader(messages):
+        question = messages[-1].content.rpartition("Question: ")[2].removesuffix(" Short answer:")
+        asked.append(question)
+        return answers[question]
+
+    client = ScriptedClient(reader=reader)
+    hits = [
+        Recalled("conversation", DAY, "user: I started at Brightwater Robotics this week."),
+        Recalled("conversation", DAY, "user: I'm a platform engineer there now."),
+    ]
+    question = next(iter(answers))
+    reading = read_answer(client, question, hits, "")
+    assert asked == list(answers)
+    assert reading == Reading("Brightwater Robotics; platform engineer", grounded=True)
+
+
+@pytest.mark.parametrize(
+    ("later", "shown"),
+    [
+        ("Brightwater Robotics", "Brightwater Robotics"),  # the whole reading gave it already
+        ("not in memory", "Brightwater Robotics"),
+        ("Kestrel Systems", "Brightwater Robotics"),  # not memory's words: left out
+    ],
+)
+def test_a_later_part_adds_only_a_new_answer_from_memory(later, shown):
+    def reader(messages):
+        alone = messages[-1].content.endswith("Question: what's my role there? Short answer:")
+        return later if alone else "Brightwater Robotics"
+
+    hits = [Recalled("conversation", DAY, "user: I started at Brightwater Robotics.")]
+    question = "Where do I work at the moment, and what's my role there?"
+    reading = read_answer(ScriptedClient(reader=reader), question, hits, "")
+    assert reading is not None and reading.answer == shown

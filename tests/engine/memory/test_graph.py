@@ -242,3 +242,19 @@ def test_a_shared_like_told_with_an_earlier_date_starts_earlier(graph) -> None:
     again = graph.insert("Ada", "likes", "tea", "2025-01-01", exclusive=False)
     assert again.duplicate and graph.count() == 1
     assert [f.object for f in graph.search("Ada", at="2025-06")] == ["tea"]
+
+
+def test_facts_about_a_message_name_its_entities_first_then_those_they_link_to(graph) -> None:
+    graph.insert("Pickle", "is_a", "Hermann's tortoise", "2025-04-01")
+    graph.insert("Pickle", "treated_by", "Dr. Amsel Korhonen", "2025-06-10")
+    graph.insert("Dr. Amsel Korhonen", "works_at", "Brackenridge Exotic Pets", "2025")
+    graph.insert("Brackenridge Exotic Pets", "located_in", "Ashby Vale", "2025")  # two hops
+    graph.insert("Mortimer", "is_a", "ferret", "2025")  # unlinked
+    about = graph.about("Who's the vet for my tortoise Pickle, and which practice is that?")
+    assert [(f.subject, f.object) for f in about] == [
+        ("Pickle", "Hermann's tortoise"),
+        ("Pickle", "Dr. Amsel Korhonen"),
+        ("Dr. Amsel Korhonen", "Brackenridge Exotic Pets"),
+    ]
+    # the entities named come first: a hop only fills the room they leave
+    assert objects(graph.about("Pickle", limit=2)) == ["Hermann's tortoise", "Dr. Amsel Korhonen"]
