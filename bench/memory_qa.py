@@ -10,7 +10,8 @@
 - seed: the README's example. Session 1 in one process, session 2 in a new process on the same
   file; five facts (name, the library it recommended, ship date, who owns auth, employer).
 - scenarios: bench/memory_qa_scenarios.json, facts told across sessions, updates, facts only
-  archival, recall or the graph holds, dates, and questions about what was never said.
+  archival, recall or the graph holds, dates, and questions about what was never said; also
+  "requests helped", the told messages that ask for help (a "?") not answered with a refusal.
 - locomo: the LoCoMo dev set (CC BY-NC, read from PATH, never copied here). Each conversation's
   turns go into a memory file as archival passages "[date] Speaker: text" or as recall history;
   each sampled question (categories 1-4, stratified by category, seeded) is asked with

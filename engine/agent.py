@@ -28,7 +28,7 @@ from engine.memory.page_in import (
 )
 from engine.memory.recall import MESSAGE_INDEX, RecallMemory
 from engine.memory.summaries import SummaryLog
-from engine.reading import Reading, asks, read_answer
+from engine.reading import Reading, asks, asks_for_help, read_answer
 from engine.store.db import Store, now_iso
 from engine.tools.memory_tools import MemoryTool
 from engine.tools.registry import tool_specs
@@ -336,7 +336,7 @@ class MemGPTAgent:
             # an answer not in memory's words is no answer: a note telling the model "the
             # answer is: Hotel Reykjavik", a hotel never named, had it reply just that
             found = None if reading is None else reading.from_memory
-            fitted = fit_note(unseen, fits, found)
+            fitted = fit_note(unseen, fits, found, asks_for_help(message.content))
         if fitted is not None:
             self._add("system", fitted[1])
         return reading

@@ -63,6 +63,21 @@ _PARTS = re.compile(
     r"(?:who|whom|whose|what|which|where|when|how|why)\b)",
     re.IGNORECASE,
 )
+# A message that asks for help, advice or a recommendation ("Which library would you
+# recommend?", "How do I descale a kettle?", "Any tips for ...?"): where memory does not answer
+# it, the model is to help, not to say it does not know. A question of the past ("What did you
+# recommend?") or of a preference ("How do I like my coffee?") asks memory.
+_REQUEST = re.compile(
+    r"\b(can|could|would|will) you\b|\b(should|shall) (i|we)\b|\bhow (do|can|could|should) "
+    r"(i|we)\b|\b(any|some) (tips|ideas|advice|suggestions)\b|\bhelp me\b|"
+    r"\bwhat(?:'s| is| are)? (?:a |an |some )?(good|quick|easy|nice|best)\b",
+    re.IGNORECASE,
+)
+_PAST = re.compile(
+    r"\b(did|have|had) (you|i|we)\b|\byou (recommended|suggested|said)\b"
+    r"|\bhow do (i|we) (like|prefer|take|feel)\b",  # a preference, not a how-to
+    re.IGNORECASE,
+)
 NOT_FOUND = "not in memory"
 ANSWER_TOKENS = 32  # a short phrase; a reader that goes on is cut here
 ANSWER_CHARS = 200
@@ -100,6 +115,11 @@ def asks(text: str) -> bool:
     """Whether a user message asks something: it holds a question mark. (Whether it asks about
     memory is the reading's to find: "not in memory" when the records do not answer it.)"""
     return "?" in text
+
+
+def asks_for_help(text: str) -> bool:
+    """Whether `text` asks for help, advice or a suggestion rather than about what was said."""
+    return bool(_REQUEST.search(text)) and not _PAST.search(text)
 
 
 def asks_when(question: str) -> bool:
@@ -170,11 +190,16 @@ def read_answer(llm: LLMClient, question: str, hits: list[Recalled], core: str) 
             if index == 0:
                 return None
             continue
-        said = "; ".join(answers).lower()
-        if answer and answer.lower() not in said and (index == 0 or grounded(answer, memory)):
+        said = set(_words("; ".join(answers)))
+        new = answer and not set(_words(answer)) <= said
+        if new and (index == 0 or grounded(answer, memory)):
             answers.append(answer)
     answer = "; ".join(answers)
     return Reading(answer, grounded(answer, memory))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
 
 
 def _read_one(llm: LLMClient, question: str, records: list[str], core: str) -> str | None:

@@ -172,22 +172,29 @@ def users_words(note: str) -> list[str]:
 
 
 def fit_note(
-    hits: list[Recalled], fits: Callable[[str], bool], reading: str | None = None
+    hits: list[Recalled],
+    fits: Callable[[str], bool],
+    reading: str | None = None,
+    request: bool = False,
 ) -> tuple[list[Recalled], str] | None:
     """The note for as many of `hits` (best first) as `fits` allows, with the hits it shows;
     None if not even one fits. `reading` is what the reading call (engine.reading) answered
     from them for the user's question: "" where it found no answer, None where none was made.
     A reading is noted even with no hit to show: the model sees the records it read already
-    (all in view), but not what the reading made of them."""
-    least = 0 if reading is not None else 1
+    (all in view), but not what the reading made of them. `request`: the message asks for
+    help or advice (engine.reading.asks_for_help), so memory not answering it is no reason to
+    say "I don't know"."""
+    # ... but not a request's "nothing found": noted with no hit, "Which library would you
+    # recommend?" had the model ask it back ("Which Python library would you recommend?")
+    least = 0 if reading is not None and (reading or not request) else 1
     for count in range(len(hits), least - 1, -1):
-        note = _note(hits[:count], reading)
+        note = _note(hits[:count], reading, request)
         if fits(note):
             return hits[:count], note
     return None
 
 
-def _note(hits: list[Recalled], reading: str | None) -> str:
+def _note(hits: list[Recalled], reading: str | None, request: bool = False) -> str:
     if hits:
         lines = [
             f"{PAGE_IN_PREFIX} Found in your memory for the user's message (best match first; "
@@ -203,6 +210,13 @@ def _note(hits: list[Recalled], reading: str | None) -> str:
         lines.append(
             f"Read from memory, the answer to the user's question is: {reading}. "
             "Reply with just that answer, as the assistant."
+        )
+    elif reading is not None and request:
+        # Told it may not know, the model answered "Which library would you recommend?" with
+        # "I'm not sure which Python library would be best".
+        lines.append(
+            "Memory holds nothing that answers the user's message, and it asks for help: help "
+            "as the assistant."
         )
     elif reading is not None:
         # Told only "otherwise say you don't know", the model declined requests for help as

@@ -649,3 +649,24 @@ def test_page_in_leaves_out_the_models_own_memory_edits(store):
     (prompt,) = prompts
     assert prompt.count("I live in Tampere") == 1  # once, with its reply
     assert "core_memory_append" not in prompt
+
+
+def test_a_request_memory_has_nothing_for_is_noted_as_one_to_help_with(store):
+    reader, _ = reads("not in memory")
+    agent, client = make_agent(store, [call("send_message", message="FastAPI suits it.")])
+    client._reader = reader
+    old_exchange(agent, "I'm starting a REST API for our kiosk.", "Sounds fun!")
+    r = agent.step("Which Python library would you recommend for the kiosk?")
+    (note,) = page_in_notes(agent)
+    assert "it asks for help: help as the assistant" in note
+    assert "don't know" not in note  # told it may not know, the model said it was not sure
+    assert r.message == "FastAPI suits it."
+
+
+def test_a_request_memory_has_nothing_for_and_no_hit_to_show_gets_no_note(store):
+    reader, prompts = reads("not in memory")
+    agent, client = make_agent(store, [call("send_message", message="FastAPI suits it.")])
+    client._reader = reader
+    agent.recall.add(agent.session_id, "user", "I'm starting a REST API for our inventory.", 10)
+    agent.step("Which Python library would you recommend for it?")
+    assert len(prompts) == 1 and page_in_notes(agent) == []

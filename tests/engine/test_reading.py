@@ -15,6 +15,7 @@ from engine.reading import (
     WHEN_HINT,
     Reading,
     asks,
+    asks_for_help,
     asks_when,
     clean_answer,
     grounded,
@@ -173,6 +174,7 @@ def test_a_question_of_two_things_is_read_whole_then_its_later_part_alone():
         ("Brightwater Robotics", "Brightwater Robotics"),  # the whole reading gave it already
         ("not in memory", "Brightwater Robotics"),
         ("Kestrel Systems", "Brightwater Robotics"),  # not memory's words: left out
+        ("brightwater robotics.", "Brightwater Robotics"),  # the same words
     ],
 )
 def test_a_later_part_adds_only_a_new_answer_from_memory(later, shown):
@@ -184,3 +186,21 @@ def test_a_later_part_adds_only_a_new_answer_from_memory(later, shown):
     question = "Where do I work at the moment, and what's my role there?"
     reading = read_answer(ScriptedClient(reader=reader), question, hits, "")
     assert reading is not None and reading.answer == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "helps"),
+    [
+        ("Which Python library would you recommend for it?", True),
+        ("How do I descale a kettle with citric acid?", True),
+        ("Any tips for the first-day drop-off?", True),
+        ("What should I pack for a week in Iceland in January?", True),
+        ("What's a quick weeknight dinner with chickpeas?", True),
+        ("What library did you recommend back in our first chat?", False),  # the past: memory
+        ("How do I like my coffee?", False),  # a preference, not a how-to
+        ("Which hotel am I staying at in Reykjavik?", False),
+        ("When did Caroline go to the LGBTQ support group?", False),
+    ],
+)
+def test_a_request_for_help_is_told_from_a_question_about_memory(text, helps):
+    assert asks_for_help(text) is helps
