@@ -618,10 +618,17 @@ def test_the_reading_reads_the_messages_in_view_too_and_the_note_leaves_them_out
     assert "the answer to the user's question is: Porto." in note
 
 
-def test_a_reading_that_finds_nothing_in_view_is_noted_so_the_model_does_not_invent(store):
-    reader, _ = reads("not in memory")
-    agent, client = make_agent(store, [call("send_message", message="I don't know.")])
+def reading_agent(store, answer: str, reply: str):
+    """An agent whose reader answers `answer` and whose model replies `reply`; its reader's
+    prompts."""
+    reader, prompts = reads(answer)
+    agent, client = make_agent(store, [call("send_message", message=reply)])
     client._reader = reader
+    return agent, client, prompts
+
+
+def test_a_reading_that_finds_nothing_in_view_is_noted_so_the_model_does_not_invent(store):
+    agent, client, _ = reading_agent(store, "not in memory", "I don't know.")
     agent.recall.add(agent.session_id, "user", "I fly to Reykjavik on January 9th.", 10)
     agent.step("Which hotel am I staying at in Reykjavik?")
     (note,) = page_in_notes(agent)
@@ -631,9 +638,7 @@ def test_a_reading_that_finds_nothing_in_view_is_noted_so_the_model_does_not_inv
 
 
 def test_page_in_leaves_out_the_models_own_memory_edits(store):
-    reader, prompts = reads("Tampere")
-    agent, client = make_agent(store, [call("send_message", message="Tampere.")])
-    client._reader = reader
+    agent, _, prompts = reading_agent(store, "Tampere", "Tampere.")
     old_exchange(agent, "I live in Tampere and take the tram.", "Tampere is lovely.")
     edit = {"tool": "core_memory_append", "arguments": {"label": "human", "content": "Tampere"}}
     agent.recall.add(
@@ -652,9 +657,7 @@ def test_page_in_leaves_out_the_models_own_memory_edits(store):
 
 
 def test_a_request_memory_has_nothing_for_is_noted_as_one_to_help_with(store):
-    reader, _ = reads("not in memory")
-    agent, client = make_agent(store, [call("send_message", message="FastAPI suits it.")])
-    client._reader = reader
+    agent, _, _ = reading_agent(store, "not in memory", "FastAPI suits it.")
     old_exchange(agent, "I'm starting a REST API for our kiosk.", "Sounds fun!")
     r = agent.step("Which Python library would you recommend for the kiosk?")
     (note,) = page_in_notes(agent)
@@ -664,9 +667,7 @@ def test_a_request_memory_has_nothing_for_is_noted_as_one_to_help_with(store):
 
 
 def test_a_request_memory_has_nothing_for_and_no_hit_to_show_gets_no_note(store):
-    reader, prompts = reads("not in memory")
-    agent, client = make_agent(store, [call("send_message", message="FastAPI suits it.")])
-    client._reader = reader
+    agent, _, prompts = reading_agent(store, "not in memory", "FastAPI suits it.")
     agent.recall.add(agent.session_id, "user", "I'm starting a REST API for our inventory.", 10)
     agent.step("Which Python library would you recommend for it?")
     assert len(prompts) == 1 and page_in_notes(agent) == []
