@@ -327,13 +327,17 @@ class KnowledgeGraph:
 
     def _linked(self, facts: list[Fact]) -> list[int]:
         """The entities at either end of `facts`, in order."""
+        if not facts:
+            return []
+        marks = ",".join("?" * len(facts))
+        rows = self.store.query(
+            f"SELECT id, subject_id, object_id FROM facts WHERE id IN ({marks})",
+            tuple(f.id for f in facts),
+        )
+        ends = {int(r[0]): (int(r[1]), int(r[2])) for r in rows}
         ids: list[int] = []
         for fact in facts:
-            row = self.store.query_one(
-                "SELECT subject_id, object_id FROM facts WHERE id = ?", (fact.id,)
-            )
-            if row is not None:
-                ids += [int(i) for i in row if int(i) not in ids]
+            ids += [i for i in ends.get(fact.id, ()) if i not in ids]
         return ids
 
     # -- internals ---------------------------------------------------------------------------
