@@ -66,7 +66,7 @@ from engine.types import Assists, ChatMessage
 from models.fetch import model_path
 
 SCENARIOS = Path(__file__).with_name("memory_qa_scenarios.json")
-BEGIN, END = "<!-- memory_qa:begin -->", "<!-- memory_qa:end -->"
+BEGIN, END = "<!-- memory_qa_table:begin -->", "<!-- memory_qa_table:end -->"
 N_CTX = 4096
 THREADS = 2
 AGENT = "memex"
@@ -766,42 +766,107 @@ def _read_one(
 
 
 # -- the side-by-side table -------------------------------------------------------------------
+def measured_version() -> str:
+    """What a table cell was measured on: the git trees of the engine, the models' manifest and
+    this bench, with "+dirty" where any of them has uncommitted changes (never reused)."""
+    paths = ["engine", "models", "bench/memory_qa.py", "bench/memory_qa_scenarios.json"]
+    root = Path(__file__).resolve().parent.parent
+    trees = subprocess.run(
+        ["git", "rev-parse", *(f"HEAD:{p}" for p in paths)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if trees.returncode != 0:
+        return "unknown+dirty"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", *paths],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    version = "-".join(line[:8] for line in trees.stdout.split())
+    return version + ("+dirty" if dirty else "")
+
+
+def cell_command(args: argparse.Namespace, model: str, assists: str, what: str) -> list[str]:
+    command = [sys.executable, "-m", "bench.memory_qa", what, "--model", model]
+    command += ["--assists", assists, "--json"]
+    if what == "seed":
+        command += ["--runs", str(args.runs)]
+    if what == "locomo":
+        command += [str(args.locomo), "--sample", str(args.sample), "--mode", args.mode]
+    return command
+
+
+def cell_key(args: argparse.Namespace, model: str, assists: str, what: str) -> str:
+    """A cell is one part for one configuration, with the settings that change its figures."""
+    settings = {"seed": f"runs={args.runs}", "scenarios": ""}.get(
+        what, f"sample={args.sample} mode={args.mode}"
+    )
+    return f"{model} {assists} {what} {settings}".strip()
+
+
+def load_cells(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise SystemExit(
+            f"--cells {path}: cannot read it ({e}); move it away to start afresh"
+        ) from None
+
+
 def run_table(args: argparse.Namespace) -> None:
+    """Each cell in its own process, one after the other. A cell is saved to --cells as soon as
+    it is measured, and a later run reuses it if the engine and bench are unchanged, so a table
+    of hours can be measured over several sittings and survives a stop halfway."""
+    version = measured_version()
+    cells = load_cells(args.cells)
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for model in args.models.split(","):
         for assists in args.assists.split(","):
-            key = (model, assists)
             entry: dict[str, Any] = {}
             for what in args.parts.split(","):
-                command = [sys.executable, "-m", "bench.memory_qa", what, "--model", model]
-                command += ["--assists", assists, "--json"]
-                if what == "seed":
-                    command += ["--runs", str(args.runs)]
-                if what == "locomo":
-                    command += [str(args.locomo), "--sample", str(args.sample), "--mode", args.mode]
-                print(f"== {model} {assists} {what}", file=sys.stderr, flush=True)
+                key = cell_key(args, model, assists, what)
+                kept = cells.get(key)
+                if kept and kept["version"] == version and not version.endswith("+dirty"):
+                    print(f"== {key}: kept from {kept['date']}", file=sys.stderr, flush=True)
+                    entry[what] = kept["result"]
+                    continue
+                print(f"== {key}", file=sys.stderr, flush=True)
+                command = cell_command(args, model, assists, what)
                 started = time.perf_counter()
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     raise SystemExit(f"{command} failed:\n{done.stderr[-3000:]}")
                 entry[what] = json.loads(done.stdout.strip().splitlines()[-1])
                 entry[what]["wall_s"] = time.perf_counter() - started
-            results[key] = entry
-    dump = Path(tempfile.gettempdir()) / "memex-memory-qa.json"
-    dump.write_text(json.dumps({f"{m} {a}": v for (m, a), v in results.items()}, indent=1))
-    section = render_table(args, results)
+                cells[key] = {
+                    "version": version,
+                    "date": dt.datetime.now().isoformat(timespec="minutes"),
+                    "result": entry[what],
+                }
+                args.cells.write_text(json.dumps(cells, indent=1))
+            results[(model, assists)] = entry
+    section = render_table(args, results, version)
     print(section)
-    print(f"(every reply: {dump})", file=sys.stderr)
+    print(f"(every reply: {args.cells})", file=sys.stderr)
     if args.write:
         from bench.report import write_section
 
         write_section(section, BEGIN, END)
 
 
-def render_table(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, Any]]) -> str:
+def render_table(
+    args: argparse.Namespace, results: dict[tuple[str, str], dict[str, Any]], version: str
+) -> str:
     lines = [
         BEGIN,
-        "## Answer quality (`python -m bench.memory_qa table`)",
+        "### Every model x option (`python -m bench.memory_qa table`)",
         "",
         f"`python -m bench.memory_qa table --models {args.models} --assists {args.assists} "
         f"--parts {args.parts}"
@@ -811,7 +876,8 @@ def render_table(args: argparse.Namespace, results: dict[tuple[str, str], dict[s
             else ""
         )
         + f" --write`, {dt.date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
-        f"{THREADS} model threads, n_ctx {N_CTX}. One run, one configuration at a time.",
+        f"{THREADS} model threads, n_ctx {N_CTX}, engine and bench trees {version}. One run, "
+        "one configuration at a time, each alone on the machine.",
         "",
     ]
     header = "| model | assists |"
@@ -923,6 +989,12 @@ def main(argv: list[str] | None = None) -> None:
     table.add_argument("--sample", type=int, default=150)
     table.add_argument("--mode", choices=("archival", "recall"), default="archival")
     table.add_argument("--write", action="store_true")
+    table.add_argument(
+        "--cells",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "memex-memory-qa-cells.json",
+        help="where measured cells are kept and reused from (every reply is in them)",
+    )
     args = parser.parse_args(argv)
 
     if args.what == "table":
