@@ -34,6 +34,7 @@ from engine.tools.memory_tools import MemoryTool
 from engine.tools.registry import tool_specs
 from engine.tools.reply_checks import (
     asks_back,
+    declines,
     echoes,
     in_users_voice,
     only_questions,
@@ -79,6 +80,10 @@ REPEATED_REPLY = (
 ECHOED_MESSAGE = (
     "your reply only repeats the user's message, or asks their question back: answer it in "
     "your own words (from core memory and the memory found for it, or say you don't know)."
+)
+DECLINED_REQUEST = (
+    "the user asks for your help, and it is yours to give: help with what they ask now (draft, "
+    "list, explain or suggest, in a few sentences), as the assistant."
 )
 VOICED = (
     "Message sent as {sent!r}: the user's facts said to them ('you', 'your'), since they are "
@@ -639,9 +644,20 @@ class MemGPTAgent:
             if reason is None and repeated is not None:
                 message_id = next(i for i, t in earlier if t == repeated)
                 reason = REPEATED_REPLY.format(id=message_id)
+        if reason is None and self.assists.help_requests:
+            reason = self._declined_request(text)
         if reason is not None:
             self._refused_replies += 1
         return reason
+
+    def _declined_request(self, reply: str) -> str | None:
+        """Why a reply that declines the user's request for help is written again, or None.
+        A 1.5B model answered "Can you help me draft a kickoff agenda?" with "I'm sorry, I
+        can't assist with that.", and then every later message with the same words."""
+        asked = self._answering
+        if asked is None or not asks_for_help(asked.content) or not declines(reply):
+            return None
+        return DECLINED_REQUEST
 
     def _refused_save(self, call: ToolCall) -> str | None:
         """Why a core append in answer to a message that only asks is not saved, or None.

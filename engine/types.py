@@ -49,7 +49,9 @@ class Assists:
       note gives it (engine.reading);
     - direct_answer: for a message that only asks, and whose reading found the answer, that
       answer is the reply, sent by the engine with no model call (a small model told the answer
-      mostly wrapped it in a sentence of its own, often around the wrong fact).
+      mostly wrapped it in a sentence of its own, often around the wrong fact);
+    - help_requests: a reply that declines a message asking for help ("I'm sorry, I can't
+      assist with that." to "Can you help me draft an agenda?") is not sent.
     A refused reply goes back to the model as a tool error, at most MAX_REPLY_RETRIES a turn."""
 
     page_in: bool = True
@@ -59,6 +61,7 @@ class Assists:
     roles_prompt: bool = True
     reading: bool = True
     direct_answer: bool = True
+    help_requests: bool = True
 
     NAMES: ClassVar[tuple[str, ...]] = (
         "page_in",
@@ -68,6 +71,7 @@ class Assists:
         "roles_prompt",
         "reading",
         "direct_answer",
+        "help_requests",
     )
 
     @classmethod

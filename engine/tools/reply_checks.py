@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable
 _WORD = re.compile(r"[^\W\d_][\w'’-]*", re.UNICODE)
 _TOKEN = re.compile(r"\w+(?:'\w+)*", re.UNICODE)  # words and numbers, for sameness
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_FIRST_PERSON = re.compile(r"^\W*(i|i'm|i’m|i've|i’ve|i'd|i’d|i'll|i’ll|my|me|mine)\b", re.I)
 _SAYS_I = re.compile(r"\b(I|I'm|I’m|I've|I’ve|I'd|I’d|I'll|I’ll|[Mm]y|[Mm]e|[Mm]ine)\b")
 _SECOND_PERSON = re.compile(r"\b(you|your|you're|you’re|yours|you've|you’ve)\b", re.I)
 # words too common to tie a sentence to one fact of the user's
@@ -222,6 +221,18 @@ def asks_back(reply: str, asked: str) -> bool:
     return len(words) >= 2 and sum(w in theirs for w in words) * 4 >= len(words) * 3
 
 
+# "I'm sorry, I can't assist with that.": the stock refusal, here to a request it could help with
+_DECLINES = re.compile(
+    r"\b(can['’]?t|cannot|am unable to|am not able to|won['’]t be able to)\s+(assist|help)\b",
+    re.IGNORECASE,
+)
+
+
+def declines(reply: str) -> bool:
+    """Whether `reply` declines to help ("I can't assist with that", "I'm unable to help")."""
+    return bool(_DECLINES.search(reply.replace("I'm", "I am").replace("I’m", "I am")))
+
+
 def users_own_sentences(messages: Iterable[str]) -> str:
     """The first-person sentences of the user's messages, a line each: what the user said of
     themselves, which the assistant must not say of itself."""
@@ -324,9 +335,10 @@ def swap_person(text: str, to: str) -> str:
 
 # -- core memory ------------------------------------------------------------------------------
 def first_person_lines(content: str) -> list[str]:
-    """Lines of `content` written as "I ..." / "My ...": in the 'human' block they read later as
-    the assistant's own facts (the model then says "I work at Acme")."""
-    return [line for line in content.splitlines() if _FIRST_PERSON.search(line)]
+    """Lines of `content` that speak in the first person ("I ...", "My ...", or later in the
+    line: "Project Marzipan is a billing rewrite. I'm the tech lead."): in the 'human' block
+    they read later as the assistant's own facts (the model then says "I work at Acme")."""
+    return [line for line in content.splitlines() if _SAYS_I.search(line)]
 
 
 def in_third_person(content: str) -> str:

@@ -155,6 +155,31 @@ def test_a_reply_asking_the_users_question_back_is_refused(store):
     assert "only repeats the user's message" in client.history[1][-1].content
 
 
+def test_a_reply_declining_a_request_for_help_goes_back_to_the_model(store):
+    refusal = "I'm sorry, I can't assist with that."
+    agenda = "1. Goals (10 min) 2. Scope (15 min) 3. Risks (10 min) 4. Next steps (10 min)"
+    agent, client = make_agent(
+        store,
+        [call("send_message", message=refusal), call("send_message", message=agenda)],
+    )
+    r = agent.step("Can you help me draft a 45-minute kickoff meeting agenda?")
+    assert r.message == agenda
+    assert "asks for your help" in client.history[1][-1].content
+
+
+def test_a_decline_is_sent_where_nothing_was_asked_for_or_the_check_is_off(store):
+    refusal = "I'm sorry, I can't help with that."
+    agent, _ = make_agent(store, [call("send_message", message=refusal)])
+    assert agent.step("What did you recommend for my API last week?").message == refusal
+    other = "Sorry, I cannot assist with agendas."
+    agent, _ = make_agent(
+        store,
+        [call("send_message", message=other)],
+        assists=Assists().without("help_requests"),
+    )
+    assert agent.step("Can you help me draft an agenda?").message == other
+
+
 def test_a_reply_stating_the_users_fact_as_the_assistants_own_is_said_to_the_user(store):
     agent, client = make_agent(
         store,

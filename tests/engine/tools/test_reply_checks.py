@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.tools.reply_checks import (
     asks_back,
     claims_users_facts,
+    declines,
     first_person_lines,
     in_third_person,
     in_users_voice,
@@ -94,6 +95,12 @@ def test_core_lines_already_held_and_first_person_lines():
         "I prefer dark mode",
         "My cat is Miso",
     ]
+    # the first person later in the line is the user's too (a 1.5B model saved this line)
+    saved = "Project Marzipan is a billing rewrite. I'm the tech lead and Ola is the PM."
+    assert first_person_lines(f"{saved}\nLikes Imagine Dragons") == [saved]
+    assert in_third_person(saved) == (
+        "Project Marzipan is a billing rewrite. They're the tech lead and Ola is the PM."
+    )
 
 
 def test_names_a_replace_puts_in():
@@ -125,3 +132,11 @@ def test_untold_words_are_the_numbers_and_uncommon_words_a_line_adds_to_the_mess
     assert untold_words("They live in Tampere.", "Which city do I live in now?") == ["Tampere"]
     assert untold_words("Sister: Ingrid", "Can you remember that my sister is Ingrid?") == []
     assert untold_words("Pays for the Pottery course", asked) == []  # stems and case aside
+
+
+def test_a_reply_declining_to_help_is_told_apart():
+    assert declines("I'm sorry, I can't assist with that. What else would you like to know?")
+    assert declines("I’m unable to help with drafting agendas.")
+    assert declines("I cannot help you there.")
+    assert not declines("Sure, I can help! Here is a draft.")
+    assert not declines("You can't go wrong with Flask.")
