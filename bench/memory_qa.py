@@ -5,7 +5,7 @@
     python -m bench.memory_qa locomo PATH [--mode archival|recall] [--sample 150] [--seed 0]
     python -m bench.memory_qa reader PATH [--context gold|retrieved] [--sample 150] [--seed 0]
     python -m bench.memory_qa table [--models chat,fast] [--assists all,none,...]
-                                    [--locomo PATH --sample N] [--write]
+                                    [--locomo PATH --sample N] [--cells FILE] [--write]
 
 - seed: the README's example. Session 1 in one process, session 2 in a new process on the same
   file; five facts (name, the library it recommended, ship date, who owns auth, employer).
@@ -25,7 +25,8 @@
   phrase"). What the model can answer at best when the right turns are in front of it: the
   ceiling the agent's F1 is measured against.
 - table: every model x assists configuration above, each in its own process one after the
-  other (real-model runs must run alone), side by side.
+  other (real-model runs must run alone), side by side. Each measured cell is kept in --cells
+  and reused by a later run while the engine and bench are unchanged (run_table).
 
 `--assists` is "all", "none", or "all-NAME[-NAME...]" (all on but those): see engine.types.Assists.
 """
