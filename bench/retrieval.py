@@ -14,8 +14,12 @@ Methods:
 - rrf60: the two fused by reciprocal rank with Cormack et al.'s constant 60, nothing more (the
   engine's search until 2026-12-04);
 - fused: the same with the engine's constant (engine.memory.search.RRF_K);
-- hybrid: what archival_memory_search ranks by (engine.memory.search.HybridIndex.ranked): the
-  fusion, each passage then scored with its neighbours in one text.
+- near1: the fusion, each passage then gaining 0.25 of the better score of the passages just
+  before and after it in one text (the engine's search from 2026-12-04 to 2026-12-07);
+- near2: the same, and 0.1 of the better of the passages two places away;
+- hybrid: what archival_memory_search ranks by (engine.memory.search.HybridIndex.ranked): near2,
+  and each passage then gaining a share of the best score of its text (engine.memory.search,
+  NEIGHBOUR_SHARES and TEXT_SHARE).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 
 from bench.memory_qa import locomo_turns
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
-from engine.memory.search import fuse
+from engine.memory.search import best_first, fuse, fused_scores, with_context
 from engine.store.db import Store, now_iso, open_store
 from engine.store.embed import Embedder
 from models.fetch import model_path
@@ -59,6 +63,15 @@ def _fused(archival: ArchivalMemory, query: str) -> list[int]:
     return fuse(_bm25(archival, query), _vector(archival, query))
 
 
+def _in_text(shares: tuple[float, ...], text_share: float) -> Method:
+    def ranked(archival: ArchivalMemory, query: str) -> list[int]:
+        scores = fused_scores(_bm25(archival, query), _vector(archival, query))
+        texts = PASSAGE_INDEX.texts(archival.store, scores)
+        return best_first(with_context(scores, texts, shares, text_share))
+
+    return ranked
+
+
 def _hybrid(archival: ArchivalMemory, query: str) -> list[int]:
     return archival.ranked(query)
 
@@ -68,6 +81,8 @@ METHODS: dict[str, Method] = {
     "vector": _vector,
     "rrf60": _rrf60,
     "fused": _fused,
+    "near1": _in_text((0.25,), 0.0),
+    "near2": _in_text((0.25, 0.1), 0.0),
     "hybrid": _hybrid,
 }
 

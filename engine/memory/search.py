@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,10 +35,16 @@ TEXT_DOCUMENT_BUDGET = 2_000
 TEXT_HITS = 1_000  # documents BM25 returns for fusion
 VECTOR_CANDIDATES = 100  # nearest neighbours considered per query
 # A conversation's turn, or a document's part, means little alone: the answer to a question is
-# often the reply to the turn that matched it. So an entry gains this share of the better score
-# of the entries stored just before and after it in the same text (bench/retrieval.py: LoCoMo
-# R@10 0.684 -> 0.724 at 0.25; more moves R@10 little and costs R@1).
-NEIGHBOUR_SHARE = 0.25
+# often the reply to the turn that matched it, or said a few turns on in the same talk. So an
+# entry gains shares of the scores around it in its text (HybridIndex.thread_sql: one thread,
+# found entries stored within NEIGHBOUR_GAP of each other):
+# - NEIGHBOUR_SHARES[d - 1] of the better score of the entries d places before and after it;
+# - TEXT_SHARE of the best score in its text: the talk or document that matched most.
+# bench/retrieval.py, LoCoMo's 760 questions: R@5 0.738 -> 0.758, R@10 0.824 -> 0.847 against
+# one neighbour each side at 0.25 and no share of the text (R@10 0.684 -> 0.724 came from that
+# one neighbour, with MiniLM); each of the two additions alone gave about half of it.
+NEIGHBOUR_SHARES = (0.25, 0.1)
+TEXT_SHARE = 0.2
 NEIGHBOUR_GAP = dt.timedelta(hours=1)  # entries stored further apart are not one text
 _WORD = re.compile(r"\w+", re.UNICODE)
 _BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memex-query-embed")
@@ -105,14 +113,43 @@ def fuse(text_ids: Sequence[int], vector_ids: Sequence[int], k: int = RRF_K) -> 
     return best_first(fused_scores(text_ids, vector_ids, k))
 
 
-def with_neighbours(scores: dict[int, float], pairs: Sequence[tuple[int, int]]) -> dict[int, float]:
-    """Each id's score plus NEIGHBOUR_SHARE of the better score of its neighbours in `pairs`
-    (ids next to each other in one text)."""
-    best_neighbour: dict[int, float] = {}
-    for first, second in pairs:
-        for item, other in ((first, second), (second, first)):
-            best_neighbour[item] = max(best_neighbour.get(item, 0.0), scores.get(other, 0.0))
-    return {item: s + NEIGHBOUR_SHARE * best_neighbour.get(item, 0.0) for item, s in scores.items()}
+def texts_of(placed: dict[int, tuple[str, dt.datetime]]) -> list[list[int]]:
+    """Ids grouped into the texts they belong to, given each one's (thread, stored at): one
+    thread, split where two of them were stored more than NEIGHBOUR_GAP apart."""
+    threads: dict[str, list[int]] = defaultdict(list)
+    for item, (thread, _) in placed.items():
+        threads[thread].append(item)
+    texts: list[list[int]] = []
+    for items in threads.values():
+        items.sort(key=lambda item: (placed[item][1], item))
+        texts.append([items[0]])
+        for before, item in itertools.pairwise(items):
+            if placed[item][1] - placed[before][1] > NEIGHBOUR_GAP:
+                texts.append([])
+            texts[-1].append(item)
+    return texts
+
+
+def with_context(
+    scores: dict[int, float],
+    texts: Sequence[Sequence[int]],
+    neighbour_shares: Sequence[float] = NEIGHBOUR_SHARES,
+    text_share: float = TEXT_SHARE,
+) -> dict[int, float]:
+    """Each id's score plus shares of the scores around it in its text (see NEIGHBOUR_SHARES):
+    of its neighbours d places before and after it (ids next to each other in one text), then
+    of the best of its text so scored. An id in no text keeps its score."""
+    boosted = dict(scores)
+    for text in texts:
+        members = set(text)
+        for item in text:
+            for distance, share in enumerate(neighbour_shares, 1):
+                near = (item - distance, item + distance)
+                boosted[item] += share * max((scores[o] for o in near if o in members), default=0)
+        best = max(boosted[item] for item in text)
+        for item in text:
+            boosted[item] += text_share * best
+    return boosted
 
 
 @dataclass(frozen=True)
@@ -155,7 +192,8 @@ class HybridIndex:
     `text_sql` takes (match expression, agent id) and returns ids, its FTS5 table aliased `f`;
     the order and limit are added per query. `thread_sql`, where a tier has it, takes a JSON
     array of ids and returns (id, thread, created_at) for them: entries with ids next to each
-    other in one thread, stored within NEIGHBOUR_GAP, are neighbours in one text.
+    entries of one thread stored within NEIGHBOUR_GAP of each other are one text, and ids next
+    to each other in it are neighbours (see NEIGHBOUR_SHARES).
     """
 
     text_sql: str
@@ -175,24 +213,15 @@ class HybridIndex:
                 vector = embedding.result()
         scores = fused_scores(text_hits, self.vector_hits_for(store, agent_id, vector))
         if self.thread_sql is not None:
-            scores = with_neighbours(scores, self.neighbours(store, scores))
+            scores = with_context(scores, self.texts(store, scores))
         return best_first(scores)
 
-    def neighbours(self, store: Store, scores: dict[int, float]) -> list[tuple[int, int]]:
-        """The pairs of candidates that are neighbours in one text (see `thread_sql`)."""
-        ids = {item for item in scores if item + 1 in scores}
-        ids |= {item + 1 for item in ids}
-        if not ids or self.thread_sql is None:
+    def texts(self, store: Store, ids: Iterable[int]) -> list[list[int]]:
+        """`ids` grouped into the texts they belong to (see `thread_sql` and texts_of)."""
+        if self.thread_sql is None:
             return []
         rows = store.query(self.thread_sql, (json.dumps(sorted(ids)),))
-        meta = {r[0]: (r[1], dt.datetime.fromisoformat(r[2])) for r in rows}
-        pairs = []
-        for item in sorted(ids):
-            if item in meta and item + 1 in meta:
-                (thread, when), (next_thread, next_when) = meta[item], meta[item + 1]
-                if thread == next_thread and abs(next_when - when) <= NEIGHBOUR_GAP:
-                    pairs.append((item, item + 1))
-        return pairs
+        return texts_of({r[0]: (r[1], dt.datetime.fromisoformat(r[2])) for r in rows})
 
     def text_hits_for(self, store: Store, agent_id: int, query: str) -> list[int]:
         words, rankable = selective_words(store, self.fts_table, _WORD.findall(query.lower()))

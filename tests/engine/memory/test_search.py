@@ -8,7 +8,14 @@ import pytest
 
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.recall import RecallMemory
-from engine.memory.search import NEIGHBOUR_SHARE, fts_query, fuse, paginate, with_neighbours
+from engine.memory.search import (
+    NEIGHBOUR_SHARES,
+    TEXT_SHARE,
+    fts_query,
+    fuse,
+    paginate,
+    with_context,
+)
 
 
 def _agent(store) -> int:
@@ -25,16 +32,30 @@ def test_fts_query_is_safe_for_any_text() -> None:
     assert fuse([1, 2, 3], [3, 1])[:2] == [1, 3]
 
 
-def test_an_entry_gains_a_share_of_its_better_neighbours_score() -> None:
-    scores = {1: 0.5, 2: 0.1, 3: 0.2, 7: 0.3}
-    boosted = with_neighbours(scores, [(1, 2), (2, 3)])
-    assert boosted[2] == pytest.approx(0.1 + NEIGHBOUR_SHARE * 0.5)  # the better of 1 and 3
-    assert boosted[1] == pytest.approx(0.5 + NEIGHBOUR_SHARE * 0.1)
-    assert boosted[3] == pytest.approx(0.2 + NEIGHBOUR_SHARE * 0.1)
-    assert boosted[7] == 0.3  # no neighbour among the candidates
+def test_an_entry_gains_shares_of_its_neighbours_and_of_the_best_of_its_text() -> None:
+    near, far = NEIGHBOUR_SHARES
+    scores = {1: 0.5, 2: 0.1, 3: 0.2, 4: 0.05, 7: 0.3}
+    boosted = with_context(scores, [[1, 2, 3, 4], [7]])
+    # 2: the better of 1 and 3 beside it, 4 two places away
+    two = 0.1 + near * 0.5 + far * 0.05
+    one = 0.5 + near * 0.1 + far * 0.2
+    assert boosted[2] == pytest.approx(two + TEXT_SHARE * one)  # 1 is the best of the text
+    assert boosted[1] == pytest.approx(one + TEXT_SHARE * one)
+    assert boosted[4] == pytest.approx(0.05 + near * 0.2 + far * 0.1 + TEXT_SHARE * one)
+    assert boosted[7] == pytest.approx(0.3 * (1 + TEXT_SHARE))  # a text of its own
+    assert with_context(scores, [[1, 2, 3, 4]])[7] == 0.3  # in no text
 
 
-def test_passages_are_neighbours_only_next_to_each_other_in_one_source_and_hour(store) -> None:
+def test_a_reply_that_repeats_no_word_of_the_question_is_lifted_by_its_text() -> None:
+    """The turn that answers ("It was Matt Patterson") shares no word with the question; the
+    turns of its talk that do lift it above a stray match elsewhere."""
+    scores = {10: 0.18, 12: 0.02, 40: 0.05}  # 10 matched; 12, two turns on, barely; 40 alone
+    ranked = sorted(with_context(scores, [[10, 12], [40]]).items(), key=lambda kv: -kv[1])
+    assert [item for item, _ in ranked] == [10, 12, 40]
+    assert sorted(scores, key=lambda k: -scores[k]) == [10, 40, 12]
+
+
+def test_passages_are_one_text_only_in_one_source_and_hour(store) -> None:
     archive = ArchivalMemory(store, _agent(store))
     noon = dt.datetime(2023, 5, 8, 12, 0, tzinfo=dt.UTC)
     turns = archive.insert_many(
@@ -48,10 +69,9 @@ def test_passages_are_neighbours_only_next_to_each_other_in_one_source_and_hour(
         source="chat",
         created_at=[noon + dt.timedelta(days=2), noon + dt.timedelta(days=2, minutes=1)],
     )
-    scores = dict.fromkeys([*turns, other_source, *days_later], 1.0)
-    pairs = PASSAGE_INDEX.neighbours(store, scores)
-    assert pairs == [tuple(turns), tuple(days_later)]
-    assert PASSAGE_INDEX.neighbours(store, {turns[1]: 1.0, other_source: 1.0}) == []
+    texts = PASSAGE_INDEX.texts(store, [*turns, other_source, *days_later])
+    assert sorted(texts) == sorted([turns, [other_source], days_later])
+    assert PASSAGE_INDEX.texts(store, [turns[1], other_source]) == [[turns[1]], [other_source]]
 
 
 def test_page_header() -> None:
