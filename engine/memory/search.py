@@ -191,9 +191,9 @@ class HybridIndex:
 
     `text_sql` takes (match expression, agent id) and returns ids, its FTS5 table aliased `f`;
     the order and limit are added per query. `thread_sql`, where a tier has it, takes a JSON
-    array of ids and returns (id, thread, created_at) for them: entries with ids next to each
-    entries of one thread stored within NEIGHBOUR_GAP of each other are one text, and ids next
-    to each other in it are neighbours (see NEIGHBOUR_SHARES).
+    array of ids and returns (id, thread, created_at) for them: entries of one thread stored
+    within NEIGHBOUR_GAP of each other are one text, and ids next to each other in it are
+    neighbours (see NEIGHBOUR_SHARES).
     """
 
     text_sql: str

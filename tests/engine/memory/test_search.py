@@ -47,8 +47,8 @@ def test_an_entry_gains_shares_of_its_neighbours_and_of_the_best_of_its_text() -
 
 
 def test_a_reply_that_repeats_no_word_of_the_question_is_lifted_by_its_text() -> None:
-    """The turn that answers ("It was Matt Patterson") shares no word with the question; the
-    turns of its talk that do lift it above a stray match elsewhere."""
+    """The turn that answers (a name, said two turns after the one that matched) shares no
+    word with the question; the turns of its talk that do lift it above a stray match."""
     scores = {10: 0.18, 12: 0.02, 40: 0.05}  # 10 matched; 12, two turns on, barely; 40 alone
     ranked = sorted(with_context(scores, [[10, 12], [40]]).items(), key=lambda kv: -kv[1])
     assert [item for item, _ in ranked] == [10, 12, 40]
