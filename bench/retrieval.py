@@ -1,12 +1,15 @@
 """Retrieval quality: does the search find the evidence? Real embedder, real memory file, no chat model.
 
     python -m bench.retrieval PATH [--methods bm25,vector,hybrid] [--conversations 0,1,...]
-        [--embedder embed|minilm]
+        [--embedder embed|minilm] [--tier archival|recall]
 
 PATH is the LoCoMo dev set (CC BY-NC, read from PATH, never copied here). Each conversation's
-turns go into a memory file as archival passages "[date] Speaker: text", as bench.memory_qa
-stores them; every question of categories 1-4 is searched, and a hit is an evidence turn among
-the first k results. Prints R@1/5/10 and MRR per method and category, and the query time.
+turns go into a memory file as bench.memory_qa stores them: with `--tier archival` (the
+default) as archival passages "[date] Speaker: text", searched as archival_memory_search
+searches; with `--tier recall` as the agent's past messages "Speaker: text" (the first speaker
+the user, the other the assistant, each dated), searched as conversation_search searches.
+Every question of categories 1-4 is searched, and a hit is an evidence turn among the first k
+results. Prints R@1/5/10 and MRR per method and category, and the query time.
 
 Methods:
 - bm25: FTS5 BM25 alone (the engine's word search, its selective words);
@@ -17,7 +20,7 @@ Methods:
 - near1: the fusion, each passage then gaining 0.25 of the better score of the passages just
   before and after it in one text (the engine's search from 2026-12-04 to 2026-12-07);
 - near2: the same, and 0.1 of the better of the passages two places away;
-- hybrid: what archival_memory_search ranks by (engine.memory.search.HybridIndex.ranked): near2,
+- hybrid: what the tier's search ranks by (engine.memory.search.HybridIndex.ranked): near2,
   and each passage then gaining a share of the best score of its text (engine.memory.search,
   NEIGHBOUR_SHARES and TEXT_SHARE).
 """
@@ -32,48 +35,63 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.memory_qa import locomo_turns
+from bench.memory_qa import Turn, locomo_turns
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
-from engine.memory.search import best_first, fuse, fused_scores, with_context
+from engine.memory.recall import MESSAGE_INDEX, RecallMemory
+from engine.memory.search import HybridIndex, best_first, fuse, fused_scores, with_context
 from engine.store.db import Store, now_iso, open_store
 from engine.store.embed import Embedder
+from engine.types import Role
 from models.fetch import model_path
 
 CUTOFFS = (1, 5, 10)
-Method = Callable[[ArchivalMemory, str], list[int]]
+TIERS = ("archival", "recall")
 
 
-def _bm25(archival: ArchivalMemory, query: str) -> list[int]:
-    return PASSAGE_INDEX.text_hits_for(archival.store, archival.agent_id, query)
+@dataclass(frozen=True)
+class Searched:
+    """One agent's tier in a memory file, as the methods search it."""
+
+    store: Store
+    agent_id: int
+    index: HybridIndex
 
 
-def _vector(archival: ArchivalMemory, query: str) -> list[int]:
-    vector = archival.store.embedder.embed_query(query)
-    return PASSAGE_INDEX.vector_hits_for(archival.store, archival.agent_id, vector)
+Method = Callable[[Searched, str], list[int]]
 
 
-def _rrf60(archival: ArchivalMemory, query: str) -> list[int]:
-    return fuse(_bm25(archival, query), _vector(archival, query), k=60)
+def _bm25(tier: Searched, query: str) -> list[int]:
+    return tier.index.text_hits_for(tier.store, tier.agent_id, query)
 
 
-def _fused(archival: ArchivalMemory, query: str) -> list[int]:
-    return fuse(_bm25(archival, query), _vector(archival, query))
+def _vector(tier: Searched, query: str) -> list[int]:
+    vector = tier.store.embedder.embed_query(query)
+    return tier.index.vector_hits_for(tier.store, tier.agent_id, vector)
+
+
+def _rrf60(tier: Searched, query: str) -> list[int]:
+    return fuse(_bm25(tier, query), _vector(tier, query), k=60)
+
+
+def _fused(tier: Searched, query: str) -> list[int]:
+    return fuse(_bm25(tier, query), _vector(tier, query))
 
 
 def _in_text(shares: tuple[float, ...], text_share: float) -> Method:
-    def ranked(archival: ArchivalMemory, query: str) -> list[int]:
-        scores = fused_scores(_bm25(archival, query), _vector(archival, query))
-        texts = PASSAGE_INDEX.texts(archival.store, scores)
+    def ranked(tier: Searched, query: str) -> list[int]:
+        scores = fused_scores(_bm25(tier, query), _vector(tier, query))
+        texts = tier.index.texts(tier.store, scores)
         return best_first(with_context(scores, texts, shares, text_share))
 
     return ranked
 
 
-def _hybrid(archival: ArchivalMemory, query: str) -> list[int]:
-    return archival.ranked(query)
+def _hybrid(tier: Searched, query: str) -> list[int]:
+    return tier.index.ranked(tier.store, tier.agent_id, query)
 
 
 METHODS: dict[str, Method] = {
@@ -87,17 +105,26 @@ METHODS: dict[str, Method] = {
 }
 
 
-def _new_agent(store: Store) -> int:
+def _new_agent(store: Store) -> tuple[int, int]:
+    """A bench agent and a session of it."""
     with store.atomic() as conn:
         conn.execute(
             "INSERT INTO agents(name, persona_json, created_at) VALUES ('bench', ?, ?)",
             (json.dumps({"name": "bench", "description": ""}), now_iso()),
         )
-        return int(conn.last_insert_rowid())
+        agent_id = int(conn.last_insert_rowid())
+        conn.execute(
+            "INSERT INTO sessions(agent_id, started_at) VALUES (?, ?)", (agent_id, now_iso())
+        )
+        return agent_id, int(conn.last_insert_rowid())
 
 
 def run(
-    path: Path, methods: list[str], conversations: list[int] | None, embedder_key: str = "embed"
+    path: Path,
+    methods: list[str],
+    conversations: list[int] | None,
+    embedder_key: str = "embed",
+    tier: str = "archival",
 ) -> dict[str, Any]:
     data = json.loads(path.read_text())
     embedder = Embedder(model_path(embedder_key))
@@ -107,29 +134,51 @@ def run(
             for index, sample in enumerate(data):
                 if conversations is not None and index not in conversations:
                     continue
-                rows += _conversation(Path(tmp) / f"c{index}.db", sample, methods, embedder)
+                rows += _conversation(Path(tmp) / f"c{index}.db", sample, methods, embedder, tier)
                 print(f"  conversation {index}: {len(rows)} questions", file=sys.stderr)
     finally:
         embedder.close()
     return {
         "embedder": embedder_key,
+        "tier": tier,
         "methods": methods,
         "questions": len(rows),
         "summary": summarise(rows, methods),
     }
 
 
-def _conversation(
-    path: Path, sample: dict[str, Any], methods: list[str], embedder: Embedder
-) -> list[dict[str, Any]]:
-    turns = locomo_turns(sample)
-    store = open_store(path, embedder=embedder)
-    try:
-        archival = ArchivalMemory(store, _new_agent(store))
-        ids = archival.insert_many(
+def _store_turns(
+    store: Store, turns: list[Turn], user: str, tier: str
+) -> tuple[Searched, dict[int, str]]:
+    """One conversation's turns stored in `tier` of a new agent (in recall, `user`'s turns as
+    the user's messages); the tier searched and row id -> dia_id."""
+    agent_id, session_id = _new_agent(store)
+    if tier == "archival":
+        ids = ArchivalMemory(store, agent_id).insert_many(
             [t.passage for t in turns], source="locomo", created_at=[t.when for t in turns]
         )
-        dia_of = dict(zip(ids, (t.dia_id for t in turns), strict=True))
+        return Searched(store, agent_id, PASSAGE_INDEX), dict(
+            zip(ids, (t.dia_id for t in turns), strict=True)
+        )
+    # as bench.memory_qa brings a conversation into recall (one session, each turn dated)
+    recall = RecallMemory(store, agent_id)
+    dia_of = {}
+    for turn in turns:
+        text = f"{turn.speaker}: {turn.text}"
+        role: Role = "user" if turn.speaker == user else "assistant"
+        # no chat model here to count tokens, and the search does not read the count
+        message = recall.add(session_id, role, text, 0, created_at=turn.when, in_context=False)
+        dia_of[message.id] = turn.dia_id
+    return Searched(store, agent_id, MESSAGE_INDEX), dia_of
+
+
+def _conversation(
+    path: Path, sample: dict[str, Any], methods: list[str], embedder: Embedder, tier: str
+) -> list[dict[str, Any]]:
+    store = open_store(path, embedder=embedder)
+    try:
+        user = sample["conversation"]["speaker_a"]
+        searched, dia_of = _store_turns(store, locomo_turns(sample), user, tier)
         rows = []
         for qa in sample["qa"]:
             if qa.get("category") not in (1, 2, 3, 4) or not qa.get("evidence"):
@@ -138,7 +187,7 @@ def _conversation(
             evidence = set(qa["evidence"])
             for name in methods:
                 start = time.perf_counter()
-                ranked = METHODS[name](archival, qa["question"])
+                ranked = METHODS[name](searched, qa["question"])
                 row[f"{name}_ms"] = (time.perf_counter() - start) * 1000
                 dias = [dia_of.get(i) for i in ranked]
                 row[name] = next((r for r, d in enumerate(dias, 1) if d in evidence), None)
@@ -174,7 +223,8 @@ CATEGORY_NAMES = {"1": "multi-hop", "2": "temporal", "3": "open-domain", "4": "s
 
 def render(result: dict[str, Any]) -> str:
     lines = [
-        f"{result['questions']} questions, embedder {result.get('embedder', 'embed')}",
+        f"{result['questions']} questions, embedder {result.get('embedder', 'embed')}, tier "
+        f"{result.get('tier', 'archival')}",
         "| method | group | R@1 | R@5 | R@10 | MRR | p50 ms |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -194,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--conversations", default=None, help="indexes, e.g. 0,1")
     parser.add_argument("--embedder", default="embed", help='"embed" (default) or "minilm"')
+    parser.add_argument("--tier", choices=TIERS, default="archival")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
@@ -201,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"--methods: unknown {sorted(unknown)}; known {sorted(METHODS)}")
     chosen = [int(c) for c in args.conversations.split(",")] if args.conversations else None
-    result = run(args.path, methods, chosen, args.embedder)
+    result = run(args.path, methods, chosen, args.embedder, args.tier)
     print(json.dumps(result) if args.json else render(result))
 
 

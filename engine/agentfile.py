@@ -37,7 +37,7 @@ from engine.agents import check_name
 from engine.errors import InvalidInput, MemexError
 from engine.memory.archival import ArchivalMemory
 from engine.memory.core import CoreMemoryError, check_label
-from engine.memory.recall import MESSAGE_INDEX, searchable_text
+from engine.memory.recall import MESSAGE_INDEX, embedded_text, searchable_text
 from engine.memory.search import vector_blob
 from engine.store.db import Store, now_iso
 from engine.types import Persona
@@ -522,7 +522,11 @@ class _MemexImport:
             if v is None and m["role"] in ("user", "assistant")
         ]
         fresh = iter(
-            self.store.embedder.embed([_search_text(m) for m in missing]) if missing else []
+            self.store.embedder.embed(
+                [embedded_text(_search_text(m), m["created_at"]) for m in missing]
+            )
+            if missing
+            else []
         )
         self.report.reembedded += len(missing)
         for m, vector in zip(messages, vectors, strict=True):
@@ -805,7 +809,8 @@ def _letta_messages(
     session_id = conn.last_insert_rowid()
     rows = [_letta_row(m) for m in messages]
     readable = [i for i, m in enumerate(messages) if m.role in ("user", "assistant")]
-    vectors = store.embedder.embed([rows[i][2] for i in readable]) if readable else []
+    texts = [embedded_text(rows[i][2], rows[i][4]) for i in readable]
+    vectors = store.embedder.embed(texts) if readable else []
     vector_of = dict(zip(readable, vectors, strict=True))
     first_in_view = max(0, len(messages) - LETTA_IN_CONTEXT)
     for i, (role, content, search, tool_call, created) in enumerate(rows):

@@ -9,7 +9,8 @@ from typing import Any
 
 from engine.memory.search import HybridIndex, Page, fts_query, paginate, vector_blob
 from engine.memory.vectors import VectorTable
-from engine.store.db import Store, iso_utc, now_iso
+from engine.memory.when import day
+from engine.store.db import Store, iso_utc
 from engine.types import Message, Role
 
 _COLUMNS = (
@@ -29,12 +30,30 @@ def searchable_text(content: str, tool_call: dict[str, Any] | None) -> str:
     return f"[{tool_call.get('tool')}] {values}".strip()
 
 
-# user and assistant messages only: tool results and system notes are not conversation
+def embedded_text(search_text: str, created_at: dt.datetime | str) -> str:
+    """What a message's vector is made of: its text after the day it was said ("[8 May 2023]
+    Ann: ..."), as its words are indexed beside that day (migration 6), so the embedder
+    places a message by when as well as by what. A time that is no time leaves the text
+    alone."""
+    try:
+        when = dt.datetime.fromisoformat(created_at) if isinstance(created_at, str) else created_at
+    except ValueError:
+        return search_text
+    return f"[{day(when)}] {search_text}"
+
+
+# User and assistant messages only: tool results and system notes are not conversation. A
+# message's text is its session, split where the talk paused for over an hour (NEIGHBOUR_GAP):
+# an imported conversation's turns are next to each other by id, as a document's passages are;
+# in a live chat a tool call and its result may sit between a message and its reply, and the
+# hit carries that reply with it in page-in anyway (RecallMemory.exchange_partner).
 MESSAGE_INDEX = HybridIndex(
     text_sql="SELECT m.id FROM messages_fts f JOIN messages m ON m.id = f.rowid"
     " WHERE messages_fts MATCH ? AND m.agent_id = ? AND m.role IN ('user', 'assistant')",
     fts_table="messages_fts",
     vectors=VectorTable("message_vectors"),
+    thread_sql="SELECT id, CAST(session_id AS TEXT), created_at FROM messages"
+    " WHERE id IN (SELECT value FROM json_each(?))",
 )
 
 
@@ -76,7 +95,12 @@ class RecallMemory:
         (default now) and `in_context` False are for history brought in from elsewhere: an
         earlier conversation, already out of view."""
         text = searchable_text(content, tool_call)
-        vector = self.store.embedder.embed_one(text) if role in ("user", "assistant") else None
+        created = created_at if created_at is not None else dt.datetime.now(dt.UTC)
+        vector = (
+            self.store.embedder.embed_one(embedded_text(text, created))
+            if role in ("user", "assistant")
+            else None
+        )
         with self.store.atomic() as conn:
             conn.execute(
                 "INSERT INTO messages(agent_id, session_id, role, content, search_text,"
@@ -91,7 +115,7 @@ class RecallMemory:
                     json.dumps(tool_call) if tool_call is not None else None,
                     json.dumps(tool_result) if tool_result is not None else None,
                     token_count,
-                    iso_utc(created_at) if created_at is not None else now_iso(),
+                    iso_utc(created),
                     int(in_context),
                 ),
             )
@@ -133,6 +157,7 @@ class RecallMemory:
         match = fts_query(word)
         if match is None:
             return False
+        match = f"search_text : ({match})"  # its words, not the day it was said
         row = self.store.query_one(
             "SELECT 1 FROM messages_fts f JOIN messages m ON m.id = f.rowid"
             " WHERE messages_fts MATCH ? AND m.agent_id = ? AND (m.role = 'user' OR"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.memory.archival import PASSAGE_INDEX
-from engine.memory.recall import MESSAGE_INDEX
+from engine.memory.recall import MESSAGE_INDEX, embedded_text
 from engine.memory.search import vector_blob
 from engine.memory.vectors import VectorTable
 from engine.store.db import Store
@@ -26,20 +26,26 @@ _TOP = 2**63 - 1  # above every id
 @dataclass(frozen=True)
 class _Tier:
     vectors: VectorTable
-    texts_sql: str  # (model, below, limit) -> (id, text) of vectors another model made
+    # (model, below, limit) -> (id, text, created_at) of vectors another model made
+    texts_sql: str
     record_sql: str | None = None  # (id, model): where else the tier records the model
+    dated: bool = False  # a vector is of its text after its day (engine.memory.recall)
+
+    def embedded(self, text: str, created_at: str) -> str:
+        return embedded_text(text, created_at) if self.dated else text
 
 
 _TIERS = (
     _Tier(
         MESSAGE_INDEX.vectors,
-        "SELECT v.id, coalesce(m.search_text, m.content) FROM message_vectors v"
+        "SELECT v.id, coalesce(m.search_text, m.content), m.created_at FROM message_vectors v"
         " JOIN messages m ON m.id = v.id WHERE v.id < ?2 AND v.model != ?1"
         " ORDER BY v.id DESC LIMIT ?3",
+        dated=True,
     ),
     _Tier(
         PASSAGE_INDEX.vectors,
-        "SELECT v.id, p.text FROM passage_vectors v"
+        "SELECT v.id, p.text, p.created_at FROM passage_vectors v"
         " JOIN passages p ON p.id = v.id WHERE v.id < ?2 AND v.model != ?1"
         " ORDER BY v.id DESC LIMIT ?3",
         "UPDATE passages SET embedding_model = ?2 WHERE id = ?1",
@@ -81,13 +87,13 @@ def reembed(
         rows = store.query(tier.texts_sql, (model, below[index], limit - done))
         if not rows:
             continue
-        vectors = store.embedder.embed([text for _, text in rows])
+        vectors = store.embedder.embed([tier.embedded(text, when) for _, text, when in rows])
         with store.atomic() as conn:
-            for (row_id, _), vector in zip(rows, vectors, strict=True):
+            for (row_id, _, _), vector in zip(rows, vectors, strict=True):
                 conn.execute(tier.vectors.update_sql, (vector_blob(vector), model, row_id))
                 if tier.record_sql is not None:
                     conn.execute(tier.record_sql, (row_id, model))
-        below[index] = min(row_id for row_id, _ in rows)
+        below[index] = min(row[0] for row in rows)
         done += len(rows)
     return done, Progress(tuple(below))
 

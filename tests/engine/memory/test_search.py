@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pytest
 
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
-from engine.memory.recall import RecallMemory
+from engine.memory.recall import MESSAGE_INDEX, RecallMemory, embedded_text
 from engine.memory.search import (
     NEIGHBOUR_SHARES,
     TEXT_SHARE,
@@ -72,6 +73,39 @@ def test_passages_are_one_text_only_in_one_source_and_hour(store) -> None:
     texts = PASSAGE_INDEX.texts(store, [*turns, other_source, *days_later])
     assert sorted(texts) == sorted([turns, [other_source], days_later])
     assert PASSAGE_INDEX.texts(store, [turns[1], other_source]) == [[turns[1]], [other_source]]
+
+
+def test_messages_are_one_text_only_in_one_session_and_hour(store) -> None:
+    agent_id = _agent(store)
+    recall = RecallMemory(store, agent_id)
+    noon = dt.datetime(2023, 5, 8, 12, 0, tzinfo=dt.UTC)
+    with store.atomic() as conn:
+        conn.execute("INSERT INTO sessions(agent_id, started_at) VALUES (?, 'x')", (agent_id,))
+        other_session = conn.last_insert_rowid()
+
+    def said(session: int, role: str, minutes: float) -> int:
+        when = noon + dt.timedelta(minutes=minutes)
+        return recall.add(session, role, "words", 1, created_at=when, in_context=False).id
+
+    first, reply = said(1, "user", 0), said(1, "assistant", 1)
+    elsewhere = said(other_session, "user", 2)
+    next_day = said(1, "user", 24 * 60)
+    texts = MESSAGE_INDEX.texts(store, [first, reply, elsewhere, next_day])
+    assert sorted(texts) == sorted([[first, reply], [elsewhere], [next_day]])
+
+
+def test_a_message_is_embedded_after_the_day_it_was_said(store) -> None:
+    agent_id = _agent(store)
+    recall = RecallMemory(store, agent_id)
+    when = dt.datetime(2023, 5, 8, 23, 30, tzinfo=dt.UTC)
+    message = recall.add(1, "user", "The kiln fired well.", 3, created_at=when)
+    for words in ("kiln", "May", "8 May 2023"):  # its words are indexed beside its day
+        assert MESSAGE_INDEX.text_hits_for(store, agent_id, words) == [message.id]
+    assert embedded_text(message.search_text, when) == "[8 May 2023] The kiln fired well."
+    assert embedded_text("The kiln fired well.", "no time") == "The kiln fired well."
+    (blob,) = store.query_one("SELECT embedding FROM message_vectors WHERE id = ?", (message.id,))
+    wanted = store.embedder.embed_one("[8 May 2023] The kiln fired well.")
+    assert np.allclose(np.frombuffer(blob, dtype=np.float32), wanted, atol=1e-5)
 
 
 def test_page_header() -> None:

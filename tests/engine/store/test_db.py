@@ -255,3 +255,44 @@ def test_a_file_of_schema_v4_records_that_minilm_made_its_vectors(
         assert "agent_id, model, id, bits" in index[0][0]
     finally:
         store.close()
+
+
+def test_a_file_of_schema_v5_finds_its_messages_by_the_day_they_were_said(
+    tmp_path: Path, embedder, monkeypatch
+) -> None:
+    """Migration 6 indexes every message again, its words and its day each in a column: the
+    old messages are found by either, a word check reads the words alone, and a message
+    deleted after the upgrade leaves the index."""
+    from engine.memory.recall import MESSAGE_INDEX, RecallMemory
+
+    path = tmp_path / "old.db"
+    with older_memex(monkeypatch, 5):
+        store = open_store(path, embedder=embedder)
+        with store.atomic() as conn:
+            add_sam(conn)
+            conn.execute("INSERT INTO sessions(agent_id, started_at) VALUES (1, '2023-05-08')")
+            for text, when in (
+                ("The kiln fired well.", "2023-05-08T09:00:00.000000+00:00"),
+                ("Glaze arrived.", "2023-06-01T09:00:00.000000+00:00"),
+            ):
+                conn.execute(
+                    "INSERT INTO messages(agent_id, session_id, role, content, search_text,"
+                    " token_count, created_at) VALUES (1, 1, 'user', ?, ?, 3, ?)",
+                    (text, text, when),
+                )
+        store.close()
+    store = open_store(path, embedder=embedder)
+    try:
+        recall = RecallMemory(store, 1)
+        kiln, glaze = 1, 2
+
+        def found(query: str) -> list[int]:
+            return MESSAGE_INDEX.text_hits_for(store, 1, query)
+
+        assert found("kiln") == [kiln] and found("May") == [kiln] and found("June") == [glaze]
+        assert recall.holds_word("kiln") and not recall.holds_word("june")
+        with store.atomic() as conn:
+            conn.execute("DELETE FROM messages WHERE id = ?", (kiln,))
+        assert found("kiln") == [] and found("May") == [] and found("June") == [glaze]
+    finally:
+        store.close()
