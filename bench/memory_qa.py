@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,12 +58,13 @@ from bench import corpus
 from engine import MemGPTAgent, Persona
 from engine.llm.llama import LlamaClient
 from engine.memory.page_in import Recalled, latest_note
+from engine.memory.recall import RecallMemory
 from engine.memory.when import resolve_relative_dates
 from engine.reading import Reading, asks
 from engine.store.db import Store, open_store
 from engine.store.embed import Embedder
 from engine.tools.reply_checks import claims_users_facts
-from engine.types import Assists, ChatMessage
+from engine.types import Assists, ChatMessage, Role
 from models.fetch import model_path
 
 SCENARIOS = Path(__file__).with_name("memory_qa_scenarios.json")
@@ -482,6 +483,26 @@ def sample_questions(data: list[dict[str, Any]], size: int, seed: int) -> list[t
     return chosen
 
 
+def turns_into_recall(
+    recall: RecallMemory,
+    session_id: int,
+    turns: list[Turn],
+    user: str,
+    tokens: Callable[[Role, str], int],
+) -> dict[int, str]:
+    """A conversation's turns as past messages out of view, each dated, "Speaker: text": the
+    `user` speaker's as the user's, the other's as the assistant's; message id -> dia_id."""
+    ids: dict[int, str] = {}
+    for turn in turns:
+        role: Role = "user" if turn.speaker == user else "assistant"
+        text = f"{turn.speaker}: {turn.text}"
+        message = recall.add(
+            session_id, role, text, tokens(role, text), created_at=turn.when, in_context=False
+        )
+        ids[message.id] = turn.dia_id
+    return ids
+
+
 def build_locomo_file(
     path: Path,
     turns: list[Turn],
@@ -501,18 +522,11 @@ def build_locomo_file(
             )
             ids = dict(zip(rows, (t.dia_id for t in turns), strict=True))
         else:
-            for turn in turns:
-                role = "user" if turn.speaker == speakers[0] else "assistant"
-                text = f"{turn.speaker}: {turn.text}"
-                message = agent.recall.add(
-                    agent.session_id,
-                    role,  # type: ignore[arg-type]
-                    text,
-                    llm.count_message_tokens(ChatMessage(role, text)),  # type: ignore[arg-type]
-                    created_at=turn.when,
-                    in_context=False,
-                )
-                ids[message.id] = turn.dia_id
+
+            def tokens(role: Role, text: str) -> int:
+                return llm.count_message_tokens(ChatMessage(role, text))
+
+            ids = turns_into_recall(agent.recall, agent.session_id, turns, speakers[0], tokens)
             if ids:
                 summarised_long_ago(agent, min(ids), max(ids))
     finally:

@@ -39,13 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.memory_qa import Turn, locomo_turns
+from bench.memory_qa import Turn, locomo_turns, turns_into_recall
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.recall import MESSAGE_INDEX, RecallMemory
 from engine.memory.search import HybridIndex, best_first, fuse, fused_scores, with_context
 from engine.store.db import Store, now_iso, open_store
 from engine.store.embed import Embedder
-from engine.types import Role
 from models.fetch import model_path
 
 CUTOFFS = (1, 5, 10)
@@ -160,15 +159,9 @@ def _store_turns(
         return Searched(store, agent_id, PASSAGE_INDEX), dict(
             zip(ids, (t.dia_id for t in turns), strict=True)
         )
-    # as bench.memory_qa brings a conversation into recall (one session, each turn dated)
+    # no chat model here to count tokens, and the search does not read the count
     recall = RecallMemory(store, agent_id)
-    dia_of = {}
-    for turn in turns:
-        text = f"{turn.speaker}: {turn.text}"
-        role: Role = "user" if turn.speaker == user else "assistant"
-        # no chat model here to count tokens, and the search does not read the count
-        message = recall.add(session_id, role, text, 0, created_at=turn.when, in_context=False)
-        dia_of[message.id] = turn.dia_id
+    dia_of = turns_into_recall(recall, session_id, turns, user, lambda role, text: 0)
     return Searched(store, agent_id, MESSAGE_INDEX), dia_of
 
 
