@@ -14,7 +14,7 @@ the benchmark cache folder, see bench/corpus.py), then for held-out real sentenc
   KNN over the same vectors (the previous engine) and a NumPy float32 matrix product;
 - the first search after opening the file (loading the sign bits into memory).
 
-Then ingest: 10,000 new passages through ArchivalMemory.insert_many in batches (embedding
+Then ingest: 10,000 new passages (--ingest) through ArchivalMemory.insert_many in batches (embedding
 included), passages per second; and peak memory (RSS) of a process with the default chat model
 and embedder loaded, the 100k file open and searched, and one step taken.
 """
@@ -61,8 +61,13 @@ def ms(seconds: float) -> str:
 
 
 # -- building the files -----------------------------------------------------------------------
+def _model(embedder: object) -> str:
+    """The embedder's name as a file name part: a cached file holds that model's vectors."""
+    return str(getattr(embedder, "name", "embedder")).replace("/", "_")
+
+
 def build_file(size: int, texts: list[str], vectors: np.ndarray, embedder: object) -> Path:
-    path = corpus.cache_dir() / f"archival-{size}-real{len(texts)}.db"
+    path = corpus.cache_dir() / f"archival-{size}-real{len(texts)}-{_model(embedder)}.db"
     done = path.with_suffix(".done")
     if done.exists():
         return path
@@ -79,9 +84,9 @@ def build_file(size: int, texts: list[str], vectors: np.ndarray, embedder: objec
     return path
 
 
-def vec0_file(size: int, texts: list[str], vectors: np.ndarray) -> Path:
+def vec0_file(size: int, texts: list[str], vectors: np.ndarray, model: str) -> Path:
     """The same vectors in a sqlite-vec vec0 table, as the engine stored them before."""
-    path = corpus.cache_dir() / f"vec0-{size}-real{len(texts)}.db"
+    path = corpus.cache_dir() / f"vec0-{size}-real{len(texts)}-{model}.db"
     done = path.with_suffix(".done")
     if done.exists():
         return path
@@ -166,7 +171,7 @@ def measure_size(
             truth = set(ids[best].tolist())
             recalls.append(len(truth & {i for i, _ in found[:10]}) / 10)
 
-    conn = _vec_connection(vec0_file(size, texts, vectors))
+    conn = _vec_connection(vec0_file(size, texts, vectors, _model(embedder)))
     vec0 = []
     for qv in query_vectors[: min(len(query_vectors), 20)]:
         started = time.perf_counter()
@@ -208,17 +213,18 @@ def measure_ingest(texts: list[str], embedder: object, tmp: Path) -> dict[str, f
         for passage in one:
             archive.insert(passage)
         single = time.perf_counter() - started
+        apart = texts[:2000]
         store_only = time.perf_counter()
-        vectors = [vector_blob(v) for v in store.embedder.embed(texts[:2000])]  # type: ignore[attr-defined]
+        vectors = [vector_blob(v) for v in store.embedder.embed(apart)]  # type: ignore[attr-defined]
         embed_s = time.perf_counter() - store_only
         started = time.perf_counter()
-        archive.insert_many(texts[:2000], vectors=vectors)
+        archive.insert_many(apart, vectors=vectors)
         write_s = time.perf_counter() - started
     return {
         "batched_per_s": len(texts) / batched,
         "single_per_s": len(one) / single,
-        "embed_per_s": 2000 / embed_s,
-        "write_per_s": 2000 / write_s,
+        "embed_per_s": len(apart) / embed_s,
+        "write_per_s": len(apart) / write_s,
     }
 
 
@@ -265,7 +271,8 @@ def report(
         "## Archival memory at scale (`python -m bench.archival_scale --write`)",
         "",
         f"{meta['when']} · {meta['machine']} · {meta['queries']} held-out real sentences as"
-        f" queries (their first {QUERY_WORDS} words) · passages: {meta['real']:,} real sentences with real MiniLM embeddings,"
+        f" queries (their first {QUERY_WORDS} words) · passages: {meta['real']:,} real sentences with real"
+        f" {meta['embedder']} embeddings,"
         " past that two real sentences each (vector: the normalised sum of theirs; cosine to"
         f" the real embedding of the pair {meta['fidelity']:.3f} on average) · each search"
         " timed once, in the first pass after the file is opened (its memory map still cold)",
@@ -287,7 +294,7 @@ def report(
     if ingest:
         lines += [
             "",
-            f"Ingest of {INGEST:,} passages in batches of {INGEST_BATCH}, embedding included:"
+            f"Ingest of {meta['ingest']:,} passages in batches of {INGEST_BATCH}, embedding included:"
             f" **{ingest['batched_per_s']:.0f} passages/s** (one at a time:"
             f" {ingest['single_per_s']:.0f}/s; embedding alone {ingest['embed_per_s']:.0f}/s;"
             f" writing alone {ingest['write_per_s']:.0f}/s).",
@@ -310,6 +317,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--real", type=int, default=REAL_SENTENCES)
+    parser.add_argument("--ingest", type=int, default=INGEST, help="passages ingested")
     parser.add_argument("--no-ingest", action="store_true")
     parser.add_argument("--no-rss", action="store_true")
     parser.add_argument("--write", action="store_true")
@@ -332,7 +340,7 @@ def main() -> None:
 
     ingest = None
     if not args.no_ingest:
-        fresh = held_out[-args.queries - INGEST : -args.queries]
+        fresh = held_out[-args.queries - args.ingest : -args.queries]
         ingest = measure_ingest(fresh, embedder, corpus.cache_dir())
         print(json.dumps(ingest), file=sys.stderr)
     rss = None
@@ -346,6 +354,8 @@ def main() -> None:
         "queries": len(queries),
         "real": min(args.real, max(args.sizes)),
         "fidelity": fidelity,
+        "embedder": embedder.name,
+        "ingest": args.ingest,
     }
     section = report(results, ingest, rss, meta)
     print(section)

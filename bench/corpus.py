@@ -1,12 +1,13 @@
-"""Real English sentences and their real MiniLM embeddings, for benchmarks at scale.
+"""Real English sentences and their real embeddings (the embedder given), for benchmarks at scale.
 
 The sentences come from text already on the machine: the English manual pages, /usr/share/doc
 and /usr/share/info, and the docstrings of the Python standard library and installed packages.
 Sentences are kept if they read as prose (40-300 characters, a capital first, a full stop last,
 mostly letters), deduplicated, and shuffled with a fixed seed.
 
-Embedding them is the slow part (about 150-250 sentences a second on 2 cores), so texts and
-vectors are cached in the benchmark cache folder and extended on demand.
+Embedding them is the slow part (with MiniLM about 150-250 sentences a second on 2 cores, with
+nomic-embed-text a tenth of that), so texts and vectors are cached in the benchmark cache folder,
+per embedding model, and extended on demand.
 
 Past the real sentences on hand, `passages(n)` makes passages of two real sentences. Their
 vectors are the normalised sum of the two sentences' vectors, not a fresh embedding (a million

@@ -20,9 +20,11 @@ Methods:
 - near1: the fusion, each passage then gaining 0.25 of the better score of the passages just
   before and after it in one text (the engine's search from 2026-12-04 to 2026-12-07);
 - near2: the same, and 0.1 of the better of the passages two places away;
+- text20: near2, and each passage then gaining 0.2 of the best score of its text (the
+  engine's search of 2026-12-07);
 - hybrid: what the tier's search ranks by (engine.memory.search.HybridIndex.ranked): near2,
   and each passage then gaining a share of the best score of its text (engine.memory.search,
-  NEIGHBOUR_SHARES and TEXT_SHARE).
+  NEIGHBOUR_SHARES and TEXT_SHARE: 0.4).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ METHODS: dict[str, Method] = {
     "fused": _fused,
     "near1": _in_text((0.25,), 0.0),
     "near2": _in_text((0.25, 0.1), 0.0),
+    "text20": _in_text((0.25, 0.1), 0.2),
     "hybrid": _hybrid,
 }
 

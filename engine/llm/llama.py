@@ -910,7 +910,7 @@ class LlamaClient:
                 else _TextStream(self._llama, n_prompt, on_text, self._pieces_of)
             )
             started = time.perf_counter()
-            with timing.phase(timing.PHASE_MODEL):
+            with timing.phase(timing.PHASE_MODEL), _generating():
                 try:
                     out = self._llama.create_completion(
                         prompt=tokens,  # a token list: llama-cpp-python adds no BOS/EOS to it
@@ -1041,6 +1041,30 @@ class LlamaClient:
 
     def __repr__(self) -> str:
         return f"LlamaClient({self.name!r}, n_ctx={self.context_window})"
+
+
+# Chat completions running in this process: their threads hold every core while they last.
+_GENERATIONS = 0
+_GENERATIONS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _generating() -> Iterator[None]:
+    global _GENERATIONS
+    with _GENERATIONS_LOCK:
+        _GENERATIONS += 1
+    try:
+        yield
+    finally:
+        with _GENERATIONS_LOCK:
+            _GENERATIONS -= 1
+
+
+def chat_model_generating() -> bool:
+    """Whether a chat model of this process is generating now (see engine.store.embed: a
+    search's query embedding takes every core only when none is, since ggml's spinning threads
+    collapse when more of them than cores run)."""
+    return _GENERATIONS > 0
 
 
 def available_cpus() -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from engine import timing
 from engine.errors import InvalidInput, ModelLoadError, models_hint
-from engine.llm.llama import available_cpus, route_native_log
+from engine.llm.llama import available_cpus, chat_model_generating, route_native_log
 from engine.store.profiles import EmbeddingProfile, profile_for, stored_width
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 # Tokens packed into one llama_encode call. Sequences in one batch attend over the whole batch
 # (masked), so big packs cost more than they save: 64-128 measured fastest on CPU.
 _PACK_TOKENS = 128
-# Texts in one embed() call from which it uses every core (73 -> 140 sentences/s on 2 cores):
-# a search query or a message (one text) keeps half of them, beside a chat model.
+# Texts in one embed() call from which it uses every core (73 -> 140 sentences/s on 2 cores).
+# Fewer texts (a search query, a message) use every core too while no chat model of the process
+# generates (a search before or between its replies: nomic-embed's query 75 -> 40 ms on 2
+# cores), and half of them beside one that does.
 BATCH_TEXTS = 32
 
 
@@ -51,7 +53,8 @@ class Embedder:
         self._batch = None
         self._threads = n_threads or _default_threads()
         # A batch (an import, a pasted document) runs on every core: nothing else runs then.
-        # Given n_threads is kept for batches too.
+        # So does any embedding while no chat model generates (BATCH_TEXTS). Given n_threads
+        # is kept for batches too.
         self._batch_threads = n_threads or max(self._threads, available_cpus())
         self._llm = _load(self.path, self._threads)
         meta = self._llm.metadata
@@ -91,13 +94,18 @@ class Embedder:
             out = np.zeros((len(token_lists), self._width), dtype=np.float32)
             with self._lock:
                 self._require_open()
-                threads = self._batch_threads if len(texts) >= BATCH_TEXTS else self._threads
+                threads = self._threads_for(len(texts))
                 llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
                 for start, stop in self._packs(token_lists):
                     out[start:stop] = self._encode(token_lists[start:stop])
             if self.dim < self._width:
                 out = _first_dims(out, self.dim)
             return _normalise(out)
+
+    def _threads_for(self, texts: int) -> int:
+        if texts >= BATCH_TEXTS or not chat_model_generating():
+            return self._batch_threads
+        return self._threads
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids fed to the model ([CLS] ... [SEP]), truncated to the model's window."""

@@ -9,6 +9,7 @@ import pytest
 from engine.errors import GenerationError
 from engine.llm.base import Completion
 from engine.llm.grammar import render_tool_descriptions, reply_format_instructions, reply_schema
+from engine.llm.llama import chat_model_generating
 from engine.llm.parse import parse_reply
 from engine.types import ChatMessage as M
 
@@ -204,10 +205,17 @@ def test_library_grammar_sampling_still_works(chat_client) -> None:
 def test_streamed_reply_is_the_reply_and_can_be_stopped(chat_client) -> None:
     messages = CONVERSATIONS[next(iter(CONVERSATIONS))]
     pieces: list[str] = []
-    full = chat_client.complete(
-        messages, reply_schema(TOOLS), max_tokens=320, on_text=lambda p: pieces.append(p) or True
-    )
+    generating: list[bool] = []  # the embedder leaves the cores to the model meanwhile
+
+    def sink(piece: str) -> bool:
+        pieces.append(piece)
+        generating.append(chat_model_generating())
+        return True
+
+    assert not chat_model_generating()
+    full = chat_client.complete(messages, reply_schema(TOOLS), max_tokens=320, on_text=sink)
     assert len(pieces) > 5 and "".join(pieces) == full.text
+    assert all(generating) and not chat_model_generating()
     assert full.prompt_tokens == chat_client.count_tokens(messages)  # usage as without a stream
 
     stopped: list[str] = []

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from engine.errors import InvalidInput, ModelLoadError, ModelNotMaterialised
-from engine.store.embed import Embedder, _first_dims, default_embedder
+from engine.llm import llama
+from engine.store.embed import BATCH_TEXTS, Embedder, _first_dims, default_embedder
 from engine.store.profiles import NOMIC_V15, PLAIN, profile_for, stored_width
 from models import fetch, manifest
 from tests.conftest import model_unavailable
@@ -90,6 +91,20 @@ def test_batch_equals_one_by_one(embedder: Embedder) -> None:
     batched = embedder.embed(texts)
     for text, row in zip(texts, batched, strict=True):
         assert _cos(row, embedder.embed_one(text)) >= 0.9999
+
+
+def test_a_query_takes_every_core_unless_a_chat_model_generates(embedder: Embedder) -> None:
+    cores = llama.available_cpus()
+    alone = embedder.embed_query("when did we ship the inventory api?")
+    assert not llama.chat_model_generating()
+    assert embedder._threads_for(1) == cores
+    with llama._generating():  # what LlamaClient.complete holds while it generates
+        assert llama.chat_model_generating()
+        assert embedder._threads_for(1) == max(1, min(4, cores // 2))
+        assert embedder._threads_for(BATCH_TEXTS) == cores  # a batch: every core still
+        beside = embedder.embed_query("when did we ship the inventory api?")
+    assert not llama.chat_model_generating()
+    assert _cos(alone, beside) >= 0.9999  # the thread count changes the time, not the vector
 
 
 def test_empty_inputs(minilm: Embedder, reference: MiniLMReference) -> None:
