@@ -54,8 +54,11 @@ OVERSAMPLE = 5
 MIN_CANDIDATES = 500
 
 
-def candidates_for(k: int, total: int) -> int:
-    return min(total, max(MIN_CANDIDATES, k * OVERSAMPLE, int(2 * math.sqrt(total))))
+def candidates_for(k: int, total: int, oversample: int = 1) -> int:
+    """Rows re-scored exactly for the `k` nearest of `total`; `oversample` times as many for an
+    embedder whose sign bits tell less (engine.store.profiles)."""
+    usual = max(MIN_CANDIDATES, k * OVERSAMPLE, int(2 * math.sqrt(total)))
+    return min(total, usual * oversample)
 
 
 _LOAD_CHUNK = 65_536  # rows read into the snapshot at a time
@@ -133,7 +136,8 @@ class VectorTable:
         model = store.embedder.name
         query_bits = np.packbits(query > 0, bitorder="little").view(np.uint64)
         snapshot, pending = self._current(store, agent_id, model)
-        ids = _closest_by_bits(snapshot, query_bits, candidates_for(k, snapshot.n))
+        oversample = store.embedder.profile.sign_bit_oversample
+        ids = _closest_by_bits(snapshot, query_bits, candidates_for(k, snapshot.n, oversample))
         if pending:
             ids = np.concatenate([ids, np.asarray(pending, dtype=np.int64)])
         return self._rescored(store, agent_id, model, ids, query, k)

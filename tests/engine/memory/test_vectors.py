@@ -55,12 +55,20 @@ def test_nearest_is_exact_while_every_row_is_a_candidate(store: Store) -> None:
         assert np.allclose([d for _, d in got], [d for _, d in want], atol=1e-5)
 
 
+def test_an_embedder_with_less_telling_bits_rescores_more_candidates(store: Store) -> None:
+    usual = vectors_module.candidates_for(100, 100_000)
+    assert usual == 632  # 2 * sqrt(100k): more than 500, and 5 per neighbour wanted
+    assert vectors_module.candidates_for(100, 100_000, 4) == 4 * usual
+    assert vectors_module.candidates_for(100, 1_000, 4) == 1_000  # never more than the rows
+    assert store.embedder.profile.sign_bit_oversample == 4  # nomic-embed-text-v1.5's
+
+
 def test_nearest_finds_the_exact_neighbours_past_the_candidate_count(
     store: Store, embedder, monkeypatch
 ) -> None:
     """With fewer candidates than rows the bits choose them: on real sentence embeddings the
     true nearest still come back."""
-    monkeypatch.setattr(vectors_module, "candidates_for", lambda k, total: 40)
+    monkeypatch.setattr(vectors_module, "candidates_for", lambda k, total, oversample: 40)
     agent = _agent(store)
     topics = ["cats", "rain", "trains", "bread", "chess", "rivers", "guitars", "taxes"]
     texts = [
