@@ -61,13 +61,8 @@ def ms(seconds: float) -> str:
 
 
 # -- building the files -----------------------------------------------------------------------
-def _model(embedder: object) -> str:
-    """The embedder's name as a file name part: a cached file holds that model's vectors."""
-    return str(getattr(embedder, "name", "embedder")).replace("/", "_")
-
-
 def build_file(size: int, texts: list[str], vectors: np.ndarray, embedder: object) -> Path:
-    path = corpus.cache_dir() / f"archival-{size}-real{len(texts)}-{_model(embedder)}.db"
+    path = corpus.cache_dir() / f"archival-{size}-real{len(texts)}-{corpus.model_tag(embedder)}.db"
     done = path.with_suffix(".done")
     if done.exists():
         return path
@@ -171,7 +166,7 @@ def measure_size(
             truth = set(ids[best].tolist())
             recalls.append(len(truth & {i for i, _ in found[:10]}) / 10)
 
-    conn = _vec_connection(vec0_file(size, texts, vectors, _model(embedder)))
+    conn = _vec_connection(vec0_file(size, texts, vectors, corpus.model_tag(embedder)))
     vec0 = []
     for qv in query_vectors[: min(len(query_vectors), 20)]:
         started = time.perf_counter()

@@ -102,11 +102,16 @@ def real_sentences() -> list[str]:
     return ordered
 
 
+def model_tag(embedder: object) -> str:
+    """The embedder's name as a part of a cache file's name: one file per embedding model, so
+    the vectors of two models never mix."""
+    return str(getattr(embedder, "name", "embedder")).replace("/", "_")
+
+
 def embedded_sentences(n: int, embedder: object, batch: int = 512) -> tuple[list[str], np.ndarray]:
     """The first `n` real sentences and their embeddings (cached; only new ones are embedded)."""
     folder = cache_dir()
-    model = str(getattr(embedder, "name", "embedder")).replace("/", "_")
-    # one vector file per embedding model: vectors of two models never mix
+    model = model_tag(embedder)
     text_file, vector_file = folder / "sentences.txt", folder / f"sentences.{model}.f32"
     if not text_file.exists():
         text_file.write_text("\n".join(real_sentences()) + "\n")
