@@ -626,6 +626,9 @@ def _ask_locomo(
         tier = agent.archival if mode == "archival" else agent.recall
         ranked = [ids.get(i) for i in tier.ranked(qa["question"])[:10]]
         evidence = set(qa.get("evidence", []))
+        # what page-in finds for the question, as the engine's step finds it: the reading
+        # (engine.reading) reads all of it, where the note may have room for fewer
+        read = "\n".join(h.render() for h in agent.page_in.find(qa["question"], in_view=True))
         reply, searched, paged_in, seconds, note = ask(agent, qa["question"])
     finally:
         store.close()
@@ -646,6 +649,7 @@ def _ask_locomo(
         "reading_f1": locomo_f1(reading_of(note), gold, qa["category"]),
         "searched": searched,
         "paged_in_evidence": any(" ".join(s.split()) in note for s in shown),
+        "read_evidence": any(" ".join(s.split()) in read for s in shown),
         "r5": bool(evidence & set(ranked[:5])),
         "r10": bool(evidence & set(ranked[:10])),
         "seconds": seconds,
@@ -677,6 +681,8 @@ def summarise_locomo(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "searched": sum(r["searched"] for r in group) / n,
             "evidence_in_view": sum(r["searched"] or r["paged_in_evidence"] for r in group) / n,
             "paged_in_evidence": sum(r["paged_in_evidence"] for r in group) / n,
+            # the evidence among what page-in found and its reading read
+            "read_evidence": sum(r.get("read_evidence", False) for r in group) / n,
             "r5": sum(r["r5"] for r in group) / n,
             "r10": sum(r["r10"] for r in group) / n,
             "seconds": sum(r["seconds"] for r in group) / n,

@@ -108,3 +108,17 @@ def resolve_relative_dates(text: str, said: dt.datetime | dt.date) -> str:
     """`text` with each relative date followed by the date it meant, said on `said`."""
     said_day = said.date() if isinstance(said, dt.datetime) else said
     return _EXPRESSION.sub(lambda m: f"{m.group(0)} ({_meaning(m, said_day)})", text)
+
+
+def dated_as_read(answer: str, records: str) -> str:
+    """`answer` with each relative date it copied from `records` (rendered by
+    resolve_relative_dates) replaced by the date it meant there: read months later, "last week"
+    from a record of 13 October 2023 is "the week before 13 October 2023", not last week. A
+    phrase the records resolve to two different dates is left as it is."""
+
+    def meant(match: re.Match[str]) -> str:
+        phrase = re.escape(match.group(0))
+        found = {m.group(1) for m in re.finditer(phrase + r" \(([^()]+)\)", records, re.I)}
+        return found.pop() if len(found) == 1 else match.group(0)
+
+    return _EXPRESSION.sub(meant, answer)

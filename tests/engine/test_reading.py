@@ -12,10 +12,12 @@ from engine.reading import (
     ANSWER_CHARS,
     ANSWER_TOKENS,
     CORE_HEADING,
+    SEVERAL_HINT,
     WHEN_HINT,
     Reading,
     asks,
     asks_for_help,
+    asks_several,
     asks_when,
     clean_answer,
     grounded,
@@ -34,6 +36,8 @@ DAY = dt.datetime(2025, 3, 4, 10, 15, tzinfo=dt.UTC)
         ('  "Kyle"\nQuestion: who else?', "Kyle"),  # a second line goes on by itself
         ("answer: a cozy restaurant", "a cozy restaurant"),
         ("[10 July 2023]", "10 July 2023"),  # a record's date stamp, copied
+        ('Kyle, "Kyle", Kyle.', "Kyle"),  # a list that names one again and again
+        ("Luna, Oliver", "Luna, Oliver"),
         ("Not in memory.", ""),
         ("The records say: not in memory", ""),
         ("", ""),
@@ -82,6 +86,33 @@ def test_a_question_of_when_is_told_apart(question, when):
 
 
 @pytest.mark.parametrize(
+    ("question", "several"),
+    [
+        ("What books has Melanie read?", True),
+        ("Which events has Jon taken part in?", True),
+        ("What kinds of pets do I have?", True),
+        ("What are my kids' names?", True),
+        ("Who were at the party?", True),
+        ("What does Jon's dance studio offer?", False),  # a verb, then a possessive
+        ("What is my sister's address?", False),
+        ("What type of class did I book?", False),  # "class" is one
+        ("What news did he share?", False),
+        ("Which city do I live in now?", False),
+        ("When did I move to Porto?", False),
+    ],
+)
+def test_a_question_for_several_things_is_told_apart(question, several):
+    assert asks_several(question) is several
+
+
+def test_a_question_for_several_things_asks_for_each_one():
+    _, several = reading_prompt("What books have I read?", ["[3 March 2025, archival] Dune"], "")
+    _, one = reading_prompt("What book did I read?", ["[3 March 2025, archival] Dune"], "")
+    assert f"write: not in memory{SEVERAL_HINT}\n\nQuestion: What books" in several.content
+    assert SEVERAL_HINT not in one.content
+
+
+@pytest.mark.parametrize(
     ("answer", "memory", "is_grounded"),
     [
         ("7 May 2023", "[8 May 2023] I went to the group yesterday (7 May 2023).", True),
@@ -124,6 +155,15 @@ def test_the_reading_reads_as_many_records_as_the_window_holds_best_first():
     assert "(0) " in prompt and "(19) " not in prompt  # the worst ones left out
     assert prompt.index("(0) ") < prompt.index("(1) ")  # shown best first
     assert client.count_tokens(client.readings[0]) + ANSWER_TOKENS <= 512
+
+
+def test_a_relative_date_in_the_answer_becomes_the_date_its_record_meant():
+    client = ScriptedClient(n_ctx=2048, reader=lambda messages: "last week")
+    said = dt.datetime(2023, 10, 13, 9, 0, tzinfo=dt.UTC)
+    hits = [Recalled("archival", said, "Tim: I was at the Harry Potter conference last week.")]
+    reading = read_answer(client, "When was Tim at the conference?", hits, "")
+    assert reading is not None and reading.answer == "the week before 13 October 2023"
+    assert reading.grounded
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from engine.memory.when import resolve_relative_dates
+from engine.memory.when import dated_as_read, resolve_relative_dates
 
 MONDAY = dt.datetime(2023, 5, 8, 13, 56, tzinfo=dt.UTC)  # 8 May 2023 was a Monday
 
@@ -45,3 +45,21 @@ def test_text_without_relative_dates_or_with_them_resolved_already_is_unchanged(
     assert resolve_relative_dates(plain, MONDAY) == plain
     once = resolve_relative_dates("I left yesterday.", MONDAY)
     assert resolve_relative_dates(once, MONDAY) == once
+
+
+def test_a_relative_date_read_from_a_record_becomes_the_date_it_meant():
+    records = "[13 October 2023, archival] Tim: I was at the conference last week (the week before 13 October 2023)."
+    assert (
+        dated_as_read("The conference was last week.", records)
+        == "The conference was the week before 13 October 2023."
+    )
+    assert dated_as_read("Last week", records) == "the week before 13 October 2023"
+
+
+def test_a_relative_date_the_records_do_not_settle_is_left_alone():
+    two = "[1 May 2023] yesterday (30 April 2023)\n[9 May 2023] yesterday (8 May 2023)"
+    assert dated_as_read("yesterday", two) == "yesterday"
+    assert dated_as_read("yesterday", "[1 May 2023] nothing relative") == "yesterday"
+    # copied with its date already: left as it is
+    once = "[1 May 2023] yesterday (30 April 2023)"
+    assert dated_as_read("yesterday (30 April 2023)", once) == "yesterday (30 April 2023)"
