@@ -191,7 +191,7 @@ def clean_answer(text: str) -> str:
 def _without_repeats(answer: str) -> str:
     """`answer` with each item of its comma-separated list said once: asked for several
     things, a small reader sometimes names one again and again ("Kyle, Kyle, Kyle")."""
-    items = answer.split(",")
+    items = re.split(r",(?!\d)", answer)  # not the commas of "1,000,000"
     kept: dict[str, str] = {}
     for item in items:
         kept.setdefault(re.sub(r"[^\w\s]", "", item).lower().strip(), item)

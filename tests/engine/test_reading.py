@@ -38,6 +38,7 @@ DAY = dt.datetime(2025, 3, 4, 10, 15, tzinfo=dt.UTC)
         ("[10 July 2023]", "10 July 2023"),  # a record's date stamp, copied
         ('Kyle, "Kyle", Kyle.', "Kyle"),  # a list that names one again and again
         ("Luna, Oliver", "Luna, Oliver"),
+        ("$1,000,000", "$1,000,000"),  # a number's commas are no list
         ("Not in memory.", ""),
         ("The records say: not in memory", ""),
         ("", ""),
