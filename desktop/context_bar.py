@@ -17,6 +17,7 @@ SECTIONS = (
     ("reply_reserve", "Reply reserve", "#f59e0b"),
     ("free", "Free", "#e5e7eb"),
 )
+FREE_DARK = "#3c4043"  # the free share on a dark window
 PRESSURE_WORDS = {
     "ok": "room to spare",
     "warning": "filling up: the model was told to save what matters",
@@ -30,6 +31,7 @@ class StackedBar(QWidget):
     def __init__(self) -> None:
         super().__init__()
         self.usage: ContextUsage | None = None
+        self.colours = {key: colour for key, _name, colour in SECTIONS}
         self.setMinimumHeight(28)
         self.setObjectName("context-bar")
 
@@ -46,12 +48,12 @@ class StackedBar(QWidget):
         width, height = self.width() - 2, self.height() - 8
         usage = self.usage
         if usage is None or usage.context_window <= 0:
-            painter.fillRect(1, 4, width, height, QColor("#e5e7eb"))
+            painter.fillRect(1, 4, width, height, QColor(self.colours["free"]))
             return
         x = 1.0
-        for key, _name, colour in SECTIONS:
+        for key, _name, _colour in SECTIONS:
             span = width * usage.sections.get(key, 0) / usage.context_window
-            painter.fillRect(QRectF(x, 4, span, height), QColor(colour))
+            painter.fillRect(QRectF(x, 4, span, height), QColor(self.colours[key]))
             x += span
         for tokens, colour in ((usage.warn_at, "#d97706"), (usage.flush_at, "#dc2626")):
             if tokens:
@@ -71,10 +73,12 @@ class ContextPanel(QWidget):
         self.headline.setWordWrap(True)
         legend = QGridLayout()
         self.values: dict[str, QLabel] = {}
+        self.swatches: dict[str, QLabel] = {}
         for row, (key, name, colour) in enumerate(SECTIONS):
             swatch = QLabel()
             swatch.setFixedSize(12, 12)
             swatch.setStyleSheet(f"background:{colour}; border:1px solid #9ca3af;")
+            self.swatches[key] = swatch
             value = QLabel("–")
             value.setObjectName(f"context-{key}")
             value.setAlignment(Qt.AlignmentFlag.AlignRight)
@@ -85,13 +89,21 @@ class ContextPanel(QWidget):
         self.lines = QLabel()
         self.lines.setObjectName("context-lines")
         self.lines.setWordWrap(True)
-        self.lines.setStyleSheet("color:#6b7280; font-size:11px;")
+        self.lines.setStyleSheet("color:#6b7280;")
         layout = QVBoxLayout(self)
         layout.addWidget(self.headline)
         layout.addWidget(self.bar)
         layout.addLayout(legend)
         layout.addWidget(self.lines)
         layout.addStretch(1)
+
+    def set_dark(self, dark: bool) -> None:
+        """The free share drawn to stand out from a light or a dark window."""
+        free = FREE_DARK if dark else dict((k, c) for k, _n, c in SECTIONS)["free"]
+        self.bar.colours["free"] = free
+        self.swatches["free"].setStyleSheet(f"background:{free}; border:1px solid #9ca3af;")
+        self.lines.setStyleSheet(f"color:{'#9ca3af' if dark else '#6b7280'};")
+        self.bar.update()
 
     def show_usage(self, usage: ContextUsage) -> None:
         self.bar.show_usage(usage)

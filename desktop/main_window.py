@@ -8,15 +8,17 @@ on the worker's thread (desktop.worker); this module only submits jobs and draws
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtCore import QByteArray, QStandardPaths, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QDockWidget,
     QFileDialog,
@@ -24,6 +26,7 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -31,8 +34,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.chat_view import ChatView, Divider, InputBox, MessageBubble
+from desktop.chat_view import ChatView, Divider, InputBox, MessageBubble, copy_to_clipboard
 from desktop.context_bar import ContextPanel
+from desktop.dialogs import NewAgentDialog
+from desktop.panels import count_of
 from desktop.panels.archival import ArchivalPanel
 from desktop.panels.core import CorePanel
 from desktop.panels.facts import FactsPanel
@@ -45,12 +50,15 @@ from desktop.settings import (
     save_settings_later,
     save_window_state_later,
 )
-from desktop.turn import TurnRenderer
+from desktop.theme import SCALE_STEP, apply_scheme, clamp_scale, scaled_font
+from desktop.turn import PHASE_REFLECTING, PHASE_STARTING, TurnRenderer
 from desktop.worker import EngineWorker
+from engine import __version__
+from engine.agent import DEFAULT_DESCRIPTION
 from engine.agents import AgentInfo
 from engine.errors import FileInUse, InvalidInput
 from engine.transcript import TranscriptPage
-from engine.types import ContextUsage, ModelCallStarted, StepEvent
+from engine.types import ContextUsage, ModelCallStarted, Persona, StepEvent
 from models.fetch import repair_hint
 
 logger = logging.getLogger(__name__)
@@ -58,6 +66,7 @@ REINDEX_WAIT_MS = 2_000  # how long indexing waits for the engine to be free aga
 
 SessionFactory = Callable[[Settings], EngineSession]
 HISTORY_PAGE = 200
+STATUS_SECONDS = 8  # how long a passing word stays in the status bar
 
 
 class MainWindow(QMainWindow):
@@ -100,6 +109,8 @@ class MainWindow(QMainWindow):
         self._reindex_later.setInterval(REINDEX_WAIT_MS)
         self._reindex_later.timeout.connect(lambda: self._reindex(self._reindex_left))
         self._restore_layout()
+        self._apply_look()
+        QApplication.styleHints().colorSchemeChanged.connect(self._system_scheme_changed)
         self.load()
 
     # -- layout ------------------------------------------------------------------------
@@ -127,7 +138,9 @@ class MainWindow(QMainWindow):
         layout.addLayout(row)
         self.setCentralWidget(centre)
         self._build_docks()
+        self._build_actions()
         self._build_toolbar()
+        self._build_menus()
         self._build_status()
 
     def _build_docks(self) -> None:
@@ -169,38 +182,110 @@ class MainWindow(QMainWindow):
     def _layout_state(self) -> WindowState:
         return WindowState(bytes(self.saveGeometry().data()), bytes(self.saveState().data()))
 
+    def _build_actions(self) -> None:
+        """Every action of the window, each with its shortcut; the menu bar holds them all and
+        the toolbar the common ones."""
+        self.commands: dict[str, QAction] = {}
+        for key, text, slot, keys in (
+            ("new", "New agent…", self._ask_new_agent, "Ctrl+N"),
+            ("rename", "Rename agent…", self._ask_rename_agent, "F2"),
+            ("delete", "Delete agent…", self._ask_delete_agent, ""),
+            ("export", "Export agent…", self._ask_export_agent, "Ctrl+E"),
+            ("import", "Import agent…", self._ask_import_agent, "Ctrl+O"),
+            ("settings", "Settings…", self.open_settings, "Ctrl+,"),
+            ("quit", "Quit", self.close, "Ctrl+Q"),
+            ("copy_reply", "Copy last reply", self.copy_last_reply, "Ctrl+Shift+C"),
+            ("stop", "Stop", self.stop, "Escape"),
+            ("reflect", "Reflect now", self.reflect, "Ctrl+R"),
+            ("zoom_in", "Larger text", lambda: self.zoom(+1), "Ctrl++"),
+            ("zoom_out", "Smaller text", lambda: self.zoom(-1), "Ctrl+-"),
+            ("zoom_reset", "Actual size", lambda: self.zoom(0), "Ctrl+0"),
+            ("about", "About Memex", self._about, ""),
+        ):
+            action = QAction(text, self)
+            action.setObjectName(f"action-{key}")
+            action.triggered.connect(slot)
+            if keys:
+                action.setShortcut(QKeySequence(keys))
+                action.setToolTip(f"{text.rstrip('…')} ({QKeySequence(keys).toString()})")
+            self.addAction(action)  # its shortcut works with the menu bar hidden too
+            self.commands[key] = action
+        # Ctrl+= is where Ctrl++ is on most keyboards (no Shift needed)
+        self.commands["zoom_in"].setShortcuts([QKeySequence("Ctrl++"), QKeySequence("Ctrl+=")])
+        self._agent_actions = [self.commands[k] for k in ("new", "delete", "import", "rename")]
+        self.scheme_actions: dict[str, QAction] = {}
+        group = QActionGroup(self)
+        for scheme, text in (
+            ("system", "Colours of the system"),
+            ("light", "Light"),
+            ("dark", "Dark"),
+        ):
+            action = QAction(text, self, checkable=True)
+            action.setObjectName(f"action-scheme-{scheme}")
+            action.setChecked(scheme == self.settings.scheme)
+            action.triggered.connect(lambda _=False, s=scheme: self.set_scheme(s))
+            group.addAction(action)
+            self.scheme_actions[scheme] = action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        sections: dict[str, list[str | None]] = {
+            "&File": [
+                "new",
+                "rename",
+                "delete",
+                None,
+                "import",
+                "export",
+                None,
+                "settings",
+                None,
+                "quit",
+            ],
+            "&Edit": ["copy_reply"],
+            "&Conversation": ["stop", "reflect"],
+            "&View": ["zoom_in", "zoom_out", "zoom_reset", None],
+            "&Help": ["about"],
+        }
+        self.menus: dict[str, QMenu] = {}
+        for title, keys in sections.items():
+            menu = bar.addMenu(title)
+            for key in keys:
+                if key is None:
+                    menu.addSeparator()
+                else:
+                    menu.addAction(self.commands[key])
+            self.menus[title.replace("&", "")] = menu
+        view = self.menus["View"]
+        colours = view.addMenu("Colours")
+        for action in self.scheme_actions.values():
+            colours.addAction(action)
+        view.addSeparator()
+        panels = view.addMenu("Panels")
+        for dock in self.findChildren(QDockWidget):
+            panels.addAction(dock.toggleViewAction())
+
     def _build_toolbar(self) -> None:
-        self._agent_actions: list[QAction] = []
         bar = self.addToolBar("Agents")
         bar.setObjectName("toolbar")
         bar.addWidget(QLabel(" Agent: "))
         self.agent_box = QComboBox()
         self.agent_box.setObjectName("agents")
+        self.agent_box.setAccessibleName("Agent")
         self.agent_box.setMinimumWidth(160)
         self.agent_box.activated.connect(lambda i: self.switch_agent(self.agent_box.itemText(i)))
         bar.addWidget(self.agent_box)
-        for text, slot, keys in (
-            ("New agent…", self._ask_new_agent, "Ctrl+N"),
-            ("Rename…", self._ask_rename_agent, ""),
-            ("Delete…", self._ask_delete_agent, ""),
-            ("Export…", self._ask_export_agent, ""),
-            ("Import…", self._ask_import_agent, ""),
-            ("Reflect now", self.reflect, "Ctrl+R"),
-            ("Settings…", self.open_settings, "Ctrl+,"),
-        ):
-            action = QAction(text, self)
-            action.triggered.connect(slot)
-            if text in ("New agent…", "Delete…", "Import…"):
-                self._agent_actions.append(action)
-            if keys:
-                action.setShortcut(QKeySequence(keys))
-                action.setToolTip(f"{text} ({keys})")
-            bar.addAction(action)
-            if text == "Import…":
+        for key in ("new", "rename", "delete", "export", "import", None, "reflect", "settings"):
+            if key is None:
                 bar.addSeparator()
-        QShortcut(QKeySequence("Escape"), self, activated=self.stop)
+            else:
+                bar.addAction(self.commands[key])
 
     def _build_status(self) -> None:
+        self._said = ""
+        self._status_later = QTimer(self)
+        self._status_later.setSingleShot(True)
+        self._status_later.timeout.connect(self._status_expired)
         self.status = QLabel("Starting…")
         self.status.setTextFormat(Qt.TextFormat.PlainText)
         self.status.setObjectName("status")
@@ -209,6 +294,63 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 100)
         self.statusBar().addWidget(self.status, 1)
         self.statusBar().addPermanentWidget(self.progress)
+
+    # -- look --------------------------------------------------------------------------
+    def _apply_look(self) -> None:
+        """Colours and text size as the settings say (theme.py)."""
+        app = QApplication.instance()
+        assert isinstance(app, QApplication)
+        colours = apply_scheme(app, self.settings.scheme)
+        font = scaled_font(app.font(), self.settings.text_scale)
+        self.chat.set_style(colours, font)
+        self.input.setFont(font)
+        self.context_panel.set_dark(colours.dark)
+
+    def _system_scheme_changed(self) -> None:
+        if self.settings.scheme == "system" and not self._closed:
+            self._apply_look()
+
+    def set_scheme(self, scheme: str) -> None:
+        """Colours: "system" (follow it), "light" or "dark"; kept for the next start."""
+        self.scheme_actions[scheme].setChecked(True)
+        if scheme != self.settings.scheme:
+            self._update_settings(dataclasses.replace(self.settings, scheme=scheme))
+        self._apply_look()
+
+    def zoom(self, step: int) -> None:
+        """Text one step larger (+1) or smaller (-1), or the system's size (0)."""
+        scale = 1.0 if step == 0 else clamp_scale(self.settings.text_scale + step * SCALE_STEP)
+        if scale != self.settings.text_scale:
+            self._update_settings(dataclasses.replace(self.settings, text_scale=scale))
+            self._apply_look()
+        self.say(f"Text size {round(scale * 100)}%")
+
+    def copy_last_reply(self) -> None:
+        replies = [w for w in self.chat.entries() if isinstance(w, MessageBubble)]
+        replies = [w for w in replies if w.role == "assistant" and w.text]
+        if replies:
+            copy_to_clipboard(replies[-1].text)
+            self.say("Copied the last reply")
+
+    def _about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About Memex",
+            f"Memex {__version__}\n\nA local assistant that remembers. Everything it "
+            "remembers stays in one file on this computer; nothing is sent anywhere unless "
+            "you choose a model on a server in Settings.",
+        )
+
+    def say(self, text: str) -> None:
+        """A passing word in the status bar ("Exported …"): it gives way to what holds
+        (the model line, a running step's state) after STATUS_SECONDS."""
+        self.status.setText(text)
+        self._said = text
+        self._status_later.start(int(STATUS_SECONDS * 1000))
+
+    def _status_expired(self) -> None:
+        if self.status.text() == self._said and self.loaded and not self.stepping:
+            self.status.setText(self._model_line())
 
     # -- loading -----------------------------------------------------------------------
     def load(self, settings: Settings | None = None) -> None:
@@ -260,9 +402,18 @@ class MainWindow(QMainWindow):
             retry = box.addButton("Retry", QMessageBox.ButtonRole.ActionRole)
             retry.clicked.connect(lambda: QTimer.singleShot(0, lambda: self.load(settings)))
             return
+        if self.session.loaded:
+            self.show_error(
+                error,
+                title="The new settings did not load",
+                hint="Memex goes on with the settings it had. Open Settings to choose another "
+                "model file or memory file. Nothing in your memory file was changed.",
+                offer_settings=True,
+            )
+            return
         self.show_error(
             error,
-            title="Memex could not start",
+            title="Memex could not load its models",
             hint="Open Settings to choose another model file or memory file (or "
             f"{repair_hint()} to get the default models back). Nothing in your memory file was "
             "changed.",
@@ -280,17 +431,25 @@ class MainWindow(QMainWindow):
         self.loaded = False
         self._set_enabled(False)
         self.worker.submit(
-            lambda s: (s.agents(), s.agent.name, s.transcript(HISTORY_PAGE), s.usage()),
+            lambda s: (
+                s.agents(),
+                s.agent.name,
+                s.transcript(HISTORY_PAGE),
+                s.usage(),
+                str(s.store.path) if s.store is not None else "",
+            ),
             self._agent_shown,
         )
         self.refresh_panels()
 
     def _agent_shown(
-        self, result: tuple[list[AgentInfo], str, TranscriptPage, ContextUsage]
+        self, result: tuple[list[AgentInfo], str, TranscriptPage, ContextUsage, str]
     ) -> None:
-        agents, current, page, usage = result
+        agents, current, page, usage, file = result
         self._fill_agents(agents, current)
         self._show_history(page)
+        if not page.entries:
+            self.chat.show_welcome(file).example_chosen.connect(self._use_example)
         self.context_panel.show_usage(usage)
         self.loaded = True
         self._set_enabled(True)
@@ -341,6 +500,11 @@ class MainWindow(QMainWindow):
         self.input.remember("")
         self.chat.scroll_to_end()
 
+    def _use_example(self, text: str) -> None:
+        self.input.setPlainText(text)
+        self.input.setFocus()
+        self.input.moveCursor(self.input.textCursor().MoveOperation.End)
+
     def _load_earlier(self) -> None:
         if not self.chat.earlier.isEnabled():
             return  # a page is on its way: one page at a time
@@ -370,7 +534,7 @@ class MainWindow(QMainWindow):
     def show_message(self, message_id: int) -> None:
         """Scroll the chat to a message picked in the recall panel."""
         if not self.chat.show_message(message_id):
-            self.status.setText(
+            self.say(
                 f"Message {message_id} is older than the chat shows: use “Load earlier messages”"
             )
 
@@ -384,17 +548,20 @@ class MainWindow(QMainWindow):
             self.status.setText("No model is loaded yet: the message was not sent")
             self.input.setPlainText(text)  # nothing typed is lost
             return
+        self.chat.end_welcome()  # the conversation has begun
         bubble = self.chat.bubble("user", text)
         self.chat.scroll_to_end()
         if self.stepping:
             bubble.set_tag("queued")
             self._queue.append((text, bubble))
-            self.status.setText(f"{len(self._queue)} message(s) queued until this step ends")
+            waiting = count_of(len(self._queue), "message")
+            self.status.setText(f"{waiting} queued until this step ends")
             return
         self._start_step(text, bubble)
 
     def _start_step(self, text: str, bubble: MessageBubble) -> None:
         bubble.set_tag("")
+        bubble.set_time(dt.datetime.now(dt.UTC))  # a queued message is stored as it starts
         self._reflected = False  # the user is back: the next idle spell earns a reflection
         cancel = self._begin_step("Thinking…")
         emit = self.worker.emit_event
@@ -410,7 +577,7 @@ class MainWindow(QMainWindow):
             return
         self._reflected = True
         self.chat.add(Divider("heartbeat", f"{self.chat.speaker} reflects (no user message)"))
-        cancel = self._begin_step("Reflecting…")
+        cancel = self._begin_step("Reflecting…", PHASE_REFLECTING)
         emit = self.worker.emit_event
         self.worker.submit(lambda s: s.heartbeat(emit, cancel), self._step_done, self._step_failed)
 
@@ -420,14 +587,14 @@ class MainWindow(QMainWindow):
             self.status.setText("Stopping…")
             self._cancel.set()
 
-    def _begin_step(self, status: str) -> threading.Event:
+    def _begin_step(self, status: str, phase: str = PHASE_STARTING) -> threading.Event:
         """UI state for a running step; returns the step's stop flag (set by Stop, read by the
         engine between tokens)."""
         self._cancel = threading.Event()
         self.stepping = True
         self._set_agent_actions(False)
         self._idle.stop()
-        self.turn.begin()
+        self.turn.begin(phase)
         self.stop_button.setEnabled(True)
         self.status.setText(status)
         return self._cancel
@@ -451,6 +618,7 @@ class MainWindow(QMainWindow):
                 self.input.setPlainText(text)
         elif bubble is not None:
             bubble.mark_failed("saved; no reply")
+        self.turn.abandon()
         self.refresh_usage()
         self._end_step("The step failed")
         self.show_error(error, title="The assistant could not answer")
@@ -483,9 +651,14 @@ class MainWindow(QMainWindow):
         if name and name != self.chat.speaker and self._agents_free():
             self.worker.submit(lambda s: s.switch(name), lambda _: self._show_agent())
 
-    def create_agent(self, name: str) -> None:
+    def create_agent(self, name: str, description: str = "") -> None:
+        """A new agent called `name`, who is `name` to itself too ("I am Ada. ..."), described
+        by `description` (the default words where "")."""
         if self._agents_free():
-            self.worker.submit(lambda s: s.create(name), lambda _: self._show_agent())
+            persona = Persona(
+                name=name.strip(), description=description.strip() or DEFAULT_DESCRIPTION
+            )
+            self.worker.submit(lambda s: s.create(name, persona), lambda _: self._show_agent())
 
     def rename_agent(self, name: str) -> None:
         """Renaming keeps the agent (and a running step and its queue); only labels change."""
@@ -503,7 +676,7 @@ class MainWindow(QMainWindow):
         """Agents change only between steps: a running step and the messages queued behind
         it belong to the agent they were typed to."""
         if self.stepping or self._queue:
-            self.status.setText("Wait for the assistant to finish before changing agents")
+            self.say("Wait for the assistant to finish before changing agents")
             self.agent_box.setCurrentText(self.chat.speaker)
             return False
         return True
@@ -515,9 +688,9 @@ class MainWindow(QMainWindow):
             action.setEnabled(on)
 
     def _ask_new_agent(self) -> None:
-        name, ok = QInputDialog.getText(self, "New agent", "Name of the new agent:")
-        if ok and name.strip():
-            self.create_agent(name)
+        dialog = NewAgentDialog(self)
+        if dialog.exec() and dialog.name:
+            self.create_agent(dialog.name, dialog.description)
 
     def _ask_rename_agent(self) -> None:
         current = self.agent_box.currentText()
@@ -538,20 +711,25 @@ class MainWindow(QMainWindow):
 
     def _ask_export_agent(self) -> None:
         name = self.agent_box.currentText()
+        suggested = documents_dir() / f"{name}.memex-agent.json"
         path, _ = QFileDialog.getSaveFileName(
-            self, "Export agent", f"{name}.memex-agent.json", "Memex agent file (*.json)"
+            self, "Export agent", str(suggested), "Memex agent file (*.json)"
         )
         if path:
             self.worker.submit(
                 lambda s: s.export_agent(Path(path)),
-                lambda saved: self.status.setText(f"Exported {name!r} to {saved}"),
+                lambda saved: self.say(f"Exported {name!r} to {saved}"),
+                self._export_failed,
             )
+
+    def _export_failed(self, error: BaseException) -> None:
+        self.show_error(error, title="The agent was not exported")
 
     def _ask_import_agent(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self,
             "Import agent",
-            "",
+            str(documents_dir()),
             "Agent files (*.json *.af);;Letta agent file (*.af);;All files (*)",
         )
         if path:
@@ -567,7 +745,12 @@ class MainWindow(QMainWindow):
             from engine.agentfile import AgentExists
 
             if not isinstance(error, AgentExists):
-                self.show_error(error)
+                self.show_error(
+                    error,
+                    title="The agent was not imported",
+                    hint="Nothing was changed. Memex imports the agent files it exports and "
+                    "Letta's .af files.",
+                )
                 return
             new, ok = QInputDialog.getText(
                 self, "Import agent", f"{error}\n\nName for the imported agent:"
@@ -580,7 +763,7 @@ class MainWindow(QMainWindow):
     def _imported(self, reports: list) -> None:
         notes = [n for r in reports for n in r.notes]
         names = ", ".join(repr(r.name) for r in reports)
-        self.status.setText(f"Imported {names}" + (f" ({len(notes)} notes)" if notes else ""))
+        self.say(f"Imported {names}" + (f" ({count_of(len(notes), 'note')})" if notes else ""))
         if notes:
             QMessageBox.information(
                 self,
@@ -666,3 +849,9 @@ class MainWindow(QMainWindow):
         self.hide()  # the engine may need a moment to finish the job it is on
         self.worker.shutdown()
         super().closeEvent(event)
+
+
+def documents_dir() -> Path:
+    """Where file dialogs open: the user's documents folder, else their home."""
+    found = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return Path(found) if found and Path(found).is_dir() else Path.home()

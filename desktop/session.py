@@ -35,12 +35,17 @@ from engine.store.embed import Embedder
 from engine.store.migrations import EMBEDDING_DIM
 from engine.transcript import TranscriptPage, transcript
 from engine.types import ContextUsage, Message, Persona
+from models.manifest import MODELS
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int], None]  # what is happening, percent done
 ClientFactory = Callable[[Settings], LLMClient]
 EmbedderFactory = Callable[[Settings], Embedder]
+
+
+class NotLoaded(InvalidInput):
+    """Asked for the agent before the models and file loaded (a panel drawn at start)."""
 
 
 @dataclass(frozen=True)
@@ -178,11 +183,22 @@ def llama_client(settings: Settings) -> LLMClient:
         return default_llm_client(
             settings.chat_model.strip(), n_ctx=settings.n_ctx, **_server_options(settings)
         )
+    path = _model_file(settings.chat_model)
     return LlamaClient(
-        _model_file(settings.chat_model),
-        n_ctx=settings.n_ctx,
-        n_threads=_threads(settings),
+        path, n_ctx=settings.n_ctx, n_threads=_threads(settings), name=model_label(path)
     )
+
+
+def model_label(path: Path) -> str:
+    """What the window calls a chat model: a shipped one by its name and quantisation
+    ("Qwen2.5-Coder-1.5B-Instruct Q4_K_M"), another by its file name. (The GGUF's own
+    general.name can be the name of the model it was made from: "... Instruct AWQ" for a
+    Q4_K_M file.)"""
+    for spec in MODELS.values():
+        if spec.filename == path.name:
+            quant = path.stem.rsplit("-", 1)[-1].rsplit(".", 1)[-1]
+            return f"{spec.name} {quant.upper()}"
+    return path.stem
 
 
 def embedder_for(settings: Settings) -> Embedder:
@@ -299,12 +315,12 @@ class EngineSession:
     @property
     def agent(self) -> MemGPTAgent:
         if self._agent is None:
-            raise InvalidInput("no model is loaded yet; choose models in Settings")
+            raise NotLoaded("no model is loaded yet; choose models in Settings")
         return self._agent
 
     def _open(self, name: str, persona: Persona | None = None) -> MemGPTAgent:
         if self.store is None or self.llm is None:
-            raise InvalidInput("no model is loaded yet; choose models in Settings")
+            raise NotLoaded("no model is loaded yet; choose models in Settings")
         return _make_agent(self.store, self.llm, self.settings, name, persona)
 
     def _close_parts(self, parts: list[object]) -> None:

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 MIN_CONTEXT = 1024
 MAX_CONTEXT = 131072
 MAX_IDLE_MINUTES = 24 * 60  # also keeps the idle timer within Qt's 32-bit milliseconds
+SCHEMES = ("system", "light", "dark")
+MIN_SCALE, MAX_SCALE = 0.7, 2.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Settings:
     target_at: float = 0.6
     idle_minutes: int = 0  # reflect (heartbeat) after this many idle minutes; 0 = never
     agent: str = "memex"  # the agent shown at start
+    scheme: str = "system"  # colours: "system" (follow it), "light" or "dark"
+    text_scale: float = 1.0  # the chat's text size, times the system's (View > Zoom)
     # For a chat model on a server ("" = not set; unused for a local model):
     server_model: str = ""  # the served model's name ("": the server's only one)
     server_tokenizer: str = ""  # the model's tokenizer.json ("": the server's tokenize endpoint)
@@ -64,6 +68,10 @@ class Settings:
         if not 0 <= self.idle_minutes <= MAX_IDLE_MINUTES:
             raise InvalidInput(f"idle minutes must be 0 (off) to {MAX_IDLE_MINUTES} (a day)")
         check_name(self.agent)
+        if self.scheme not in SCHEMES:
+            raise InvalidInput(f"colours must be one of {', '.join(SCHEMES)}")
+        if not MIN_SCALE <= self.text_scale <= MAX_SCALE:
+            raise InvalidInput(f"text size must be {MIN_SCALE}-{MAX_SCALE} times the system's")
         if not self.chat_model.strip() or not self.embed_model.strip():
             raise InvalidInput("choose a chat model and an embedding model")
         if is_remote_model(self.embed_model):

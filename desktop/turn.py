@@ -8,7 +8,21 @@ import datetime as dt
 from desktop.chat_view import ChatView, ExpandableRow, MessageBubble
 from engine.agent import StepResult
 from engine.transcript import pageout_entry
-from engine.types import PagedOut, ReplyDelta, Reviewed, StepEvent, ToolDone
+from engine.types import (
+    ModelCallStarted,
+    PagedOut,
+    ReplyDelta,
+    Reviewed,
+    StepEvent,
+    ToolDone,
+    Working,
+)
+
+# Shown from the moment the user sends until the engine names its first phase (engine.types
+# Working), and while the model reads its prompt (ModelCallStarted), before it writes.
+PHASE_STARTING = "reading your message"
+PHASE_PROMPT = "reading the conversation"
+PHASE_REFLECTING = "reflecting"
 
 
 class TurnRenderer:
@@ -18,11 +32,18 @@ class TurnRenderer:
         self.chat = chat
         self._bubbles: dict[int, MessageBubble] = {}  # model call index -> its reply bubble
 
-    def begin(self) -> None:
+    def begin(self, phase: str = PHASE_STARTING) -> None:
+        """A step starts: the working row shows at once, in the reply's place."""
         self._bubbles.clear()
+        self.chat.show_working(phase)
 
     def on_event(self, event: StepEvent) -> None:
-        if isinstance(event, ReplyDelta):
+        if isinstance(event, Working):
+            self.chat.show_working(event.phase)
+        elif isinstance(event, ModelCallStarted):
+            self.chat.show_working(PHASE_PROMPT)
+        elif isinstance(event, ReplyDelta):
+            self.chat.end_working()  # the reply itself shows it is being written
             self._bubble(event.index).append(event.text)
         elif isinstance(event, ToolDone):
             self._tool_done(event)
@@ -32,10 +53,15 @@ class TurnRenderer:
             self.chat.add(ExpandableRow("operation", text, details or "(no changes)"))
         elif isinstance(event, PagedOut):
             now = dt.datetime.now(dt.UTC)
-            entry = pageout_entry(event.first_message_id, event.last_message_id, event.summary, now)
+            entry = pageout_entry(event.summary, now)
             self.chat.add_entry(entry)
 
+    def abandon(self) -> None:
+        """The step failed: nothing is working any more."""
+        self.chat.end_working()
+
     def finish(self, result: StepResult) -> None:
+        self.chat.end_working()
         for note in result.notes:
             if not note.startswith("Paged out"):  # the divider already shows those
                 self.chat.add(ExpandableRow("note", note, ""))
@@ -52,9 +78,11 @@ class TurnRenderer:
     def _tool_done(self, event: ToolDone) -> None:
         call, result = event.call, event.result
         if call is not None and call.name == "send_message":
+            self.chat.end_working()
             bubble = self._bubble(event.index)
-            if result.ok:  # the stored message, whatever the stream showed
+            if result.ok:  # the stored message, whatever the stream showed, stored now
                 bubble.set_text(str(call.arguments.get("message", bubble.text)))
+                bubble.set_time(dt.datetime.now(dt.UTC))
             else:
                 bubble.mark_failed("not sent: " + result.content)
             return

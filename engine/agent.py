@@ -44,6 +44,9 @@ from engine.tools.reply_checks import (
     without_echo,
 )
 from engine.types import (
+    PHASE_READING_MEMORY,
+    PHASE_SEARCHING,
+    PHASE_WRITING,
     AgentResponse,
     Assists,
     ChatMessage,
@@ -60,6 +63,7 @@ from engine.types import (
     ToolCall,
     ToolDone,
     ToolResult,
+    Working,
 )
 
 EventSink = Callable[[StepEvent], None]
@@ -97,6 +101,7 @@ SAVED_ANSWER = (
 )
 # the thought stored with a reply the engine sent itself (_direct_answer): the model reads it
 # in later turns as its own, so it says where the answer came from
+DEFAULT_DESCRIPTION = "A helpful assistant with a long memory."  # a persona given no words
 ANSWER_THOUGHT = "Answered from memory: the reading of what page-in found."
 STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
 SYSTEM_BLOCK = (
@@ -284,7 +289,7 @@ class MemGPTAgent:
             with timing.phase(timing.PHASE_CONTEXT):
                 self.context.warn_if_filling(text)  # before the message: see warn_if_filling
             message = self._store_user_message(text)
-            reading = self._page_in(message) if self.assists.page_in else None
+            reading = self._page_in(message, on_event) if self.assists.page_in else None
             result = self._run(
                 require_reply=True,
                 on_event=on_event,
@@ -318,12 +323,15 @@ class MemGPTAgent:
             self.archival.insert_message_parts(message.id, text)
         return message
 
-    def _page_in(self, message: Message) -> Reading | None:
+    def _page_in(self, message: Message, on_event: EventSink | None = None) -> Reading | None:
         """Stores the note of what memory holds about `message` (engine.memory.page_in) after
         it, so the model reads it before answering; nothing when memory holds nothing for it.
         For a question, the hits are read for its answer (engine.reading) and the note says
-        what the reading found; returns that reading (None where none was made)."""
+        what the reading found; returns that reading (None where none was made). `on_event`
+        hears each phase as it begins (Working)."""
         reads = self._reads(message)
+        if on_event is not None:
+            on_event(Working(PHASE_SEARCHING))
         with timing.phase(timing.PHASE_CONTEXT):
             # The reading (engine.reading) has a window of its own: it reads all the hits, where
             # the note may have room for fewer, and the messages in view too (a small model
@@ -335,6 +343,8 @@ class MemGPTAgent:
             def fits(text: str) -> bool:
                 return self.llm.count_message_tokens(ChatMessage("system", text)) <= limit
 
+        if reads and hits and on_event is not None:
+            on_event(Working(PHASE_READING_MEMORY))
         reading = self._read(message, hits) if reads and hits else None
         with timing.phase(timing.PHASE_CONTEXT):
             unseen = [hit for hit in hits if not hit.in_view]
@@ -593,8 +603,13 @@ class MemGPTAgent:
         """The TextSink of one model call: passes the message text on, and says stop once
         cancel() was called."""
         stream = MessageStream()
+        started = False
 
         def on_text(piece: str) -> bool:
+            nonlocal started
+            if not started:  # the prompt is read: the model writes (its thought, then the reply)
+                started = True
+                self._emit(Working(PHASE_WRITING))
             added = stream.feed(piece)
             if added:
                 self._emit(ReplyDelta(index, added))
@@ -791,9 +806,7 @@ class MemGPTAgent:
         row = self.store.query_one("SELECT id, persona_json FROM agents WHERE name = ?", (name,))
         if row is not None:
             return row[0], Persona(**json.loads(row[1]))
-        persona = persona or Persona(
-            name="Memex", description="A helpful assistant with a long memory."
-        )
+        persona = persona or Persona(name="Memex", description=DEFAULT_DESCRIPTION)
         with self.store.atomic() as conn:
             conn.execute(
                 "INSERT INTO agents(name, persona_json, model_settings_json, created_at)"

@@ -299,8 +299,13 @@ def read_agent_file(path: str | os.PathLike[str]) -> dict[str, Any] | list[Letta
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise AgentFileError(f"there is no file {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgentFileError(f"could not read {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise AgentFileError(
+            f"{path.name} is not an agent file: it is not text (agent files are JSON, "
+            "exported by Memex or Letta). Choose a .json or .af file."
+        ) from None
+    except OSError as exc:
+        raise AgentFileError(f"could not read {path}: {exc.strerror or exc}") from None
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:

@@ -62,7 +62,7 @@ def _entries(
         start = messages[0].created_at
         end = messages[-1].created_at if before_id is not None else None
         entries += [
-            pageout_entry(s.first_message_id, s.last_message_id, s.text, s.created_at)
+            pageout_entry(s.text, s.created_at)
             for s in summaries.all()
             if s.created_at >= start and (end is None or s.created_at <= end)
         ]
@@ -70,10 +70,13 @@ def _entries(
     return sorted(entries, key=lambda e: e.created_at)
 
 
-def pageout_entry(
-    first_id: int, last_id: int, summary: str | None, at: dt.datetime
-) -> TranscriptEntry:
-    text = f"Messages {first_id}-{last_id} left the context window; they stay searchable."
+def pageout_entry(summary: str | None, at: dt.datetime) -> TranscriptEntry:
+    """The divider of a page-out. It names no message numbers: those are rows of the file
+    (tool results and notes among them), not what a person counts as messages."""
+    text = (
+        "Earlier messages left the context window; a summary stands for them, and they stay "
+        "searchable."
+    )
     return TranscriptEntry("pageout", text, at, detail=summary or "(summary pending)")
 
 

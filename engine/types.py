@@ -269,6 +269,19 @@ class AgentResponse:
 
 
 @dataclass(frozen=True)
+class Working:
+    """What the step is doing now, for a user waiting on it: one of the PHASE_* words below.
+    Sent as each phase begins (a model call's own start is ModelCallStarted)."""
+
+    phase: str
+
+
+PHASE_SEARCHING = "searching memory"
+PHASE_READING_MEMORY = "reading what memory found"
+PHASE_WRITING = "writing"  # the model's first token came: the prompt is read
+
+
+@dataclass(frozen=True)
 class ModelCallStarted:
     """The model starts its `index`-th call of the step (0-based)."""
 
@@ -325,7 +338,7 @@ class Reviewed:
         return f"messages {self.first_message_id}-{self.last_message_id}: {what}"
 
 
-StepEvent = ModelCallStarted | ReplyDelta | ToolDone | PagedOut | Reviewed
+StepEvent = Working | ModelCallStarted | ReplyDelta | ToolDone | PagedOut | Reviewed
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import shiboken6
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWidget
 
+from desktop.session import NotLoaded
 from desktop.worker import EngineWorker, Job
 from engine.errors import MemexError
 from engine.memory.core import CoreMemoryError
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 ERROR_STYLE = "color: #c62828;"
 WARNING_STYLE = "color: #b26a00;"
+WAITING_FOR_MODELS = "Waiting for the models to load…"
 
 
 def local_time(value: dt.datetime | str) -> str:
@@ -39,6 +41,11 @@ def error_message(exc: BaseException) -> str:
         return "not found: it may have been deleted meanwhile; search again"
     logger.warning("engine job failed", exc_info=exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def count_of(count: int, noun: str, plural: str = "") -> str:
+    """ "1 passage", "2 passages" (`plural` where it is not `noun` + "s")."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 def first_line(text: str, width: int = 120) -> str:
@@ -67,6 +74,14 @@ class StatusLabel(QLabel):
 
     def error(self, text: str) -> None:
         self._show(text, ERROR_STYLE, error=True)
+
+    def failed(self, exc: BaseException) -> None:
+        """A job's failure; asked before the models loaded, a wait, not an error (the panel
+        is drawn again once they have)."""
+        if isinstance(exc, NotLoaded):
+            self.busy(WAITING_FOR_MODELS)
+        else:
+            self.error(error_message(exc))
 
     def _show(self, text: str, style: str, error: bool) -> None:
         self.setText(text)

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.panels import StatusLabel, error_message, first_line, local_time, submit
+from desktop.panels import StatusLabel, count_of, first_line, local_time, submit
 from desktop.worker import EngineWorker, Job
 from engine.memory.archival import Passage
 
@@ -145,7 +145,7 @@ class ArchivalPanel(QWidget):
 
     def _search_failed(self, seq: int, exc: BaseException) -> None:
         if seq == self._search_seq:
-            self.count.error(error_message(exc))
+            self.count.failed(exc)
 
     def _show_results(self, seq: int, query: str, passages: list[Passage]) -> None:
         if seq != self._search_seq:
@@ -154,9 +154,12 @@ class ArchivalPanel(QWidget):
         if not passages:
             self.count.info("No passages." if not query else f"No passages match “{query}”.")
         elif not query:
-            self.count.info(f"{len(passages)} newest passages")
+            self.count.info(
+                "1 passage" if len(passages) == 1 else f"{len(passages)} newest passages"
+            )
         else:
-            self.count.info(f"{len(passages)} passages match “{query}”")
+            match = "matches" if len(passages) == 1 else "match"
+            self.count.info(f"{count_of(len(passages), 'passage')} {match} “{query}”")
         self.results.blockSignals(True)  # refilling is not the user choosing a passage
         self.results.setRowCount(0)
         for passage in passages:
@@ -275,7 +278,7 @@ class ArchivalPanel(QWidget):
 
         def failed(exc: BaseException) -> None:
             self._pending -= 1
-            self.status.error(error_message(exc))
+            self.status.failed(exc)
             self._update_buttons()
 
         submit(self, self._worker, job, done, failed)

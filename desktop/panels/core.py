@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.panels import WARNING_STYLE, StatusLabel, error_message, local_time, submit
+from desktop.panels import WARNING_STYLE, StatusLabel, local_time, submit
 from desktop.session import EngineSession
 from desktop.worker import EngineWorker, Job
 from engine.errors import InvalidInput
@@ -32,7 +32,8 @@ ERROR_COLOR = "#c62828"
 
 
 def change_summary(before: str, after: str, width: int = 60) -> str:
-    """An edit in one line: only the part that changed, with '…' where equal text is left out."""
+    """An edit in words, showing only the part that changed ('…' where equal text is left
+    out): "added “…”", "removed “…”", or "“…old…” → “…new…”"."""
     start = 0
     while start < min(len(before), len(after)) and before[start] == after[start]:
         start += 1
@@ -42,14 +43,32 @@ def change_summary(before: str, after: str, width: int = 60) -> str:
     lead = "…" if start else ""
     tail = "…" if end else ""
 
-    def part(text: str) -> str:
-        middle = text[start : len(text) - end]
-        middle = middle.replace("\n", "⏎")
-        if len(middle) > width:
-            middle = middle[: width - 1] + "…"
-        return f"“{lead}{middle}{tail}”" if middle else "(nothing)"
+    def middle(text: str) -> str:
+        part = text[start : len(text) - end].replace("\n", "⏎").strip("⏎")
+        return part if len(part) <= width else part[: width - 1] + "…"
 
-    return f"{part(before)} → {part(after)}"
+    old, new = middle(before), middle(after)
+    if not old and not new:
+        return "no change"
+    if not old:
+        return f"added “{new}”"
+    if not new:
+        return f"removed “{old}”"
+    return f"“{lead}{old}{tail}” → “{lead}{new}{tail}”"
+
+
+# Who made an edit, as block_history's actor names them (engine.tools.memory_tools: "tool:NAME"
+# for the model's calls; "undo:ACTOR" for an undo)
+_ACTORS = {"user": "you", "consolidation": "memory review", "import": "import"}
+
+
+def actor_words(actor: str) -> str:
+    """ "you", "the assistant", "memory review", "undo by you"."""
+    if actor.startswith("undo:"):
+        return "undo by " + actor_words(actor[len("undo:") :])
+    if actor.startswith("tool:"):
+        return "the assistant"
+    return _ACTORS.get(actor, actor)
 
 
 def _same_block(session: EngineSession, label: str, block_id: int) -> None:
@@ -138,9 +157,14 @@ class BlockEditor(QFrame):
         self.share_button.setToolTip(
             "Attach this section to another agent too: an edit by either is seen by both"
         )
-        for button in (self.save_button, self.revert_button, self.undo_button, self.share_button):
-            row.addWidget(button)
         layout.addLayout(row)
+        # the buttons on a line of their own: beside the size they pushed the panel wider than
+        # its dock, behind a sideways scrollbar
+        buttons = QHBoxLayout()
+        buttons.addStretch()
+        for button in (self.save_button, self.revert_button, self.undo_button, self.share_button):
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
 
         self.status = StatusLabel()
         self.status.setObjectName(f"core-error-{label}")
@@ -202,7 +226,7 @@ class BlockEditor(QFrame):
         idle = not self._pending
         self.save_button.setEnabled(idle and text != self._block.value)
         self.revert_button.setEnabled(idle and self.has_unsaved())
-        self.undo_button.setEnabled(idle)
+        self.undo_button.setEnabled(idle and self._block.undoable)
         self.on_disk_label.setVisible(self.has_unsaved() and self._block.value != self._loaded)
 
     # -- actions -----------------------------------------------------------------------------
@@ -234,7 +258,7 @@ class BlockEditor(QFrame):
             self._worker,
             lambda session: [a.name for a in session.agents() if a.name != session.agent.name],
             self._pick_agent_to_share_with,
-            lambda exc: self.status.error(error_message(exc)),
+            lambda exc: self.status.failed(exc),
         )
 
     def _pick_agent_to_share_with(self, names: list[str]) -> None:
@@ -276,7 +300,7 @@ class BlockEditor(QFrame):
 
         def on_error(exc: BaseException) -> None:
             self._pending -= 1
-            self.status.error(error_message(exc))  # the editor keeps whatever the user typed
+            self.status.failed(exc)  # the editor keeps whatever the user typed
             if isinstance(exc, StoredTextChanged):
                 self.set_stored(exc.block)  # shows "changed on disk"; Save again writes over it
             self._update_state()
@@ -301,7 +325,7 @@ class BlockEditor(QFrame):
             self._worker,
             lambda session: session.history(label),
             self._show_history,
-            lambda exc: self.status.error(error_message(exc)),
+            lambda exc: self.status.failed(exc),
         )
 
     def _show_history(self, edits: list[BlockEdit]) -> None:
@@ -326,7 +350,8 @@ def _title(block: Block) -> str:
 
 def _history_item(edit: BlockEdit, shared: bool) -> QListWidgetItem:
     # a shared block is edited by several agents: say whose edit each was
-    who = f"{edit.agent} ({edit.actor})" if shared and edit.agent else edit.actor
+    who = actor_words(edit.actor)
+    who = f"{edit.agent} ({who})" if shared and edit.agent else who
     text = f"{local_time(edit.created_at)}  {who}: {change_summary(edit.before, edit.after)}"
     item = QListWidgetItem(text + ("  (undone)" if edit.undone else ""))
     item.setToolTip(f"Before:\n{edit.before}\n\nAfter:\n{edit.after}")
@@ -361,6 +386,7 @@ class CorePanel(QWidget):
         layout.addLayout(top)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._body = QWidget()
         self._blocks_layout = QVBoxLayout(self._body)
         self._blocks_layout.addStretch()
@@ -377,7 +403,7 @@ class CorePanel(QWidget):
             self._worker,
             lambda session: session.blocks(),
             self._show_blocks,
-            lambda exc: self.status.error(error_message(exc)),
+            lambda exc: self.status.failed(exc),
         )
 
     def _ask_new_section(self) -> None:
@@ -396,7 +422,7 @@ class CorePanel(QWidget):
                 self._worker,
                 lambda session: session.add_block(label, description),
                 lambda _: self._section_added(),
-                lambda exc: self.status.error(error_message(exc)),
+                lambda exc: self.status.failed(exc),
             )
 
     def _section_added(self) -> None:

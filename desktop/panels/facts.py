@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.panels import StatusLabel, error_message, submit
+from desktop.panels import StatusLabel, count_of, submit
 from desktop.worker import EngineWorker, Job
 from engine.memory.graph import Fact
 
@@ -126,12 +126,12 @@ class FactsPanel(QWidget):
             )
             self.list.addItem(item)
         more = f" (first {SHOWN})" if len(facts) > SHOWN else ""
-        self.status.info(f"{len(facts)} facts{more}" if facts else "No facts.")
+        self.status.info(f"{count_of(len(facts), 'fact')}{more}" if facts else "No facts.")
         self._update_buttons()
 
     def _failed(self, seq: int, exc: BaseException) -> None:
         if seq == self._seq:
-            self.status.error(error_message(exc))
+            self.status.failed(exc)
 
     # -- the user's corrections --------------------------------------------------------------
     def _selected(self) -> tuple[int, bool] | None:
@@ -176,4 +176,4 @@ class FactsPanel(QWidget):
         self.refresh()
 
     def _change_failed(self, exc: BaseException) -> None:
-        self.status.error(error_message(exc))
+        self.status.failed(exc)

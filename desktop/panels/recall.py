@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.panels import StatusLabel, error_message, local_time, submit
+from desktop.panels import StatusLabel, count_of, local_time, submit
 from desktop.session import EngineSession
 from desktop.worker import EngineWorker
 from engine.memory.search import Page
@@ -135,15 +135,15 @@ class RecallPanel(QWidget):
 
     def _failed(self, seq: int, exc: BaseException) -> None:
         if seq == self._seq:
-            self.header.error(error_message(exc))
+            self.header.failed(exc)
 
     def _show(self, seq: int, page: Page, messages: list[Message]) -> None:
         if seq != self._seq:
             return
         if page.total > len(messages):
-            self.header.info(f"{page.total} results (the first {len(messages)} shown)")
+            self.header.info(f"{count_of(page.total, 'result')} (the first {len(messages)} shown)")
         else:
-            self.header.info(f"{page.total} result" + ("" if page.total == 1 else "s"))
+            self.header.info(count_of(page.total, "result"))
         self.results.clear()
         for message in messages:
             self.results.addItem(_item(message))

@@ -25,6 +25,7 @@ class Block:
     description: str
     read_only: bool
     shared_with: tuple[str, ...] = ()  # the other agents this block is attached to
+    undoable: bool = False  # it has an edit undo() would revert
 
     @property
     def shared(self) -> bool:
@@ -53,6 +54,10 @@ class BlockTemplate:
     description: str
     limit: int = DEFAULT_BLOCK_LIMIT
     read_only: bool = False
+
+
+# An edit undo() reverts: not undone yet, and not itself an undo.
+_UNDOABLE = "undone = 0 AND actor NOT LIKE 'undo%'"
 
 
 def _quoted(text: str, limit: int = 80) -> str:
@@ -122,7 +127,8 @@ class CoreMemory(Mapping[str, str]):
             "SELECT b.id, ab.label, b.value, b.char_limit, b.description, b.read_only,"
             " (SELECT group_concat(a.name, char(31)) FROM agent_blocks other"
             "  JOIN agents a ON a.id = other.agent_id"
-            "  WHERE other.block_id = b.id AND other.agent_id != ab.agent_id)"
+            "  WHERE other.block_id = b.id AND other.agent_id != ab.agent_id),"
+            f" EXISTS (SELECT 1 FROM block_history h WHERE h.block_id = b.id AND {_UNDOABLE})"
             " FROM agent_blocks ab JOIN blocks b ON b.id = ab.block_id"
             " WHERE ab.agent_id = ? ORDER BY ab.position",
             (self.agent_id,),
@@ -136,6 +142,7 @@ class CoreMemory(Mapping[str, str]):
                 r[4],
                 bool(r[5]),
                 tuple(sorted(r[6].split("\x1f"))) if r[6] else (),
+                bool(r[7]),
             )
             for r in rows
         ]
@@ -263,8 +270,8 @@ class CoreMemory(Mapping[str, str]):
         """Revert the latest edit of a block that is not undone yet."""
         block = self._block_or_error(label)
         row = self.store.query_one(
-            "SELECT id, before, after FROM block_history WHERE block_id = ? AND undone = 0"
-            " AND actor NOT LIKE 'undo%' ORDER BY id DESC LIMIT 1",
+            f"SELECT id, before, after FROM block_history WHERE block_id = ? AND {_UNDOABLE}"
+            " ORDER BY id DESC LIMIT 1",
             (block.id,),
         )
         if row is None:

@@ -200,7 +200,7 @@ def test_sigterm_closes_the_app_while_an_error_dialog_shows(tmp_path: Path) -> N
     assert window.stdout is not None
     try:
         for line in window.stdout:
-            if "Memex could not start" in line:
+            if "Memex could not load its models" in line:
                 break
         else:
             pytest.fail(f"exited with {window.wait()} before the error dialog")

@@ -4,17 +4,22 @@ as the real model, a real SQLite file and the real embedder."""
 from __future__ import annotations
 
 import dataclasses
+import time
+from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox, QWidget
+from PySide6.QtGui import QGuiApplication, QPalette
+from PySide6.QtWidgets import QApplication, QMenu, QMessageBox, QToolBar, QToolButton, QWidget
 
 from desktop.chat_view import Divider, ExpandableRow
+from desktop.dialogs import NewAgentDialog
 from desktop.main_window import MainWindow
 from desktop.session import EngineSession, llama_client
+from desktop.theme import DARK, LIGHT
 from engine.llm.scripted import ScriptedClient, call
 from engine.types import ReplyDelta
 
-from .windows import TIMEOUT, bubbles, rows, send_and_wait
+from .windows import TIMEOUT, bubbles, idle, rows, run, send_and_wait
 
 
 def test_send_streams_the_reply_into_a_bubble(qtbot, window, scripted):
@@ -302,6 +307,10 @@ def test_bad_new_settings_keep_the_previous_model(
     qtbot.waitUntil(lambda: window.error_box is not None, timeout=TIMEOUT)
     qtbot.waitUntil(lambda: window.loaded, timeout=TIMEOUT)
     assert "missing.gguf" in window.error_box.text()
+    # the app runs on: no "could not start", and nothing said of make or pip
+    assert window.error_box.windowTitle() == "The new settings did not load"
+    said = window.error_box.text() + window.error_box.informativeText()
+    assert "make " not in said and "pip" not in said
     assert window.settings == good and bad not in saved
     assert "previous ones are in use" in window.status.text()
     scripted.enqueue([call("send_message", message="still here")])
@@ -438,3 +447,142 @@ def test_vectors_of_another_embedder_are_made_again_after_loading(
     assert window.status.text() == window._model_line()  # the indexing line is gone
     found = window.session.store.query("SELECT DISTINCT model FROM passage_vectors")
     assert found == [(embedder.name,)]
+
+
+def test_the_working_row_shows_within_100_ms_and_names_each_phase(qtbot, open_window, settings):
+    slow = ScriptedClient(n_ctx=4096, piece_chars=2, piece_delay=0.01)
+    window = open_window(settings, slow)
+    slow.enqueue([call("send_message", message="Noted."), call("send_message", message="Tea.")])
+    send_and_wait(qtbot, window, "I drink tea every morning")  # for the question to find
+    phases: list[str] = []
+    window.worker.event.connect(
+        lambda e: phases.append(window.chat.working.phase) if window.chat.working else None
+    )
+    window.input.setPlainText("What do I drink?")
+    started = time.perf_counter()
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    assert window.chat.working is not None
+    # a widget added to a shown layout shows at the event loop's next turn
+    qtbot.waitUntil(lambda: window.chat.working.isVisibleTo(window), timeout=100)
+    assert time.perf_counter() - started < 0.1
+    assert window.chat.entries()[-1] is window.chat.working  # in the reply's place
+    qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
+    assert phases[:4] == [
+        "searching memory",
+        "reading what memory found",
+        "reading the conversation",
+        "writing",
+    ]
+    assert window.chat.working is None
+    assert bubbles(window, "assistant")[-1].text == "Tea."
+
+
+def test_dark_colours_and_back_to_the_systems(qtbot, window, saved):
+    app = QApplication.instance()
+    window.set_scheme("dark")
+    try:
+        assert app.palette().color(QPalette.ColorRole.Window).lightness() < 80
+        assert window.scheme_actions["dark"].isChecked()
+        bubble = window.chat.bubble("assistant", "in the dark")
+        assert DARK.assistant_bubble in bubble.styleSheet()
+        qtbot.waitUntil(lambda: bool(saved) and saved[-1].scheme == "dark", timeout=TIMEOUT)
+    finally:
+        window.set_scheme("system")
+    assert app.palette().color(QPalette.ColorRole.Window).lightness() > 150
+    assert LIGHT.assistant_bubble in bubble.styleSheet()
+
+
+def test_zoom_changes_the_chats_text_and_is_kept(qtbot, window, saved):
+    before = window.chat.text_font.pointSizeF()
+    window.commands["zoom_in"].trigger()
+    window.commands["zoom_in"].trigger()
+    assert window.settings.text_scale == 1.2
+    assert abs(window.chat.text_font.pointSizeF() - before * 1.2) < 0.01
+    assert window.input.font().pointSizeF() == window.chat.text_font.pointSizeF()
+    window.commands["zoom_reset"].trigger()
+    assert window.settings.text_scale == 1.0 and window.chat.text_font.pointSizeF() == before
+    for _ in range(30):
+        window.commands["zoom_out"].trigger()
+    assert window.settings.text_scale == 0.7  # the smallest
+    qtbot.waitUntil(lambda: bool(saved) and saved[-1].text_scale == 0.7, timeout=TIMEOUT)
+
+
+def test_the_menu_bar_holds_every_action_with_its_shortcut(qtbot, window):
+    in_menus = {
+        action for menu in window.menuBar().findChildren(QMenu) for action in menu.actions()
+    }
+    toolbar = window.findChild(QToolBar, "toolbar")
+    for action in toolbar.actions():
+        if isinstance(toolbar.widgetForAction(action), QToolButton):
+            assert action in in_menus, action.text()
+    for key in ("new", "settings", "stop", "reflect", "zoom_in", "quit", "copy_reply"):
+        assert window.commands[key] in in_menus and not window.commands[key].shortcut().isEmpty()
+    assert set(window.scheme_actions.values()) <= in_menus
+    panels = {a.text() for a in window.menus["View"].findChildren(QMenu)[-1].actions()}
+    assert {"Core memory", "Recall", "Archival memory"} <= panels
+
+
+def test_copy_last_reply(qtbot, window, scripted):
+    scripted.enqueue([call("send_message", message="Use `pip install x`.")])
+    send_and_wait(qtbot, window, "how?")
+    window.commands["copy_reply"].trigger()
+    assert QGuiApplication.clipboard().text() == "Use `pip install x`."
+
+
+def test_a_new_agent_is_who_its_name_and_words_say(qtbot, window):
+    window.create_agent("Ada", "A patient Spanish tutor.")
+    qtbot.waitUntil(lambda: window.chat.speaker == "Ada" and idle(window), timeout=TIMEOUT)
+    persona = run(qtbot, window.worker, lambda s: s.agent.core_memory["persona"])
+    assert persona.startswith("I am Ada. A patient Spanish tutor.")
+
+
+def test_the_new_agent_dialog_needs_a_name(qtbot):
+    dialog = NewAgentDialog()
+    qtbot.addWidget(dialog)
+    assert not dialog.ok_button.isEnabled()
+    qtbot.keyClicks(dialog.name_edit, "  ")
+    assert not dialog.ok_button.isEnabled()
+    qtbot.keyClicks(dialog.name_edit, "Ada")
+    assert dialog.ok_button.isEnabled() and dialog.name == "Ada" and dialog.description == ""
+
+
+def test_a_passing_word_in_the_status_bar_gives_way(qtbot, window, monkeypatch):
+    monkeypatch.setattr("desktop.main_window.STATUS_SECONDS", 0.05)
+    model_line = window.status.text()
+    window.say("Imported 'memex copy'")
+    assert window.status.text() == "Imported 'memex copy'"
+    qtbot.waitUntil(lambda: window.status.text() == model_line, timeout=TIMEOUT)
+
+
+def test_the_status_bar_names_a_shipped_model_by_its_file(tmp_path):
+    from desktop.session import model_label
+
+    file = tmp_path / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    assert model_label(file) == "Qwen2.5-Coder-0.5B-Instruct Q4_K_M"  # not the GGUF's "AWQ"
+    assert model_label(tmp_path / "my-own.Q8_0.gguf") == "my-own.Q8_0"
+
+
+def test_file_dialogs_open_in_the_documents_folder_not_the_working_directory():
+    from desktop.main_window import documents_dir
+
+    assert documents_dir().is_dir() and documents_dir() != Path.cwd()
+
+
+def test_an_empty_chat_welcomes_and_its_examples_fill_the_input(qtbot, window, scripted, settings):
+    welcome = window.chat.welcome
+    assert welcome is not None and settings.db_path in welcome.body.text()
+    assert "core memory" in welcome.body.text() and len(welcome.examples) == 3
+    qtbot.mouseClick(welcome.examples[0], Qt.MouseButton.LeftButton)
+    assert window.input.toPlainText() == welcome.examples[0].text()
+    scripted.enqueue([call("send_message", message="Hello Sam!")])
+    send_and_wait(qtbot, window, window.input.toPlainText())
+    assert window.chat.welcome is None and welcome not in window.chat.entries()
+
+
+def test_a_chat_with_history_has_no_welcome(qtbot, open_window, settings, scripted):
+    scripted.enqueue([call("send_message", message="Hi.")])
+    first = open_window(settings)
+    send_and_wait(qtbot, first, "hello")
+    first.close()
+    again = open_window(settings)
+    assert again.chat.welcome is None and bubbles(again, "user")[0].text == "hello"

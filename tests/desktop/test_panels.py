@@ -10,6 +10,7 @@ import pytest
 from PySide6.QtCore import QDate, Qt
 from PySide6.QtWidgets import QLabel, QListWidget, QPlainTextEdit, QPushButton, QToolButton
 
+from desktop.panels import WAITING_FOR_MODELS
 from desktop.panels.archival import ArchivalPanel, parse_tags
 from desktop.panels.core import CorePanel, change_summary
 from desktop.panels.recall import RecallPanel
@@ -71,6 +72,8 @@ def test_core_panel_shows_every_block_with_its_size(qtbot, worker, core):
 
 def test_save_shows_in_history_and_undo_restores(qtbot, worker, core):
     editor = find(core, QPlainTextEdit, "core-editor-human")
+    undo = find(core, QPushButton, "core-undo-human")
+    assert not undo.isEnabled()  # nothing to undo yet
     editor.setPlainText("Name: Sam. Likes tea.")
     with qtbot.waitSignal(core.edited, timeout=WAIT_MS):
         click(qtbot, find(core, QPushButton, "core-save-human"))
@@ -79,16 +82,18 @@ def test_save_shows_in_history_and_undo_restores(qtbot, worker, core):
 
     find(core, QToolButton, "core-history-toggle-human").click()
     history = find(core, QListWidget, "core-history-human")
-    qtbot.waitUntil(lambda: "user:" in history.item(0).text(), timeout=WAIT_MS)
-    assert "Name: Sam. Likes tea." in history.item(0).text()
+    qtbot.waitUntil(lambda: "you:" in history.item(0).text(), timeout=WAIT_MS)
+    assert "you: added “Name: Sam. Likes tea.”" in history.item(0).text()
+    assert undo.isEnabled()
 
     with qtbot.waitSignal(core.edited, timeout=WAIT_MS):
         click(qtbot, find(core, QPushButton, "core-undo-human"))
     assert editor.toPlainText() == ""
     assert stored(qtbot, worker, "human") == ""
-    qtbot.waitUntil(lambda: "undo:user" in history.item(0).text(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "undo by you" in history.item(0).text(), timeout=WAIT_MS)
     undone = history.item(1)
     assert undone.font().strikeOut() and "(undone)" in undone.text()
+    assert not undo.isEnabled()  # the one edit is undone: nothing left to undo
 
 
 def test_over_limit_save_shows_the_error_and_keeps_the_text(qtbot, worker, core):
@@ -130,7 +135,9 @@ def test_refresh_keeps_unsaved_text_and_marks_a_stored_change(qtbot, worker, cor
 
 
 def test_change_summary_shows_only_what_changed():
-    assert change_summary("", "Name: Sam") == "(nothing) → “Name: Sam”"
+    assert change_summary("", "Name: Sam") == "added “Name: Sam”"
+    assert change_summary("Name: Sam\nLikes tea", "Name: Sam") == "removed “Likes tea”"
+    assert change_summary("same", "same") == "no change"
     assert change_summary("likes tea a lot", "likes coffee a lot") == "“…tea…” → “…coffee…”"
 
 
@@ -309,7 +316,7 @@ def test_facts_now_as_of_a_day_and_the_users_corrections(qtbot, worker, monkeypa
     ]
     panel.day.setDate(QDate(2025, 6, 1))
     panel.as_of.setChecked(True)
-    qtbot.waitUntil(lambda: panel.status.text() == "1 facts", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: panel.status.text() == "1 fact", timeout=WAIT_MS)
     assert texts() == ["Alice works_at Initech (from 2025-01-01 until 2026-03-01)"]
     panel.list.setCurrentRow(0)
     assert not panel.end_button.isEnabled()  # it has ended already
@@ -326,7 +333,7 @@ def test_facts_now_as_of_a_day_and_the_users_corrections(qtbot, worker, monkeypa
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     panel.list.setCurrentRow(0)
     click(qtbot, panel.delete_button)
-    qtbot.waitUntil(lambda: panel.status.text() == "1 facts", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: panel.status.text() == "1 fact", timeout=WAIT_MS)
     assert run(qtbot, worker, lambda s: s.agent.graph.count()) == 2
 
 
@@ -370,3 +377,17 @@ def test_a_new_section_shared_with_another_agent(qtbot, worker, core, monkeypatc
     click(qtbot, find(core, QPushButton, "core-add"))
     qtbot.waitUntil(lambda: bool(core.status.property("error")), timeout=WAIT_MS)
     assert "a section name is a word" in core.status.text()
+
+
+def test_panels_drawn_before_the_models_load_wait_without_an_error(qtbot, make_session):
+    from desktop.worker import EngineWorker
+
+    worker = EngineWorker(make_session())  # never loaded, as at start while models load
+    try:
+        core = CorePanel(worker)
+        qtbot.addWidget(core)
+        qtbot.waitUntil(lambda: core.status.text() == WAITING_FOR_MODELS, timeout=WAIT_MS)
+        assert core.status.property("error") is False
+        assert "no model" not in core.status.text()
+    finally:
+        worker.shutdown()

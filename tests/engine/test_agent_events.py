@@ -9,7 +9,16 @@ from engine import MemGPTAgent, Persona
 from engine.agent import STOPPED_NOTE
 from engine.llm.scripted import ScriptedClient, call
 from engine.transcript import transcript
-from engine.types import ModelCallStarted, PagedOut, ReplyDelta, ToolDone
+from engine.types import (
+    PHASE_READING_MEMORY,
+    PHASE_SEARCHING,
+    PHASE_WRITING,
+    ModelCallStarted,
+    PagedOut,
+    ReplyDelta,
+    ToolDone,
+    Working,
+)
 
 PERSONA = Persona(name="Sam", description="A helpful assistant")
 
@@ -28,6 +37,8 @@ def test_events_follow_the_step(store) -> None:
     agent = make_agent(store, client)
     events: list[object] = []
     result = agent.step("I like tea", on_event=events.append)
+    assert events[0] == Working(PHASE_SEARCHING)
+    events = [e for e in events if not isinstance(e, Working)]
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "ModelCallStarted" and kinds[1] == "ToolDone"
     first_done = events[1]
@@ -39,6 +50,39 @@ def test_events_follow_the_step(store) -> None:
     assert all(d.index == 1 for d in deltas) and "".join(d.text for d in deltas) == "Tea it is."
     assert isinstance(events[-1], ToolDone) and events[-1].call.name == "send_message"
     assert result.message == "Tea it is." and not result.cancelled
+
+
+def test_each_phase_is_told_as_it_begins(store) -> None:
+    """A waiting user is told what the step does: searching memory, reading what it found
+    (for a question), the model reading its prompt (ModelCallStarted), then writing (its first
+    token), before the reply's first words."""
+    client = ScriptedClient([call("send_message", message="Tea, I think.")])
+    agent = make_agent(store, client)
+    agent.step("I like tea, remember that")  # something for the question's search to find
+    client.enqueue([call("send_message", message="You like tea.")])
+    events: list[object] = []
+    agent.step("What do I like to drink?", on_event=events.append)
+    told = [e for e in events if isinstance(e, Working | ModelCallStarted)]
+    first_words = next(i for i, e in enumerate(events) if isinstance(e, ReplyDelta))
+    # the scripted reader finds nothing, so the model answers
+    assert told == [
+        Working(PHASE_SEARCHING),
+        Working(PHASE_READING_MEMORY),
+        ModelCallStarted(0),
+        Working(PHASE_WRITING),
+    ]
+    assert events.index(Working(PHASE_WRITING)) < first_words
+
+
+def test_a_message_that_asks_nothing_is_not_read(store) -> None:
+    client = ScriptedClient([call("send_message", message="Noted.")])
+    agent = make_agent(store, client)
+    events: list[object] = []
+    agent.step("I like tea", on_event=events.append)
+    assert Working(PHASE_READING_MEMORY) not in events
+    assert events.index(Working(PHASE_WRITING)) < events.index(
+        next(e for e in events if isinstance(e, ReplyDelta))
+    )
 
 
 def test_cancel_stops_the_reply_and_keeps_the_users_message(store) -> None:

@@ -143,6 +143,13 @@ def test_a_newer_or_damaged_file_is_refused_and_nothing_is_imported(store, tmp_p
             import_agent(store, path)
     with pytest.raises(AgentFileError, match="there is no file"):
         import_agent(store, tmp_path / "missing.json")
+    picture = tmp_path / "photo.json"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n\xf4\x00\xff" * 10)  # not text at all
+    with pytest.raises(
+        AgentFileError, match="photo.json is not an agent file: it is not text"
+    ) as e:
+        import_agent(store, picture)
+    assert "codec" not in str(e.value) and "0x" not in str(e.value)
 
 
 def test_a_failed_write_leaves_no_half_file(store, tmp_path) -> None:

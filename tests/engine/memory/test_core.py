@@ -54,7 +54,9 @@ def test_nothing_over_the_limit_is_stored(agent: MemGPTAgent) -> None:
 
 def test_history_and_undo(agent: MemGPTAgent) -> None:
     core = agent.memory
+    assert not core.block("human").undoable  # a new block: nothing to undo
     core.append("human", "one", actor="tool:core_memory_append")
+    assert core.block("human").undoable
     core.append("human", "two", actor="user")
     history = core.history("human")
     assert [(h.before, h.after, h.actor) for h in history] == [
@@ -63,8 +65,7 @@ def test_history_and_undo(agent: MemGPTAgent) -> None:
     ]
     core.undo("human")
     assert core["human"] == "one"
-    core.undo("human")
-    assert core["human"] == ""
+    assert core.undo("human").value == "" and not core.block("human").undoable
     with pytest.raises(CoreMemoryError, match="nothing to undo"):
         core.undo("human")
 
