@@ -563,10 +563,14 @@ class ChatView(QScrollArea):
             if self._layout.itemAt(i).widget() is not None
         ]
 
-    def add(self, widget: QWidget, at_top: bool = False) -> QWidget:
+    def add(self, widget: QWidget, at_top: bool = False, before: QWidget | None = None) -> QWidget:
+        """Adds `widget` at the end (before the working row, which stays last), at the top, or
+        just `before` another entry."""
         index = 1 if at_top else self._layout.count() - 1
         if not at_top and self.working is not None:
             index = self._layout.indexOf(self.working)  # the working row stays the last one
+        if before is not None and self._layout.indexOf(before) >= 0:
+            index = self._layout.indexOf(before)
         self._layout.insertWidget(index, widget)
         if isinstance(widget, Styled):
             widget.restyle(self.colours, self.text_font)
@@ -606,8 +610,10 @@ class ChatView(QScrollArea):
             if isinstance(widget, Styled):
                 widget.restyle(colours, self.text_font)
 
-    def add_entry(self, entry: TranscriptEntry, at_top: bool = False) -> QWidget:
-        widget = self.add(self.widget_for(entry), at_top)
+    def add_entry(
+        self, entry: TranscriptEntry, at_top: bool = False, before: QWidget | None = None
+    ) -> QWidget:
+        widget = self.add(self.widget_for(entry), at_top, before)
         widget.setProperty("message_id", entry.message_id)
         return widget
 
@@ -634,10 +640,16 @@ class ChatView(QScrollArea):
             return ExpandableRow("note", first_line(entry.text), entry.text)
         return ExpandableRow("operation", entry.text, entry.detail, entry.ok)
 
-    def bubble(self, role: str, text: str, at: dt.datetime | None = None) -> MessageBubble:
+    def bubble(
+        self,
+        role: str,
+        text: str,
+        at: dt.datetime | None = None,
+        before: QWidget | None = None,
+    ) -> MessageBubble:
         speaker = "You" if role == "user" else self.speaker
         widget = MessageBubble(role, text, at or dt.datetime.now(dt.UTC), speaker)
-        self.add(widget)
+        self.add(widget, before=before)
         return widget
 
     def scroll_to_end(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen
-from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from engine.types import ContextUsage
 
@@ -62,11 +62,16 @@ class StackedBar(QWidget):
                 painter.drawLine(int(at), 0, int(at), self.height())
 
 
-class ContextPanel(QWidget):
-    """The bar, a legend with each section's tokens and share, and the pressure state."""
+class ContextPanel(QScrollArea):
+    """The bar, a legend with each section's tokens and share, and the pressure state. It
+    scrolls in a short dock rather than squeezing its rows over each other (a headline wrapped
+    to two lines made the legend's rows overlap)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.bar = StackedBar()
         self.headline = QLabel("No model loaded")
         self.headline.setObjectName("context-headline")
@@ -90,12 +95,14 @@ class ContextPanel(QWidget):
         self.lines.setObjectName("context-lines")
         self.lines.setWordWrap(True)
         self.lines.setStyleSheet("color:#6b7280;")
-        layout = QVBoxLayout(self)
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
         layout.addWidget(self.headline)
         layout.addWidget(self.bar)
         layout.addLayout(legend)
         layout.addWidget(self.lines)
         layout.addStretch(1)
+        self.setWidget(inner)
 
     def set_dark(self, dark: bool) -> None:
         """The free share drawn to stand out from a light or a dark window."""

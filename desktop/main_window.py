@@ -99,6 +99,7 @@ class MainWindow(QMainWindow):
         self._build_ui()
         self.turn = TurnRenderer(self.chat)
         self._reflected = False
+        self._reflecting = False  # the running step is an idle reflection
         self._idle = QTimer(self)
         self._idle.setSingleShot(True)
         self._idle.timeout.connect(self.reflect)
@@ -554,6 +555,14 @@ class MainWindow(QMainWindow):
         if self.stepping:
             bubble.set_tag("queued")
             self._queue.append((text, bubble))
+            if self._reflecting and self._cancel is not None:
+                # the user comes first: the reflection stops at its next token and runs again
+                # at the next idle spell (what it saved stays; what it had not read waits)
+                self.turn.keep_above(bubble)
+                self._cancel.set()
+                self._reflected = False
+                self.status.setText("Stopping the reflection to answer you…")
+                return
             waiting = count_of(len(self._queue), "message")
             self.status.setText(f"{waiting} queued until this step ends")
             return
@@ -576,6 +585,7 @@ class MainWindow(QMainWindow):
         if not self.loaded or self.stepping:
             return
         self._reflected = True
+        self._reflecting = True
         self.chat.add(Divider("heartbeat", f"{self.chat.speaker} reflects (no user message)"))
         cancel = self._begin_step("Reflecting…", PHASE_REFLECTING)
         emit = self.worker.emit_event
@@ -625,6 +635,7 @@ class MainWindow(QMainWindow):
 
     def _end_step(self, status: str) -> None:
         self.stepping = False
+        self._reflecting = False
         self._cancel = None
         self.stop_button.setEnabled(False)
         self.status.setText(status)

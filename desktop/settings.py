@@ -46,7 +46,9 @@ class Settings:
     warn_at: float = 0.7  # shares of the prompt budget, see engine.context.Thresholds
     flush_at: float = 0.9
     target_at: float = 0.6
-    idle_minutes: int = 0  # reflect (heartbeat) after this many idle minutes; 0 = never
+    # reflect (heartbeat) after this many idle minutes; 0 = never. A message typed meanwhile
+    # stops it (MainWindow.send), so it never keeps the user waiting.
+    idle_minutes: int = 10
     agent: str = "memex"  # the agent shown at start
     scheme: str = "system"  # colours: "system" (follow it), "light" or "dark"
     text_scale: float = 1.0  # the chat's text size, times the system's (View > Zoom)

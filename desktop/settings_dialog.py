@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -44,6 +45,18 @@ TEMPLATE_FILTER = (
     "JSON files (*.json);;Jinja templates (*.jinja);;All files (*)"
 )
 SERVER_EXAMPLE = "http://127.0.0.1:8080/v1"
+
+
+# What a larger context costs, beside its setting (issue 16: it gave no hint)
+# (the default 1.5B model: 28 layers x 2 KV heads x 128 x K and V x 2 bytes = 28 KiB a token,
+# in two contexts (engine.llm.llama side_client); it reads about 100 prompt tokens a second on
+# 2 cores with llama.cpp's default batch)
+CONTEXT_COST = (
+    "More context keeps more of the conversation in view, at a cost: with the default model, "
+    "each 1,024 tokens take about 56 MB more memory, and a reply that must read a full window "
+    "of 4,096 tokens first spends about 40 s reading it on 2 cores (twice that for 8,192; a few "
+    "seconds when little has changed since the last reply)."
+)
 
 
 def describe(info: ModelInfo) -> str:
@@ -107,6 +120,7 @@ class ModelField(QWidget):
         self._worker = worker
         self._kind = kind
         self._seq = 0  # answers about an earlier choice are dropped
+        self.problem: str | None = None  # why the chosen model will not do, once checked
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
@@ -147,13 +161,12 @@ class ModelField(QWidget):
         self._timer.stop()
         self._seq += 1
         seq, model = self._seq, self.value()
+        self.problem = None
         if not model:
-            self.info.error("Choose a model.")
+            self._bad("Choose a model.")
             return
         if self._kind == "embed" and is_remote_model(model):
-            self.info.error(
-                'The embedding model runs on this computer: choose "embed" or a GGUF file.'
-            )
+            self._bad('The embedding model runs on this computer: choose "embed" or a GGUF file.')
             return
         self.info.busy("Reading the model file…")
         submit(
@@ -170,14 +183,19 @@ class ModelField(QWidget):
         warning = model_warning(self._kind, info)
         if warning:
             self.info.warning(f"{describe(info)}\nWarning: {warning}.")
+            self.problem = warning
         else:
             self.info.info(describe(info))
         self.info.setToolTip(str(info.path))
 
     def _failed(self, seq: int, exc: BaseException) -> None:
         if seq == self._seq:
-            self.info.error(error_message(exc))
+            self._bad(error_message(exc))
             self.info.setToolTip("")
+
+    def _bad(self, why: str) -> None:
+        self.info.error(why)
+        self.problem = why
 
     def _browse(self) -> None:
         current = Path(self.value()).expanduser()
@@ -292,6 +310,7 @@ class ChatModelField(ModelField):
             return
         self._timer.stop()
         self._seq += 1
+        self.problem = None  # a server's warnings (an unreported context size) do not block
         seq, url = self._seq, self.value()
         probe = dataclasses.replace(
             self.server_settings(), chat_model=url, n_ctx=self._context_size()
@@ -357,6 +376,11 @@ class SettingsDialog(QDialog):
         form.addRow("Memory file", self._db_row(settings.db_path))
 
         form.addRow("Context size", self.n_ctx)
+        cost = QLabel(CONTEXT_COST)
+        cost.setObjectName("settings-n-ctx-cost")
+        cost.setWordWrap(True)
+        cost.setStyleSheet("color: palette(mid);")
+        form.addRow("", cost)
         cores = available_cpus()  # what the models may use (desktop.session caps at it)
         self.threads = self._spin("settings-threads", 0, cores, min(settings.n_threads, cores))
         self.threads.setSpecialValueText("all cores")
@@ -442,6 +466,10 @@ class SettingsDialog(QDialog):
         )
 
     def accept(self) -> None:
+        for field, name in ((self.chat, "chat model"), (self.embed, "embedding model")):
+            if field.problem is not None:  # its own check found it will not load
+                self.error.error(f"The {name} will not do: {field.problem.rstrip('.')}.")
+                return
         try:
             self._result = self.edited_settings().checked()
         except InvalidInput as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from PySide6.QtWidgets import QWidget
+
 from desktop.chat_view import ChatView, ExpandableRow, MessageBubble
 from engine.agent import StepResult
 from engine.transcript import pageout_entry
@@ -31,11 +33,20 @@ class TurnRenderer:
     def __init__(self, chat: ChatView) -> None:
         self.chat = chat
         self._bubbles: dict[int, MessageBubble] = {}  # model call index -> its reply bubble
+        # A message the user sent while this step (a reflection) ran: the step's own entries
+        # go above it, so nothing of the reflection reads as the answer to it.
+        self._before: QWidget | None = None
 
     def begin(self, phase: str = PHASE_STARTING) -> None:
         """A step starts: the working row shows at once, in the reply's place."""
         self._bubbles.clear()
+        self._before = None
         self.chat.show_working(phase)
+
+    def keep_above(self, entry: QWidget) -> None:
+        """The rest of this step is drawn above `entry` (the first message sent during it)."""
+        if self._before is None:
+            self._before = entry
 
     def on_event(self, event: StepEvent) -> None:
         if isinstance(event, Working):
@@ -50,11 +61,11 @@ class TurnRenderer:
         elif isinstance(event, Reviewed):
             details = "\n".join(op.summary for op in event.operations)
             text = f"memory review of {event.summary()}"
-            self.chat.add(ExpandableRow("operation", text, details or "(no changes)"))
+            self._add(ExpandableRow("operation", text, details or "(no changes)"))
         elif isinstance(event, PagedOut):
             now = dt.datetime.now(dt.UTC)
             entry = pageout_entry(event.summary, now)
-            self.chat.add_entry(entry)
+            self.chat.add_entry(entry, before=self._before)
 
     def abandon(self) -> None:
         """The step failed: nothing is working any more."""
@@ -64,15 +75,18 @@ class TurnRenderer:
         self.chat.end_working()
         for note in result.notes:
             if not note.startswith("Paged out"):  # the divider already shows those
-                self.chat.add(ExpandableRow("note", note, ""))
+                self._add(ExpandableRow("note", note, ""))
         if result.cancelled:
             for bubble in self._bubbles.values():
                 bubble.set_tag("stopped")
-            self.chat.add(ExpandableRow("note", "Stopped: the reply was not finished.", ""))
+            self._add(ExpandableRow("note", "Stopped: the reply was not finished.", ""))
+
+    def _add(self, widget: QWidget) -> None:
+        self.chat.add(widget, before=self._before)
 
     def _bubble(self, index: int) -> MessageBubble:
         if index not in self._bubbles:
-            self._bubbles[index] = self.chat.bubble("assistant", "")
+            self._bubbles[index] = self.chat.bubble("assistant", "", before=self._before)
         return self._bubbles[index]
 
     def _tool_done(self, event: ToolDone) -> None:
@@ -92,4 +106,4 @@ class TurnRenderer:
             summary, ok = "a reply the engine could not read (sent back to the model)", False
         else:
             summary, ok = f"{call.name}: {result.content.splitlines()[0][:100]}", result.ok
-        self.chat.add(ExpandableRow("operation", summary, result.content, ok))
+        self._add(ExpandableRow("operation", summary, result.content, ok))

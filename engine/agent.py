@@ -69,6 +69,11 @@ from engine.types import (
 EventSink = Callable[[StepEvent], None]
 
 DEFAULT_MAX_STEPS = 10
+# An idle turn (heartbeat) is the model's own: it may save what matters, not go on and on. A
+# 0.5B model given "Reflect now" looped on one save after another until stopped at ~600 s.
+IDLE_MAX_CALLS = 4
+IDLE_MAX_SAVES = 3
+IDLE_SAVES_DONE = "That is enough saving for this idle turn; the rest can wait."
 DEFAULT_REPLY_TOKENS = 512
 MAX_USER_MESSAGE_CHARS = 2_000_000
 REPEATED_CALL = (
@@ -221,6 +226,7 @@ class MemGPTAgent:
         self._on_event: EventSink | None = None
         self._turn_calls: list[ToolCall] = []
         self._done_calls: list[ToolCall] = []
+        self._call_limit = max_steps  # this turn's: IDLE_MAX_CALLS for an idle one
         self._refused_replies = 0
         self._answering: Message | None = None  # the user message this turn answers
         self.budget = Budget(self.llm.context_window, reply_tokens, thresholds or Thresholds())
@@ -477,12 +483,13 @@ class MemGPTAgent:
         self._done_calls: list[ToolCall] = []  # this turn's calls that succeeded
         records: list[ModelCall] = []
         usage = ContextUsage(0, self.llm.context_window)
+        self._call_limit = self.max_steps if require_reply else min(self.max_steps, IDLE_MAX_CALLS)
         first = 0
         if answer is not None and not self._cancel.is_set():
             if self._send_answer(answer):
                 return self._response(records, self.context.measure(), stopped=False)
             first = 1  # not sent: the model answers, as its own call
-        for index in range(first, self.max_steps):
+        for index in range(first, self._call_limit):
             if self._cancel.is_set():  # stopped before this call began
                 return self._stopped(records, usage)
             with timing.phase(timing.PHASE_CONTEXT):
@@ -518,7 +525,7 @@ class MemGPTAgent:
                     self._done_calls.append(call)
             if not self._wants_another_turn(call, result, require_reply):
                 return self._response(records, usage, stopped=False)
-        self._add("system", f"Step limit reached: stopped after {self.max_steps} model calls.")
+        self._add("system", f"Step limit reached: stopped after {self._call_limit} model calls.")
         return self._response(records, usage, stopped=True)
 
     def _send_answer(self, answer: str) -> bool:
@@ -630,7 +637,7 @@ class MemGPTAgent:
         if not require_reply or self.tools.sent_messages:
             return self._reply_schema
         looping = len(self._turn_calls) >= 2 and self._turn_calls[-1] == self._turn_calls[-2]
-        if looping or index == self.max_steps - 1:
+        if looping or index == self._call_limit - 1:
             return self._reply_only_schema
         return self._reply_schema
 
@@ -733,6 +740,9 @@ class MemGPTAgent:
             return True  # a failure forces a heartbeat so the model can correct itself
         if call.name == "send_message":
             return False  # replying to the user ends the turn (small models loop otherwise)
+        if not require_reply and self._saves_this_turn() >= IDLE_MAX_SAVES:
+            self._add("system", IDLE_SAVES_DONE)
+            return False
         if call.request_heartbeat:
             return True
         if require_reply and not self.tools.sent_messages:
@@ -740,13 +750,17 @@ class MemGPTAgent:
             return True
         return False
 
+    def _saves_this_turn(self) -> int:
+        """The memory writes of this turn that went through and changed something."""
+        return sum(1 for op in self.tools.operations if op.ok and op.changed)
+
     def _response(
         self, records: list[ModelCall], usage: ContextUsage, stopped: bool, cancelled: bool = False
     ) -> StepResult:
         notes = list(self.context.events)
         if stopped:
             notes.append(
-                f"Stopped after {self.max_steps} model calls (the step limit) before the "
+                f"Stopped after {self._call_limit} model calls (the step limit) before the "
                 "assistant finished."
             )
         message = "\n\n".join(self.tools.sent_messages) or None

@@ -57,11 +57,16 @@ class StatusLabel(QLabel):
     """One line under a panel: progress in grey, done in the normal colour, errors in red.
     The `error` property tells tests (and style sheets) which it is."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, keep_room: bool = False) -> None:
+        """`keep_room`: a line is kept for it while empty, so the widgets below do not move
+        when it appears (the user would type into the wrong field)."""
         super().__init__(parent)
         self.setTextFormat(Qt.TextFormat.PlainText)  # engine messages quote user text verbatim
         self.setWordWrap(True)
         self.setProperty("error", False)
+        self._keep_room = keep_room
+        if keep_room:
+            self.setMinimumHeight(self.fontMetrics().lineSpacing())
 
     def info(self, text: str) -> None:
         self._show(text, "", error=False)
@@ -87,7 +92,7 @@ class StatusLabel(QLabel):
         self.setText(text)
         self.setStyleSheet(style)
         self.setProperty("error", error)
-        self.setVisible(bool(text))
+        self.setVisible(bool(text) or self._keep_room)
 
 
 def submit(

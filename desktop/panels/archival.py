@@ -61,7 +61,7 @@ class ArchivalPanel(QWidget):
         row.addWidget(self.query)
         row.addWidget(self._button("Search", "archival-search", self.search))
         layout.addLayout(row)
-        self.count = StatusLabel()
+        self.count = StatusLabel(keep_room=True)
         self.count.setObjectName("archival-count")
         layout.addWidget(self.count)
 
@@ -108,9 +108,8 @@ class ArchivalPanel(QWidget):
         for button in (self.add_button, self.save_button, self.delete_button):
             row.addWidget(button)
         layout.addLayout(row)
-        self.status = StatusLabel()
+        self.status = StatusLabel(keep_room=True)
         self.status.setObjectName("archival-status")
-        self.status.hide()
         layout.addWidget(self.status)
         self._update_buttons()
         return box

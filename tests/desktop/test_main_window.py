@@ -219,8 +219,10 @@ def test_reflect_runs_a_heartbeat_turn_shown_as_the_assistants_own(qtbot, window
 def test_idle_timer_follows_the_setting(qtbot, open_window, settings):
     window = open_window(dataclasses.replace(settings, idle_minutes=7))
     assert window._idle.isActive() and window._idle.interval() == 7 * 60_000
-    off = open_window(dataclasses.replace(settings, db_path=settings.db_path + "2"))
+    off = open_window(dataclasses.replace(settings, db_path=settings.db_path + "2", idle_minutes=0))
     assert not off._idle.isActive()
+    default = open_window(dataclasses.replace(settings, db_path=settings.db_path + "3"))
+    assert default._idle.interval() == 10 * 60_000  # on by default: a message pre-empts it
 
 
 def test_missing_model_shows_a_dialog_not_a_crash(qtbot, embedder, settings, tmp_path):
@@ -586,3 +588,26 @@ def test_a_chat_with_history_has_no_welcome(qtbot, open_window, settings, script
     first.close()
     again = open_window(settings)
     assert again.chat.welcome is None and bubbles(again, "user")[0].text == "hello"
+
+
+def test_a_message_stops_a_reflection_which_stays_above_it(qtbot, open_window, settings, slow):
+    window = open_window(settings, slow)
+    slow.enqueue(
+        [call("send_message", message="While you were away I thought " + "more " * 100)]
+        + [call("send_message", message="Hi! I'm here.")]
+    )
+    window.reflect()
+    qtbot.waitUntil(lambda: bool(bubbles(window, "assistant")), timeout=TIMEOUT)
+    started = time.perf_counter()
+    window.send("hello?")
+    qtbot.waitUntil(lambda: not window._reflecting, timeout=TIMEOUT)
+    assert time.perf_counter() - started < 2  # stopped at its next token, not at its end
+    qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
+    thought, answer = bubbles(window, "assistant")
+    assert "stopped" in thought.header.text() and answer.text == "Hi! I'm here."
+    entries = window.chat.entries()
+    [asked] = bubbles(window, "user")
+    assert entries.index(thought) < entries.index(asked) < entries.index(answer)
+    stopped_note = next(r for r in rows(window, "note") if r.summary.text().startswith("Stopped"))
+    assert entries.index(stopped_note) < entries.index(asked)  # the reflection's, above
+    assert window._idle.isActive()  # it reflects again at the next idle spell

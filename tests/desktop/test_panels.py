@@ -391,3 +391,19 @@ def test_panels_drawn_before_the_models_load_wait_without_an_error(qtbot, make_s
         assert "no model" not in core.status.text()
     finally:
         worker.shutdown()
+
+
+def test_archival_buttons_stay_put_when_a_status_line_appears(qtbot, worker):
+    panel = ArchivalPanel(worker)
+    qtbot.addWidget(panel)
+    panel.resize(420, 600)
+    panel.show()
+    qtbot.waitUntil(lambda: bool(panel.count.text()), timeout=WAIT_MS)
+    panel.status.info("")
+    qtbot.wait(50)
+    before = panel.add_button.mapTo(panel, panel.add_button.rect().topLeft())
+    text_before = panel.text.height()
+    panel.status.info("Saved.")
+    qtbot.wait(50)
+    assert panel.add_button.mapTo(panel, panel.add_button.rect().topLeft()) == before
+    assert panel.text.height() == text_before

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDialog, QFileDialog
+from PySide6.QtWidgets import QDialog, QFileDialog, QLabel
 
 from desktop.settings_dialog import SettingsDialog
 from engine.llm.llama import available_cpus
@@ -120,3 +120,24 @@ def test_a_typed_memory_file_is_kept_as_an_absolute_path(
     dialog.db_path.setText("~/notes.db")
     press_ok(qtbot, dialog)
     assert dialog.result_settings().db_path == str(tmp_path / "home" / "notes.db")
+
+
+def test_ok_is_refused_for_a_model_its_own_check_marks_bad(qtbot, dialog, tmp_path: Path):
+    dialog.chat.combo.setCurrentText("embed")  # an embedding model offered as the chat model
+    qtbot.waitUntil(lambda: "chat template" in dialog.chat.info.text(), timeout=WAIT_MS)
+    press_ok(qtbot, dialog)
+    assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
+    assert "The chat model will not do: it has no chat template" in dialog.error.text()
+    dialog.chat.combo.setCurrentText(str(tmp_path / "missing.gguf"))
+    qtbot.waitUntil(lambda: "not found" in dialog.chat.info.text(), timeout=WAIT_MS)
+    press_ok(qtbot, dialog)
+    assert dialog.isVisible() and "model file not found" in dialog.error.text()
+    dialog.chat.combo.setCurrentText("chat")
+    qtbot.waitUntil(lambda: "qwen2" in dialog.chat.info.text(), timeout=WAIT_MS)
+    press_ok(qtbot, dialog)
+    assert dialog.result() == QDialog.DialogCode.Accepted
+
+
+def test_the_context_size_says_what_it_costs(dialog):
+    cost = dialog.findChild(QLabel, "settings-n-ctx-cost")
+    assert "MB" in cost.text() and "4,096" in cost.text()

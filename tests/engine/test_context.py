@@ -15,6 +15,7 @@ import re
 import pytest
 
 from engine import MemGPTAgent, Persona
+from engine.agent import DEFAULT_MAX_STEPS, IDLE_MAX_CALLS, IDLE_MAX_SAVES, IDLE_SAVES_DONE
 from engine.consolidate import REVIEW_SYSTEM
 from engine.context import HEARTBEAT_PREFIX, PRESSURE_PREFIX
 from engine.errors import ContextOverflowError, GenerationError
@@ -475,6 +476,30 @@ def test_step_limit_stops_a_heartbeat_chain(store) -> None:
     last = agent.recall.all()[-1]
     assert last.role == "system" and last.content.startswith("Step limit reached")
     assert "3 model calls" in last.content
+
+
+def test_an_idle_turn_saves_a_few_things_then_ends(store) -> None:
+    """The model's own turn cannot go on saving: IDLE_MAX_SAVES writes end it."""
+    agent, client = make_agent(store)
+    client.enqueue(
+        [
+            call("archival_memory_insert", heartbeat=True, content=f"Note {i} about the user")
+            for i in range(6)
+        ]
+    )
+    r = agent.heartbeat()
+    assert r.steps == IDLE_MAX_SAVES and not r.stopped_by_step_limit
+    assert agent.archival.count() == IDLE_MAX_SAVES and client.remaining == 6 - IDLE_MAX_SAVES
+    assert agent.recall.all()[-1].content == IDLE_SAVES_DONE
+
+
+def test_an_idle_turn_that_keeps_failing_stops_at_its_own_limit(store) -> None:
+    agent, client = make_agent(store)  # a user turn may take DEFAULT_MAX_STEPS calls
+    client.enqueue(["not a tool call"] * 8)
+    r = agent.heartbeat()
+    assert r.stopped_by_step_limit and r.steps == IDLE_MAX_CALLS < DEFAULT_MAX_STEPS
+    assert client.remaining == 8 - IDLE_MAX_CALLS
+    assert f"{IDLE_MAX_CALLS} model calls" in agent.recall.all()[-1].content
 
 
 # -- 7. the heartbeat --------------------------------------------------------------------------
