@@ -530,6 +530,7 @@ class ChatView(QScrollArea):
         self.speaker = speaker
         self.setWidgetResizable(True)
         self.setObjectName("chat")
+        self.setAccessibleName("Conversation")
         inner = QWidget()
         self._layout = QVBoxLayout(inner)
         self._layout.setSpacing(6)
@@ -554,6 +555,7 @@ class ChatView(QScrollArea):
         while self._layout.count() > 2:  # keep the "load earlier" button and the stretch
             item = self._layout.takeAt(1)
             if item.widget() is not None:
+                item.widget().hide()
                 item.widget().deleteLater()
 
     def entries(self) -> list[QWidget]:
@@ -584,8 +586,7 @@ class ChatView(QScrollArea):
 
     def end_welcome(self) -> None:
         if self.welcome is not None:
-            self._layout.removeWidget(self.welcome)
-            self.welcome.deleteLater()
+            self._drop(self.welcome)
             self.welcome = None
 
     def show_working(self, phase: str, expected_seconds: float = 0.0) -> WorkingRow:
@@ -599,9 +600,15 @@ class ChatView(QScrollArea):
 
     def end_working(self) -> None:
         if self.working is not None:
-            self._layout.removeWidget(self.working)
-            self.working.deleteLater()
+            self._drop(self.working)
             self.working = None
+
+    def _drop(self, widget: QWidget) -> None:
+        """Takes `widget` out of the chat now: hidden at once (its deletion waits for the event
+        loop, and a window drawn before that, as in desktop.layout_shots, showed it still)."""
+        self._layout.removeWidget(widget)
+        widget.hide()
+        widget.deleteLater()
 
     def set_style(self, colours: Colours, font: QFont) -> None:
         """Draw every entry, and those to come, in `colours` with `font` (the user's zoom)."""
@@ -681,6 +688,7 @@ class InputBox(QPlainTextEdit):
     def __init__(self) -> None:
         super().__init__()
         self.setObjectName("input")
+        self.setAccessibleName("Message to the assistant")
         self.setPlaceholderText("Message Memex… (Enter sends, Shift+Enter new line, ↑ history)")
         self.setMaximumHeight(110)
         self.history: list[str] = []

@@ -170,7 +170,7 @@ class MainWindow(QMainWindow):
         for dock in docks[2:]:
             self.tabifyDockWidget(docks[1], dock)
         docks[1].raise_()
-        self.resizeDocks([docks[0], docks[1]], [230, 520], Qt.Orientation.Vertical)
+        self.resizeDocks([docks[0], docks[1]], [290, 460], Qt.Orientation.Vertical)
         self.resizeDocks([docks[0]], [420], Qt.Orientation.Horizontal)
 
     def _restore_layout(self) -> None:

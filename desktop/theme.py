@@ -120,7 +120,7 @@ def dark_palette() -> QPalette:
         (role.Highlight, "#3b82f6"),
         (role.HighlightedText, "#ffffff"),
         (role.Link, DARK.link),
-        (role.Mid, "#3c4043"),
+        (role.Mid, "#80868b"),  # also muted text (palette(mid) in style sheets)
         (role.Dark, "#111214"),
         (role.Light, "#4b4f55"),
         (role.Midlight, "#3a3d42"),

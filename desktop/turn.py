@@ -52,7 +52,7 @@ class TurnRenderer:
         if isinstance(event, Working):
             self.chat.show_working(event.phase)
         elif isinstance(event, ModelCallStarted):
-            self.chat.show_working(PHASE_PROMPT)
+            self.chat.show_working(PHASE_PROMPT, event.prompt_seconds)
         elif isinstance(event, ReplyDelta):
             self.chat.end_working()  # the reply itself shows it is being written
             self._bubble(event.index).append(event.text)

@@ -13,7 +13,7 @@ from engine import timing
 from engine.consolidate import Consolidator, ReviewResult
 from engine.context import HEARTBEAT_PREFIX, REVIEW_PREFIX, Budget, ContextBuilder, Thresholds
 from engine.errors import InvalidInput
-from engine.llm.base import LLMClient, side_client_of
+from engine.llm.base import LLMClient, prompt_seconds, side_client_of
 from engine.llm.grammar import reply_schema
 from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
@@ -498,7 +498,8 @@ class MemGPTAgent:
                 self._report_page_outs()
             usage = window.usage
             schema = self._schema_for(index, require_reply)
-            self._emit(ModelCallStarted(index))
+            if self._on_event is not None:  # the estimate costs a render: only when heard
+                self._emit(ModelCallStarted(index, prompt_seconds(self.llm, window.messages)))
             with timing.phase(timing.PHASE_MODEL):  # llama.cpp's parts are split out inside
                 completion = self.llm.complete(
                     window.messages,

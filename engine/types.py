@@ -283,9 +283,11 @@ PHASE_WRITING = "writing"  # the model's first token came: the prompt is read
 
 @dataclass(frozen=True)
 class ModelCallStarted:
-    """The model starts its `index`-th call of the step (0-based)."""
+    """The model starts its `index`-th call of the step (0-based); reading its prompt will take
+    about `prompt_seconds` (0.0: not known; engine.llm.base.prompt_seconds)."""
 
     index: int
+    prompt_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

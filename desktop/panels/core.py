@@ -132,6 +132,7 @@ class BlockEditor(QFrame):
 
         self.editor = QPlainTextEdit()
         self.editor.setObjectName(f"core-editor-{label}")
+        self.editor.setAccessibleName(f"Text of this section ({label})")
         self.editor.textChanged.connect(self._update_state)
         layout.addWidget(self.editor)
 
@@ -181,6 +182,7 @@ class BlockEditor(QFrame):
         layout.addWidget(self.history_toggle)
         self.history = QListWidget()
         self.history.setObjectName(f"core-history-{label}")
+        self.history.setAccessibleName(f"History of this section ({label})")
         self.history.setMaximumHeight(160)
         self.history.hide()
         layout.addWidget(self.history)

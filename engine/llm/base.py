@@ -113,6 +113,13 @@ def check_fits(n_prompt: int, max_tokens: int, n_ctx: int) -> None:
         )
 
 
+def prompt_seconds(llm: LLMClient, messages: list[ChatMessage]) -> float:
+    """About how long `llm` will take to read `messages` before it writes (what is not in its
+    prompt cache, at its measured speed); 0.0 where the client cannot tell (a server)."""
+    estimate = getattr(llm, "prompt_seconds", None)
+    return float(estimate(messages)) if callable(estimate) else 0.0
+
+
 def side_client_of(llm: LLMClient) -> LLMClient:
     """The client's second context where it has one (LlamaClient.side_client), made on first
     use: page-out summaries and memory reviews then leave the conversation's prompt cache

@@ -668,6 +668,9 @@ class _Llama(llama_cpp.Llama):
 # The client
 
 
+PROMPT_RATE_MIN_TOKENS = 32  # a prompt read shorter than this says little of the speed
+
+
 @dataclass(frozen=True)
 class GenerationStats:
     """What llama.cpp measured for the last `complete` call."""
@@ -759,6 +762,7 @@ class LlamaClient:
         self._pieces_of: dict[int, bytes] = {}  # token id -> its text's bytes (streaming)
         self._validated_grammars: set[str] = set()
         self.last_stats: GenerationStats | None = None
+        self._prompt_rate: float | None = None  # prompt tokens a second, measured (smoothed)
 
         mark = _native_log.count
         captured = io.StringIO()
@@ -951,6 +955,11 @@ class LlamaClient:
             grammar_resamples=sampler.resampled if sampler is not None else 0,
         )
         logger.debug("completion %s", self.last_stats)
+        if perf.n_p_eval >= PROMPT_RATE_MIN_TOKENS and perf.t_p_eval_ms > 0:
+            rate = perf.n_p_eval / (perf.t_p_eval_ms / 1000.0)
+            # smoothed: one call slowed by another process does not swing the estimate
+            old = self._prompt_rate
+            self._prompt_rate = rate if old is None else 0.7 * old + 0.3 * rate
         return completion
 
     # -- internals -------------------------------------------------------------------------
@@ -1008,6 +1017,19 @@ class LlamaClient:
             llama_cpp.llama_sampler_free(sampler)
             self._validated_grammars.add(text)
         return grammar
+
+    def prompt_seconds(self, messages: list[ChatMessage]) -> float:
+        """About how long the next complete(messages) reads its prompt: the tokens past what
+        the KV cache holds, at the prompt speed measured so far (0.0 before a measurement)."""
+        if self._prompt_rate is None or not messages:
+            return 0.0
+        with self._lock:
+            tokens = self._prompt_tokens(self._render(messages))
+            cached = self._llama.input_ids[: self._llama.n_tokens].tolist()
+        shared = 0
+        while shared < min(len(cached), len(tokens)) and cached[shared] == tokens[shared]:
+            shared += 1
+        return (len(tokens) - shared) / self._prompt_rate
 
     def side_client(self) -> LlamaClient:
         """A second llama.cpp context on the same model file, for side work such as page-out

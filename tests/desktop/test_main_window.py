@@ -9,7 +9,20 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication, QMenu, QMessageBox, QToolBar, QToolButton, QWidget
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractItemView,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QLineEdit,
+    QMenu,
+    QMessageBox,
+    QPlainTextEdit,
+    QToolBar,
+    QToolButton,
+    QWidget,
+)
 
 from desktop.chat_view import Divider, ExpandableRow
 from desktop.dialogs import NewAgentDialog
@@ -611,3 +624,17 @@ def test_a_message_stops_a_reflection_which_stays_above_it(qtbot, open_window, s
     stopped_note = next(r for r in rows(window, "note") if r.summary.text().startswith("Stopped"))
     assert entries.index(stopped_note) < entries.index(asked)  # the reflection's, above
     assert window._idle.isActive()  # it reflects again at the next idle spell
+
+
+def test_every_control_has_a_name_a_screen_reader_can_say(qtbot, window):
+    """Inputs, lists and icon-only buttons of ours (Qt's own inner parts aside) are named."""
+    unnamed = []
+    for widget in window.findChildren(QWidget):
+        name = widget.objectName()
+        if not name or name.startswith("qt_"):
+            continue  # Qt's own parts (a table's corner, a toolbar's overflow button)
+        inputs = (QLineEdit, QPlainTextEdit, QComboBox, QAbstractSpinBox, QAbstractItemView)
+        silent_button = isinstance(widget, QAbstractButton) and not widget.text()
+        if (isinstance(widget, inputs) or silent_button) and not widget.accessibleName():
+            unnamed.append(name)
+    assert unnamed == []

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine.errors import GenerationError
-from engine.llm.base import Completion
+from engine.llm.base import Completion, prompt_seconds
 from engine.llm.grammar import render_tool_descriptions, reply_format_instructions, reply_schema
 from engine.llm.llama import chat_model_generating
 from engine.llm.parse import parse_reply
@@ -154,6 +154,21 @@ def test_second_call_reuses_the_cached_prefix(chat_client) -> None:
     assert stats.prompt_tokens == chat_client.count_tokens(second)
     assert stats.cached_prompt_tokens >= chat_client.count_tokens(first) - 1
     assert 0 < stats.prompt_eval_tokens < stats.prompt_tokens
+
+
+def test_the_time_to_read_a_prompt_is_estimated_from_what_is_not_cached(chat_client) -> None:
+    first = [SYS, M("user", "Remember that my cat is called Miso.")]
+    chat_client.reset_cache()  # the whole prompt is read: a measurement of the speed
+    chat_client.complete(first, reply_schema(TOOLS), max_tokens=8)
+    stats = chat_client.last_stats
+    assert stats is not None and stats.prompt_eval_tokens > 32
+    rate = stats.prompt_eval_tokens / stats.prompt_eval_s  # measured by the call (smoothed)
+    longer = [*first, M("assistant", SEARCH_CALL), M("tool", OK), M("user", "And my dog?")]
+    new_tokens = chat_client.count_tokens(longer) - stats.prompt_tokens
+    estimate = prompt_seconds(chat_client, longer)
+    assert 0 < estimate < 3 * new_tokens / rate + 1  # the new part, not the whole prompt
+    uncached = [M("system", "Be brief. " + SYS.content), *longer[1:]]  # differs from token 1
+    assert estimate < prompt_seconds(chat_client, uncached)
 
 
 def test_context_overflow_is_refused(chat_client) -> None:

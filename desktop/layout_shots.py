@@ -1,0 +1,144 @@
+"""Render the windows at the sizes and in the colours people use, to look at their layout:
+
+    python -m desktop.layout_shots --out docs/shots      (xvfb-run -a python -m ... for a display)
+
+The main window (after a short conversation with a reply in Markdown and code) and the Settings
+dialog, at 1280x800 and 1920x1080, light and dark: main-light-1280x800.png and so on. The
+conversation is scripted (engine.llm.scripted: the same parsing, tools and memory as the real
+model, in a second instead of minutes), so the pictures show the layout, not a model's words;
+`python -m desktop.screenshot` shows a real conversation. A temporary memory file and settings
+folder are used: the user's own are never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+SIZES = ((1280, 800), (1920, 1080))
+SCHEMES = ("light", "dark")
+CONVERSATION = (
+    "Hi! I'm Dana. I live in Oslo and I keep bees.",
+    "How do I read a file in Python?",
+)
+REPLY = (
+    "Here is how to read a file with `pathlib`, Dana:\n\n"
+    "```python\nfrom pathlib import Path\n\n"
+    "text = Path('hives.txt').read_text(encoding='utf-8')\n"
+    "print(text.splitlines()[0])\n```\n\n"
+    "- It closes the file for you.\n- It reads *text*, not bytes.\n\n"
+    "See [the pathlib docs](https://docs.python.org/3/library/pathlib.html)."
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs/shots", help="folder for the PNG files")
+    args = parser.parse_args(argv)
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    scratch = Path(tempfile.mkdtemp(prefix="memex-layout-"))
+    os.environ["MEMEX_CONFIG_DIR"] = str(scratch / "config")
+
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
+    try:
+        written = [path for scheme in SCHEMES for path in _shots(app, scratch, scheme, out)]
+    finally:
+        from desktop.theme import apply_scheme
+
+        apply_scheme(app, "system")  # as it was
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _shots(app: object, scratch: Path, scheme: str, out: Path) -> list[Path]:
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.main_window import MainWindow
+    from desktop.session import EngineSession, embedder_for
+    from desktop.settings import Settings
+    from desktop.settings_dialog import SettingsDialog
+    from engine.llm.scripted import ScriptedClient, call
+
+    assert isinstance(app, QApplication)
+    settings = Settings(db_path=str(scratch / f"{scheme}.db"), scheme=scheme, agent="Memex")
+    client = ScriptedClient(n_ctx=settings.n_ctx)
+    client.enqueue(
+        [
+            call("core_memory_append", True, section="human", content="Name: Dana. Oslo; bees."),
+            call("send_message", message="Nice to meet you, Dana! Bees in Oslo: lovely."),
+            call("send_message", message=REPLY),
+        ]
+    )
+    embedder = embedder_for(settings)
+
+    def session(s: Settings) -> EngineSession:
+        return EngineSession(
+            s, client_factory=lambda _: client, embedder_factory=lambda _: embedder
+        )
+
+    window = MainWindow(settings, session)
+    window.show()
+    _wait(app, lambda: window.loaded)
+    for text in CONVERSATION:
+        window.send(text)
+        _wait(app, lambda: not window.stepping and not window.worker.busy)
+    written = []
+    for width, height in SIZES:
+        window.resize(width, height)
+        _settle(app)
+        written.append(_save(window.grab(), out / f"main-{scheme}-{width}x{height}.png"))
+        dialog = SettingsDialog(window.worker, window.settings, window)
+        dialog.show()
+        _wait(app, lambda d=dialog: not d.chat.info.text().startswith("Reading"))
+        _settle(app)
+        written.append(_save(dialog.grab(), out / f"settings-{scheme}-{width}x{height}.png"))
+        dialog.close()
+    window.close()
+    return written
+
+
+def _wait(app: object, done: Callable[[], bool], timeout: float = 120.0) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    assert isinstance(app, QApplication)
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the window did not get there in time")
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _settle(app: object) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    assert isinstance(app, QApplication)
+    for _ in range(30):
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _save(picture: object, path: Path) -> Path:
+    from PySide6.QtGui import QPixmap
+
+    assert isinstance(picture, QPixmap)
+    if not picture.save(str(path)):
+        raise OSError(f"could not write {path}")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
