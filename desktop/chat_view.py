@@ -489,8 +489,9 @@ class Welcome(QFrame, Styled):
             "Tell it about yourself, your work and what you want to keep. It keeps the "
             "important facts in core memory (always in view), every message in recall, and "
             "notes in archival memory, and searches them when you ask.\n\n"
-            "See and change what it keeps in the panels on the right: edit or undo any line of "
-            "core memory, delete a note in Archival memory, look up any message in Recall.\n\n"
+            "See everything it keeps about you in Memory > What Memex knows (Ctrl+M), and "
+            "forget any of it there. The panels on the right show each part in full: edit or "
+            "undo any line of core memory, look up any message in Recall.\n\n"
             f"Everything stays in one file on this computer: {file}"
         )
         self.body.setObjectName("welcome-text")

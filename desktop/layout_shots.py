@@ -2,8 +2,9 @@
 
     python -m desktop.layout_shots --out docs/shots      (xvfb-run -a python -m ... for a display)
 
-The main window (after a short conversation with a reply in Markdown and code) and the Settings
-dialog, at 1280x800 and 1920x1080, light and dark: main-light-1280x800.png and so on. The
+The main window (after a short conversation with a reply in Markdown and code), the Settings
+dialog and the Memory view, at 1280x800 and 1920x1080, light and dark: main-light-1280x800.png
+and so on. The
 conversation is scripted (engine.llm.scripted: the same parsing, tools and memory as the real
 model, in a second instead of minutes), so the pictures show the layout, not a model's words;
 `python -m desktop.screenshot` shows a real conversation. A temporary memory file and settings
@@ -78,6 +79,8 @@ def _shots(app: object, scratch: Path, scheme: str, out: Path) -> list[Path]:
     client.enqueue(
         [
             call("core_memory_append", True, section="human", content="Name: Dana. Oslo; bees."),
+            call("graph_insert", True, subject="Dana", relation="lives_in", object="Oslo"),
+            call("archival_memory_insert", True, content="Dana keeps two hives on her roof."),
             call("send_message", message="Nice to meet you, Dana! Bees in Oslo: lovely."),
             call("send_message", message=REPLY),
         ]
@@ -106,6 +109,13 @@ def _shots(app: object, scratch: Path, scheme: str, out: Path) -> list[Path]:
         _settle(app)
         written.append(_save(dialog.grab(), out / f"settings-{scheme}-{width}x{height}.png"))
         dialog.close()
+        view = window.open_memory_view()
+        assert view is not None
+        view.resize(min(900, width - 200), min(640, height - 160))
+        _wait(app, lambda v=view: bool(v._items))
+        _settle(app)
+        written.append(_save(view.grab(), out / f"memory-{scheme}-{width}x{height}.png"))
+        view.close()
     window.close()
     return written
 

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 from desktop.chat_view import ChatView, Divider, InputBox, MessageBubble, copy_to_clipboard
 from desktop.context_bar import ContextPanel
 from desktop.dialogs import NewAgentDialog
+from desktop.memory_view import MemoryView
 from desktop.panels import count_of
 from desktop.panels.archival import ArchivalPanel
 from desktop.panels.core import CorePanel
@@ -100,6 +101,7 @@ class MainWindow(QMainWindow):
         self.turn = TurnRenderer(self.chat)
         self._reflected = False
         self._reflecting = False  # the running step is an idle reflection
+        self.memory_view: MemoryView | None = None
         self._idle = QTimer(self)
         self._idle.setSingleShot(True)
         self._idle.timeout.connect(self.reflect)
@@ -198,6 +200,7 @@ class MainWindow(QMainWindow):
             ("copy_reply", "Copy last reply", self.copy_last_reply, "Ctrl+Shift+C"),
             ("stop", "Stop", self.stop, "Escape"),
             ("reflect", "Reflect now", self.reflect, "Ctrl+R"),
+            ("memory", "What Memex knows…", self.open_memory_view, "Ctrl+M"),
             ("zoom_in", "Larger text", lambda: self.zoom(+1), "Ctrl++"),
             ("zoom_out", "Smaller text", lambda: self.zoom(-1), "Ctrl+-"),
             ("zoom_reset", "Actual size", lambda: self.zoom(0), "Ctrl+0"),
@@ -245,6 +248,7 @@ class MainWindow(QMainWindow):
             ],
             "&Edit": ["copy_reply"],
             "&Conversation": ["stop", "reflect"],
+            "&Memory": ["memory"],
             "&View": ["zoom_in", "zoom_out", "zoom_reset", None],
             "&Help": ["about"],
         }
@@ -276,7 +280,18 @@ class MainWindow(QMainWindow):
         self.agent_box.setMinimumWidth(160)
         self.agent_box.activated.connect(lambda i: self.switch_agent(self.agent_box.itemText(i)))
         bar.addWidget(self.agent_box)
-        for key in ("new", "rename", "delete", "export", "import", None, "reflect", "settings"):
+        keys = (
+            "new",
+            "rename",
+            "delete",
+            "export",
+            "import",
+            None,
+            "memory",
+            "reflect",
+            "settings",
+        )
+        for key in keys:
             if key is None:
                 bar.addSeparator()
             else:
@@ -782,6 +797,19 @@ class MainWindow(QMainWindow):
                 f"Imported {names}. Not brought over:\n- " + "\n- ".join(notes),
             )
         self._show_agent()
+
+    # -- the Memory view -----------------------------------------------------------------
+    def open_memory_view(self) -> MemoryView | None:
+        """What Memex knows, with Forget (desktop.memory_view); not while models load."""
+        if not self.loaded:
+            self.say("The models are still loading")
+            return None
+        view = MemoryView(self.worker, self)
+        view.forgotten.connect(self.refresh_panels)
+        view.forgotten.connect(self.refresh_usage)
+        view.show()
+        self.memory_view = view
+        return view
 
     # -- settings ----------------------------------------------------------------------
     def open_settings(self) -> None:

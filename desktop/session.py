@@ -26,6 +26,7 @@ from engine.llm.llama import LlamaClient, available_cpus, read_gguf_metadata
 from engine.llm.remote import RemoteClient
 from engine.memory.archival import Passage
 from engine.memory.core import Block, BlockEdit, BlockTemplate, CoreMemory, CoreMemoryError
+from engine.memory.forget import Remembered
 from engine.memory.graph import Fact
 from engine.memory.reembed import Progress as Reembedding
 from engine.memory.reembed import reembed, stale_vectors
@@ -454,6 +455,15 @@ class EngineSession:
 
     def undo_block(self, label: str) -> Block:
         return self.agent.undo_core_memory(label)
+
+    # -- what memory keeps (the Memory view) ---------------------------------------------------
+    def remembered(self) -> list[Remembered]:
+        return self.agent.remembered()
+
+    def forget(self, item: Remembered, with_message: bool = False) -> list[Remembered]:
+        """Forget `item` (and its message, if asked); what is remembered now."""
+        self.agent.forget(item, with_message)
+        return self.agent.remembered()
 
     # -- archival memory ---------------------------------------------------------------------
     def archival_search(self, query: str, limit: int = 50) -> list[Passage]:

@@ -18,6 +18,7 @@ from engine.llm.grammar import reply_schema
 from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, Block, BlockTemplate, CoreMemory
+from engine.memory.forget import Forgetting, Remembered
 from engine.memory.graph import KnowledgeGraph
 from engine.memory.page_in import (
     PageIn,
@@ -260,6 +261,9 @@ class MemGPTAgent:
             roles_prompt=self.assists.roles_prompt,
         )
         self.page_in = PageIn(self.recall, self.archival, self.graph)
+        self.forgetting = Forgetting(
+            self.store, self.agent_id, self.memory, self.graph, self.archival, self.recall
+        )
         self.tools = MemoryTool(
             self.memory,
             self.recall,
@@ -429,6 +433,16 @@ class MemGPTAgent:
         """Stop the running step (from any thread): the reply being generated is dropped, what
         the step already committed stays, and the step returns with `cancelled=True`."""
         self._cancel.set()  # the running step's event (each step gets its own)
+
+    def remembered(self) -> list[Remembered]:
+        """What memory keeps about the user, in one list (engine.memory.forget)."""
+        return self.forgetting.remembered()
+
+    def forget(self, item: Remembered, with_message: bool = False) -> None:
+        """Forget `item` for real, and with `with_message` the user message it came from
+        (engine.memory.forget); the prompt is measured again."""
+        self.forgetting.forget(item, with_message)
+        self.context.refresh()
 
     def edit_core_memory(self, label: str, value: str) -> Block:
         """The user's own edit of a core block (read-only blocks too), versioned like the

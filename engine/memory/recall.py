@@ -182,6 +182,26 @@ class RecallMemory:
                 [(i, self.agent_id) for i in message_ids],
             )
 
+    def delete(self, message_id: int) -> None:
+        """Delete one of this agent's messages for good, with its index rows (its words by a
+        trigger, its vector here); KeyError if it is not one (nothing else is touched)."""
+        with self.store.atomic() as conn:
+            conn.execute(
+                "DELETE FROM messages WHERE id = ? AND agent_id = ?", (message_id, self.agent_id)
+            )
+            if conn.changes() == 0:
+                raise KeyError(message_id)
+            conn.execute("DELETE FROM message_vectors WHERE id = ?", (message_id,))
+
+    def said_before(self, moment: dt.datetime) -> Message | None:
+        """The user's last message at or before `moment`: what a memory saved then answered."""
+        row = self.store.query_one(
+            f"SELECT {_COLUMNS} FROM messages WHERE agent_id = ? AND role = 'user'"
+            " AND created_at <= ? ORDER BY created_at DESC, id DESC LIMIT 1",
+            (self.agent_id, iso_utc(moment)),
+        )
+        return _row_to_message(row) if row else None
+
     def paged_out_after(self, message_id: int) -> list[Message]:
         """Messages out of the context with an id above `message_id`, oldest first."""
         rows = self.store.query(

@@ -325,6 +325,24 @@ def _messages_found_by_day(conn: apsw.Connection) -> None:
     )
 
 
+def _forgetting_log(conn: apsw.Connection) -> None:
+    # What the user had forgotten, and when: the audit of engine.memory.forget. It names the
+    # tier and the row, never the text: a log that kept the words would keep what was forgotten.
+    conn.execute(
+        """
+        CREATE TABLE forgotten (
+            id INTEGER PRIMARY KEY,
+            agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            tier TEXT NOT NULL CHECK (tier IN ('core', 'fact', 'passage', 'message')),
+            item_id INTEGER NOT NULL,
+            how TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX forgotten_agent ON forgotten(agent_id, id);
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "initial schema: agents, blocks, history, recall, archival, summaries", _initial_schema
@@ -340,6 +358,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(5, "the embedding model of every vector", _embedding_model_per_vector),
     Migration(6, "messages found by the day they were said", _messages_found_by_day),
+    Migration(7, "a log of what the user had forgotten", _forgetting_log),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -13,7 +13,7 @@ from desktop import layout_shots
 def test_each_window_is_drawn_at_each_size_light_and_dark(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MEMEX_CONFIG_DIR", str(tmp_path / "config"))  # main() sets its own
     assert layout_shots.main(["--out", str(tmp_path / "shots")]) == 0
-    for window in ("main", "settings"):
+    for window in ("main", "settings", "memory"):
         for scheme in ("light", "dark"):
             for width, height in layout_shots.SIZES:
                 image = QImage(str(tmp_path / "shots" / f"{window}-{scheme}-{width}x{height}.png"))

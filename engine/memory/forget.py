@@ -1,0 +1,189 @@
+"""What Memex remembers about the user, in one list, and forgetting any of it for real.
+
+The list (Forgetting.remembered): the lines of core memory (not the persona's), the graph's
+facts that hold, and the archival passages the assistant or the memory review saved. Each
+item says when it was saved, by whom, and the user's message it answered then (the user's
+last message before it was saved: the one the step or review was reading).
+
+Forgetting goes through each tier's own owner, so the indexes go with it:
+- a core line: a versioned edit of its block (actor "forget:you"), which Undo can take back;
+- a fact: deleted (it was not to be kept, so it is not merely ended);
+- a passage: deleted with its words and vector;
+- and, where asked, the message it came from: deleted from recall with its words and vector.
+
+The `forgotten` table (migration 7) is the audit: which tier, which row, how, when. It never
+keeps the words: a log that did would keep what the user asked to forget.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+import apsw
+
+from engine.memory.archival import ArchivalMemory, Passage
+from engine.memory.core import Block, CoreMemory
+from engine.memory.graph import Fact, KnowledgeGraph
+from engine.memory.recall import RecallMemory
+from engine.store.db import Store, now_iso
+from engine.types import Message
+
+Tier = Literal["core", "fact", "passage"]
+# Blocks that hold the assistant's own make-up, not what it learnt of the user
+NOT_ABOUT_THE_USER = frozenset({"persona", "system"})
+FORGET_ACTOR = "forget:you"
+SHOWN_PASSAGES = 500  # the newest; older ones are in the Archival panel's search
+_SAVERS = {"consolidation": "memory review", "user": "you"}
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """One thing memory keeps about the user. `item_id`: the block's id (core), the fact's
+    or the passage's; `text`: the line, the fact as read, or the passage."""
+
+    tier: Tier
+    item_id: int
+    text: str
+    saved_at: dt.datetime | None
+    saved_by: str  # "the assistant", "memory review", "you"
+    source: Message | None  # the user's message it answered, where one came before it
+    label: str = ""  # the core block's label
+
+
+@dataclass(frozen=True)
+class ForgetRecord:
+    """A line of the audit: something of `tier` (row `item_id`) was forgotten `how`, `at`."""
+
+    tier: str
+    item_id: int
+    how: str
+    at: dt.datetime
+
+
+class Forgetting:
+    """The Memory view's engine side, for one agent."""
+
+    def __init__(
+        self,
+        store: Store,
+        agent_id: int,
+        core: CoreMemory,
+        graph: KnowledgeGraph,
+        archival: ArchivalMemory,
+        recall: RecallMemory,
+    ) -> None:
+        self.store = store
+        self.agent_id = agent_id
+        self.core, self.graph, self.archival, self.recall = core, graph, archival, recall
+
+    # -- the list ------------------------------------------------------------------------------
+    def remembered(self) -> list[Remembered]:
+        """Everything memory keeps about the user: core lines, facts that hold, then saved
+        passages (newest SHOWN_PASSAGES)."""
+        return [*self._core_lines(), *self._facts(), *self._passages()]
+
+    def _core_lines(self) -> list[Remembered]:
+        items = []
+        for block in self.core.blocks():
+            if block.label in NOT_ABOUT_THE_USER or block.read_only:
+                continue
+            for line in _lines(block.value):
+                at, actor = self._line_saved(block, line)
+                items.append(
+                    Remembered(
+                        "core", block.id, line, at, saver(actor), self._source(at), block.label
+                    )
+                )
+        return items
+
+    def _line_saved(self, block: Block, line: str) -> tuple[dt.datetime | None, str]:
+        """When and by whom `line` came into `block`: its latest edit that added it."""
+        for edit in reversed(self.core.history(block.label)):
+            if line in _lines(edit.after) and line not in _lines(edit.before):
+                return dt.datetime.fromisoformat(edit.created_at), edit.actor
+        return None, ""  # there from the start (a template's text)
+
+    def _facts(self) -> list[Remembered]:
+        facts = sorted((f for f in self.graph.all() if f.current), key=Fact.order)
+        return [
+            Remembered(
+                "fact",
+                f.id,
+                f.render(),
+                f.valid_from,
+                saver(f.source),
+                self._source(f.valid_from),
+            )
+            for f in facts
+        ]
+
+    def _passages(self) -> list[Remembered]:
+        saved = [p for p in self.archival.recent(SHOWN_PASSAGES) if _saved_by_memory(p)]
+        return [
+            Remembered(
+                "passage", p.id, p.text, p.created_at, saver(p.source), self._source(p.created_at)
+            )
+            for p in saved
+        ]
+
+    def _source(self, at: dt.datetime | None) -> Message | None:
+        return None if at is None else self.recall.said_before(at)
+
+    # -- forgetting ----------------------------------------------------------------------------
+    def forget(
+        self, item: Remembered, with_message: bool = False, how: str = "memory view"
+    ) -> None:
+        """Forget `item` (see the module's words on each tier) and, with `with_message`, the
+        user message it came from. KeyError when it is gone already (another edit took it)."""
+        with self.store.atomic() as conn:
+            if item.tier == "core":
+                self._forget_line(item)
+            elif item.tier == "fact":
+                self.graph.delete(item.item_id)
+            else:
+                self.archival.delete(item.item_id)
+            self._log(conn, item.tier, item.item_id, how)
+            if with_message and item.source is not None:
+                self.recall.delete(item.source.id)
+                self._log(conn, "message", item.source.id, how)
+
+    def _forget_line(self, item: Remembered) -> None:
+        value = self.core[item.label]
+        lines = value.split("\n")
+        if item.text not in [line.strip() for line in lines]:
+            raise KeyError(f"{item.label}: {item.text!r} is no longer there")
+        index = [line.strip() for line in lines].index(item.text)
+        self.core.set(item.label, "\n".join(lines[:index] + lines[index + 1 :]), FORGET_ACTOR)
+
+    def _log(self, conn: apsw.Connection, tier: str, item_id: int, how: str) -> None:
+        conn.execute(
+            "INSERT INTO forgotten(agent_id, tier, item_id, how, at) VALUES (?, ?, ?, ?, ?)",
+            (self.agent_id, tier, item_id, how, now_iso()),
+        )
+
+    def log(self) -> list[ForgetRecord]:
+        """The audit, oldest first."""
+        rows = self.store.query(
+            "SELECT tier, item_id, how, at FROM forgotten WHERE agent_id = ? ORDER BY id",
+            (self.agent_id,),
+        )
+        return [ForgetRecord(r[0], r[1], r[2], dt.datetime.fromisoformat(r[3])) for r in rows]
+
+
+def saver(actor: str) -> str:
+    """Who saved something, in words: "the assistant" (its tool calls), "memory review", "you"."""
+    if actor.startswith("tool:"):
+        return "the assistant"
+    return _SAVERS.get(actor, actor or "")
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.split("\n") if line.strip()]
+
+
+def _saved_by_memory(passage: Passage) -> bool:
+    """A passage the assistant or the review saved, not a part of a long message the engine
+    filed (source "message:ID"), nor a document imported whole."""
+    return passage.source.startswith("tool:") or passage.source == "consolidation"

@@ -1,0 +1,77 @@
+"""The Memory view: what Memex keeps about the user, and forgetting it from there (scripted
+model, real file: each forgotten thing leaves its tier, and the audit says so)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from engine.llm.scripted import call
+
+from .windows import TIMEOUT, idle, run, send_and_wait
+
+SAVES = [
+    call("core_memory_append", True, section="human", content="Has a sister, Anika."),
+    call("graph_insert", True, subject="Anika", relation="lives_in", object="Graz"),
+    call("archival_memory_insert", True, content="Anika plays the cello in an orchestra."),
+    call("send_message", message="I will remember that."),
+]
+
+
+def opened(qtbot, window, scripted):
+    scripted.enqueue(SAVES)
+    send_and_wait(qtbot, window, "My sister Anika lives in Graz and plays the cello.")
+    view = window.open_memory_view()
+    assert view is not None
+    qtbot.addWidget(view)
+    view.confirm = False
+    qtbot.waitUntil(lambda: len(view._items) == 3, timeout=TIMEOUT)
+    return view
+
+
+def test_the_view_lists_each_tier_with_where_it_came_from(qtbot, window, scripted):
+    view = opened(qtbot, window, scripted)
+    texts = [item.text for item in view._items.values()]
+    assert texts[0] == "Has a sister, Anika." and texts[2].startswith("Anika plays the cello")
+    assert texts[1].startswith("Anika lives_in Graz")
+    view.select("Has a sister, Anika.")
+    assert "by the assistant" in view.detail.text()
+    assert "My sister Anika lives in Graz and plays the cello." in view.detail.text()
+    assert view.forget_button.isEnabled() and view.with_message.isEnabled()
+
+
+def test_forget_from_the_view_across_all_tiers_with_the_audit(qtbot, window, scripted):
+    view = opened(qtbot, window, scripted)
+    for text in list(i.text for i in view._items.values()):
+        view.select(text)
+        with qtbot.waitSignal(view.forgotten, timeout=TIMEOUT):
+            qtbot.mouseClick(view.forget_button, Qt.MouseButton.LeftButton)
+    assert view._items == {} and view.status.text() == "Forgotten."
+    left = run(
+        qtbot,
+        window.worker,
+        lambda s: (
+            s.agent.core_memory["human"],
+            s.agent.graph.all(),
+            s.agent.archival.count(),
+            [(r.tier, r.how) for r in s.agent.forgetting.log()],
+        ),
+    )
+    assert left == (
+        "",
+        [],
+        0,
+        [("core", "memory view"), ("fact", "memory view"), ("passage", "memory view")],
+    )
+    qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
+    assert window.core_panel.editor("human").editor.toPlainText() == ""  # the panel followed
+
+
+def test_the_message_it_came_from_can_go_too(qtbot, window, scripted):
+    view = opened(qtbot, window, scripted)
+    view.select("Has a sister, Anika.")
+    view.with_message.setChecked(True)
+    with qtbot.waitSignal(view.forgotten, timeout=TIMEOUT):
+        qtbot.mouseClick(view.forget_button, Qt.MouseButton.LeftButton)
+    said = run(qtbot, window.worker, lambda s: [m.content for m in s.agent.recall.all()])
+    assert "My sister Anika lives in Graz and plays the cello." not in said
+    assert not view.with_message.isChecked()

@@ -1,0 +1,114 @@
+"""What memory keeps about the user, in one list, and forgetting it for real: scripted model,
+real store (the words and vectors of what is forgotten go too)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import MemGPTAgent, Persona
+from engine.llm.scripted import ScriptedClient, call
+from engine.memory.forget import FORGET_ACTOR, Remembered
+
+
+@pytest.fixture
+def agent(store) -> MemGPTAgent:
+    """An agent that was told three things and saved them in three tiers."""
+    client = ScriptedClient(
+        [
+            call("core_memory_append", True, section="human", content="Has a sister, Anika."),
+            call("send_message", message="Noted."),
+            call("archival_memory_insert", True, content="The user's sister Anika lives in Graz."),
+            call("send_message", message="Saved."),
+        ]
+    )
+    agent = MemGPTAgent(Persona("Memex", "A helpful assistant."), store, client, name="memex")
+    agent.step("I have a sister, Anika.")
+    agent.step("She lives in Graz.")
+    agent.graph.insert("Anika", "lives_in", "Graz", source="tool:graph_memory_insert")
+    return agent
+
+
+def item(agent: MemGPTAgent, tier: str) -> Remembered:
+    return next(i for i in agent.remembered() if i.tier == tier)
+
+
+def test_one_list_holds_each_tier_with_its_source(agent: MemGPTAgent) -> None:
+    items = agent.remembered()
+    assert [(i.tier, i.text) for i in items] == [
+        ("core", "Has a sister, Anika."),
+        ("fact", items[1].text),
+        ("passage", "The user's sister Anika lives in Graz."),
+    ]
+    assert items[1].text.startswith("Anika lives_in Graz (since ")
+    core, _, passage = items
+    assert core.label == "human" and core.saved_by == "the assistant"
+    assert core.source is not None and core.source.content == "I have a sister, Anika."
+    assert passage.source is not None and passage.source.content == "She lives in Graz."
+    assert passage.saved_at is not None and core.saved_at is not None
+
+
+def test_a_core_line_is_forgotten_by_an_edit_that_undo_can_take_back(agent) -> None:
+    agent.memory.append("human", "Likes tea.", actor="user")
+    agent.forget(item(agent, "core"))
+    assert agent.core_memory["human"] == "Likes tea."
+    last = agent.memory.history("human")[-1]
+    assert last.actor == FORGET_ACTOR and "Anika" in last.before and "Anika" not in last.after
+    agent.undo_core_memory("human")
+    assert "Has a sister, Anika." in agent.core_memory["human"]
+
+
+def test_a_fact_and_a_passage_go_with_their_index_rows(agent) -> None:
+    passage = item(agent, "passage")
+    agent.forget(item(agent, "fact"))
+    agent.forget(passage)
+    assert agent.graph.all() == []
+    assert agent.archival.count() == 0
+    assert agent.archival.search("Graz")[1] == []
+    words = agent.store.query("SELECT count(*) FROM passages_fts WHERE passages_fts MATCH 'Graz'")
+    vectors = agent.store.query(
+        "SELECT count(*) FROM passage_vectors WHERE id = ?", (passage.item_id,)
+    )
+    assert words[0][0] == 0 and vectors[0][0] == 0
+    assert [i.tier for i in agent.remembered()] == ["core"]
+
+
+def test_the_message_it_came_from_can_go_too(agent) -> None:
+    passage = item(agent, "passage")
+    assert passage.source is not None
+    agent.forget(passage, with_message=True)
+    said = [m.content for m in agent.recall.all() if m.role == "user"]
+    assert said == ["I have a sister, Anika."]
+    assert "She lives in Graz." not in [m.content for m in agent.recall.search("Graz")[1]]
+    words = agent.store.query(
+        "SELECT count(*) FROM messages_fts WHERE rowid = ?", (passage.source.id,)
+    )
+    assert words[0][0] == 0
+    left = agent.store.query(
+        "SELECT count(*) FROM message_vectors WHERE id = ?", (passage.source.id,)
+    )
+    assert left[0][0] == 0
+
+
+def test_the_audit_says_what_went_and_how_never_the_words(agent) -> None:
+    agent.forget(item(agent, "passage"), with_message=True)
+    agent.forget(item(agent, "fact"))
+    log = agent.forgetting.log()
+    assert [(r.tier, r.how) for r in log] == [
+        ("passage", "memory view"),
+        ("message", "memory view"),
+        ("fact", "memory view"),
+    ]
+    rows = agent.store.query("SELECT * FROM forgotten")
+    assert not any("Graz" in str(value) or "Anika" in str(value) for row in rows for value in row)
+
+
+def test_something_already_gone_is_said_so(agent) -> None:
+    passage = item(agent, "passage")
+    agent.forget(passage)
+    with pytest.raises(KeyError):
+        agent.forget(passage)
+    line = item(agent, "core")
+    agent.memory.set("human", "", actor="user")
+    with pytest.raises(KeyError):
+        agent.forget(line)
+    assert [r.tier for r in agent.forgetting.log()] == ["passage"]  # the failed ones: not logged
