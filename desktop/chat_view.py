@@ -12,6 +12,7 @@ from PySide6.QtCore import QElapsedTimer, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFont, QGuiApplication, QKeyEvent, QMouseEvent
 from PySide6.QtWidgets import (
     QApplication,
+    QCheckBox,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -28,6 +29,7 @@ from desktop.panels import first_line
 from desktop.rendering import Block, markdown_html, split_blocks
 from desktop.theme import LIGHT, Colours, scaled_font
 from engine.transcript import TranscriptEntry
+from engine.types import Remembered
 
 # Longer messages show their start: laying out a 200k-character label freezes the UI for a
 # second; the whole text is in recall (and searchable) anyway.
@@ -463,6 +465,73 @@ class WorkingRow(QWidget, Styled):
     def restyle(self, colours: Colours, font: QFont) -> None:
         self.label.setFont(scaled_font(font, 1.0, HEADER_SIZE))
         self.label.setStyleSheet(f"color:{colours.muted};")
+
+
+class ForgetCard(QFrame, Styled):
+    """Asked to forget something, the assistant shows what it keeps about it: the user ticks
+    what goes (the best match ticked) and presses Forget, or keeps them all."""
+
+    chosen = Signal(list)  # the Remembered items to forget ([] for none)
+
+    def __init__(self, items: tuple[Remembered, ...]) -> None:
+        super().__init__()
+        self.setObjectName("forget-card")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 8, 12, 8)
+        self.title = QLabel("Choose what to forget:")
+        layout.addWidget(self.title)
+        self.items = items
+        self.boxes: list[QCheckBox] = []
+        for index, item in enumerate(items):
+            box = QCheckBox(item.text)
+            box.setObjectName("forget-choice")
+            box.setChecked(index == 0)
+            box.toggled.connect(self._update)
+            layout.addWidget(box)
+            self.boxes.append(box)
+        row = QHBoxLayout()
+        row.addStretch()
+        self.keep_button = QPushButton("Keep them")
+        self.keep_button.setObjectName("forget-keep")
+        self.keep_button.clicked.connect(lambda: self.chosen.emit([]))
+        self.forget_button = QPushButton("Forget")
+        self.forget_button.setObjectName("forget-go")
+        self.forget_button.clicked.connect(self._forget)
+        row.addWidget(self.keep_button)
+        row.addWidget(self.forget_button)
+        layout.addLayout(row)
+        self.result = QLabel()
+        self.result.setObjectName("forget-result")
+        self.result.setVisible(False)
+        layout.addWidget(self.result)
+        self._update()
+
+    def picked(self) -> list[Remembered]:
+        return [item for item, box in zip(self.items, self.boxes, strict=True) if box.isChecked()]
+
+    def done(self, text: str) -> None:
+        """The choice is made: the card says what happened and takes no more clicks."""
+        for widget in (*self.boxes, self.keep_button, self.forget_button):
+            widget.setEnabled(False)
+        self.result.setText(text)
+        self.result.setVisible(True)
+
+    def _forget(self) -> None:
+        picked = self.picked()
+        if picked:
+            self.forget_button.setEnabled(False)
+            self.chosen.emit(picked)
+
+    def _update(self) -> None:
+        self.forget_button.setEnabled(bool(self.picked()))
+
+    def restyle(self, colours: Colours, font: QFont) -> None:
+        self.setStyleSheet(
+            f"#forget-card {{background:{colours.assistant_bubble}; border-radius:8px;"
+            f" border:1px solid {colours.error};}}"
+        )
+        for widget in (self.title, self.result, *self.boxes):
+            widget.setFont(font)
 
 
 EXAMPLES = (

@@ -34,7 +34,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.chat_view import ChatView, Divider, InputBox, MessageBubble, copy_to_clipboard
+from desktop.chat_view import (
+    ChatView,
+    Divider,
+    ForgetCard,
+    InputBox,
+    MessageBubble,
+    copy_to_clipboard,
+)
 from desktop.context_bar import ContextPanel
 from desktop.dialogs import NewAgentDialog
 from desktop.memory_view import MemoryView
@@ -59,7 +66,7 @@ from engine.agent import DEFAULT_DESCRIPTION
 from engine.agents import AgentInfo
 from engine.errors import FileInUse, InvalidInput
 from engine.transcript import TranscriptPage
-from engine.types import ContextUsage, ModelCallStarted, Persona, StepEvent
+from engine.types import ContextUsage, ModelCallStarted, Persona, Remembered, StepEvent
 from models.fetch import repair_hint
 
 logger = logging.getLogger(__name__)
@@ -630,7 +637,9 @@ class MainWindow(QMainWindow):
         self.turn.on_event(event)
 
     def _step_done(self, outcome: StepOutcome) -> None:
-        self.turn.finish(outcome.result)
+        card = self.turn.finish(outcome.result)
+        if card is not None:
+            card.chosen.connect(lambda items, c=card: self._forget_chosen(c, items))
         self.context_panel.show_usage(outcome.usage)
         self._end_step("Stopped" if outcome.result.cancelled else self._model_line())
 
@@ -797,6 +806,19 @@ class MainWindow(QMainWindow):
                 f"Imported {names}. Not brought over:\n- " + "\n- ".join(notes),
             )
         self._show_agent()
+
+    def _forget_chosen(self, card: ForgetCard, items: list[Remembered]) -> None:
+        """The user's choice on a request to forget (a ForgetCard): forget those, for real."""
+        if not items:
+            card.done("Kept: nothing was forgotten.")
+            return
+
+        def done(gone: int) -> None:
+            card.done(f"Forgotten: {count_of(gone, 'thing')}.")
+            self.refresh_panels()
+            self.refresh_usage()
+
+        self.worker.submit(lambda s: s.forget_chosen(items), done)
 
     # -- the Memory view -----------------------------------------------------------------
     def open_memory_view(self) -> MemoryView | None:

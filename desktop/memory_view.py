@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 
 from desktop.panels import StatusLabel, count_of, local_time, submit
 from desktop.worker import EngineWorker
-from engine.memory.forget import Remembered
+from engine.types import Remembered
 
 GROUPS = (
     ("core", "Always in view (core memory)"),

@@ -26,7 +26,6 @@ from engine.llm.llama import LlamaClient, available_cpus, read_gguf_metadata
 from engine.llm.remote import RemoteClient
 from engine.memory.archival import Passage
 from engine.memory.core import Block, BlockEdit, BlockTemplate, CoreMemory, CoreMemoryError
-from engine.memory.forget import Remembered
 from engine.memory.graph import Fact
 from engine.memory.reembed import Progress as Reembedding
 from engine.memory.reembed import reembed, stale_vectors
@@ -35,7 +34,7 @@ from engine.store.db import Store, default_db_path, open_store
 from engine.store.embed import Embedder
 from engine.store.migrations import EMBEDDING_DIM
 from engine.transcript import TranscriptPage, transcript
-from engine.types import ContextUsage, Message, Persona
+from engine.types import ContextUsage, Message, Persona, Remembered
 from models.manifest import MODELS
 
 logger = logging.getLogger(__name__)
@@ -459,6 +458,18 @@ class EngineSession:
     # -- what memory keeps (the Memory view) ---------------------------------------------------
     def remembered(self) -> list[Remembered]:
         return self.agent.remembered()
+
+    def forget_chosen(self, items: list[Remembered]) -> int:
+        """Forget what the user chose in the chat (a request to forget); how many went (one
+        gone meanwhile is skipped)."""
+        gone = 0
+        for item in items:
+            try:
+                self.agent.forget(item, how="chat")
+            except KeyError:
+                continue
+            gone += 1
+        return gone
 
     def forget(self, item: Remembered, with_message: bool = False) -> list[Remembered]:
         """Forget `item` (and its message, if asked); what is remembered now."""

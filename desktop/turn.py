@@ -7,12 +7,14 @@ import datetime as dt
 
 from PySide6.QtWidgets import QWidget
 
-from desktop.chat_view import ChatView, ExpandableRow, MessageBubble
+from desktop.chat_view import ChatView, ExpandableRow, ForgetCard, MessageBubble
 from engine.agent import StepResult
 from engine.transcript import pageout_entry
 from engine.types import (
+    ForgetProposed,
     ModelCallStarted,
     PagedOut,
+    Remembered,
     ReplyDelta,
     Reviewed,
     StepEvent,
@@ -36,11 +38,13 @@ class TurnRenderer:
         # A message the user sent while this step (a reflection) ran: the step's own entries
         # go above it, so nothing of the reflection reads as the answer to it.
         self._before: QWidget | None = None
+        self._proposal: tuple[Remembered, ...] = ()  # shown after the reply that lists it
 
     def begin(self, phase: str = PHASE_STARTING) -> None:
         """A step starts: the working row shows at once, in the reply's place."""
         self._bubbles.clear()
         self._before = None
+        self._proposal = ()
         self.chat.show_working(phase)
 
     def keep_above(self, entry: QWidget) -> None:
@@ -49,7 +53,9 @@ class TurnRenderer:
             self._before = entry
 
     def on_event(self, event: StepEvent) -> None:
-        if isinstance(event, Working):
+        if isinstance(event, ForgetProposed):
+            self._proposal = event.items
+        elif isinstance(event, Working):
             self.chat.show_working(event.phase)
         elif isinstance(event, ModelCallStarted):
             self.chat.show_working(PHASE_PROMPT, event.prompt_seconds)
@@ -71,8 +77,13 @@ class TurnRenderer:
         """The step failed: nothing is working any more."""
         self.chat.end_working()
 
-    def finish(self, result: StepResult) -> None:
+    def finish(self, result: StepResult) -> ForgetCard | None:
+        """Draws the step's closing notes; the card of a request to forget, where it made one."""
         self.chat.end_working()
+        card = None
+        if self._proposal and not result.cancelled:
+            card = ForgetCard(self._proposal)
+            self._add(card)
         for note in result.notes:
             if not note.startswith("Paged out"):  # the divider already shows those
                 self._add(ExpandableRow("note", note, ""))
@@ -80,6 +91,7 @@ class TurnRenderer:
             for bubble in self._bubbles.values():
                 bubble.set_tag("stopped")
             self._add(ExpandableRow("note", "Stopped: the reply was not finished.", ""))
+        return card
 
     def _add(self, widget: QWidget) -> None:
         self.chat.add(widget, before=self._before)

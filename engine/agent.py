@@ -18,7 +18,7 @@ from engine.llm.grammar import reply_schema
 from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.core import DEFAULT_BLOCK_LIMIT, Block, BlockTemplate, CoreMemory
-from engine.memory.forget import Forgetting, Remembered
+from engine.memory.forget import Forgetting, asks_to_forget
 from engine.memory.graph import KnowledgeGraph
 from engine.memory.page_in import (
     PageIn,
@@ -52,11 +52,13 @@ from engine.types import (
     Assists,
     ChatMessage,
     ContextUsage,
+    ForgetProposed,
     MemoryOperation,
     Message,
     ModelCallStarted,
     PagedOut,
     Persona,
+    Remembered,
     ReplyDelta,
     Reviewed,
     Role,
@@ -108,6 +110,11 @@ SAVED_ANSWER = (
 # the thought stored with a reply the engine sent itself (_direct_answer): the model reads it
 # in later turns as its own, so it says where the answer came from
 DEFAULT_DESCRIPTION = "A helpful assistant with a long memory."  # a persona given no words
+# The engine's reply to a request to forget, with what memory keeps about it
+FORGET_ANSWER = (
+    "This is what I keep about that:\n{listed}\nChoose what I should forget, and it will be "
+    "gone from my memory."
+)
 ANSWER_THOUGHT = "Answered from memory: the reading of what page-in found."
 STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
 SYSTEM_BLOCK = (
@@ -137,6 +144,9 @@ class ModelCall:
 @dataclass(frozen=True)
 class StepResult(AgentResponse):
     model_calls: tuple[ModelCall, ...] = ()
+    # asked to forget something: what memory keeps about it, for the user to choose from
+    # (MemGPTAgent.forget); nothing is forgotten until then
+    forget_proposal: tuple[Remembered, ...] = ()
 
 
 def default_blocks(persona: Persona, limit: int = DEFAULT_BLOCK_LIMIT) -> list[BlockTemplate]:
@@ -299,6 +309,12 @@ class MemGPTAgent:
             with timing.phase(timing.PHASE_CONTEXT):
                 self.context.warn_if_filling(text)  # before the message: see warn_if_filling
             message = self._store_user_message(text)
+            proposal = self._forget_proposal(text)
+            if proposal:
+                return dataclasses.replace(
+                    self._propose_forgetting(proposal, message, on_event, cancel),
+                    timings=timer.finish(),
+                )
             reading = self._page_in(message, on_event) if self.assists.page_in else None
             result = self._run(
                 require_reply=True,
@@ -313,6 +329,28 @@ class MemGPTAgent:
             if due and not result.cancelled:
                 result = _with_review(result, self.consolidate(cancel, on_event))
             return dataclasses.replace(result, timings=timer.finish())
+
+    def _forget_proposal(self, text: str) -> tuple[Remembered, ...]:
+        """What memory keeps that a request to forget names (none for other messages)."""
+        what = asks_to_forget(text)
+        return () if what is None else tuple(self.forgetting.candidates(what))
+
+    def _propose_forgetting(
+        self,
+        items: tuple[Remembered, ...],
+        message: Message,
+        on_event: EventSink | None,
+        cancel: threading.Event | None,
+    ) -> StepResult:
+        """Shows the user what memory keeps about what they asked to forget, to choose from
+        (forgetting is theirs to confirm: a small model asked to forget deleted the wrong line
+        or none); the engine's own reply says so, with no model call."""
+        if on_event is not None:
+            on_event(ForgetProposed(items))
+        listed = "\n".join(f"- {item.text}" for item in items)
+        answer = FORGET_ANSWER.format(listed=listed)
+        result = self._run(True, on_event, cancel, answering=message, answer=answer)
+        return dataclasses.replace(result, forget_proposal=items)
 
     def add_user_message(self, text: str | bytes) -> Message:
         """Store a user message without running the model (the next step answers it), e.g. a
@@ -438,10 +476,13 @@ class MemGPTAgent:
         """What memory keeps about the user, in one list (engine.memory.forget)."""
         return self.forgetting.remembered()
 
-    def forget(self, item: Remembered, with_message: bool = False) -> None:
+    def forget(
+        self, item: Remembered, with_message: bool = False, how: str = "memory view"
+    ) -> None:
         """Forget `item` for real, and with `with_message` the user message it came from
-        (engine.memory.forget); the prompt is measured again."""
-        self.forgetting.forget(item, with_message)
+        (engine.memory.forget); `how` the user asked ("memory view", "chat"), for the log.
+        The prompt is measured again."""
+        self.forgetting.forget(item, with_message, how)
         self.context.refresh()
 
     def edit_core_memory(self, label: str, value: str) -> Block:

@@ -269,6 +269,28 @@ class AgentResponse:
 
 
 @dataclass(frozen=True)
+class Remembered:
+    """One thing memory keeps about the user. `item_id`: the block's id (core), the fact's
+    or the passage's; `text`: the line, the fact as read, or the passage."""
+
+    tier: Literal["core", "fact", "passage"]
+    item_id: int
+    text: str
+    saved_at: dt.datetime | None
+    saved_by: str  # "the assistant", "memory review", "you"
+    source: Message | None  # the user's message it answered, where one came before it
+    label: str = ""  # the core block's label
+
+
+@dataclass(frozen=True)
+class ForgetProposed:
+    """The user asked to forget something, and memory keeps these about it: the user is to
+    choose which go (MemGPTAgent.forget); nothing is forgotten yet."""
+
+    items: tuple[Remembered, ...]
+
+
+@dataclass(frozen=True)
 class Working:
     """What the step is doing now, for a user waiting on it: one of the PHASE_* words below.
     Sent as each phase begins (a model call's own start is ModelCallStarted)."""
@@ -340,7 +362,9 @@ class Reviewed:
         return f"messages {self.first_message_id}-{self.last_message_id}: {what}"
 
 
-StepEvent = Working | ModelCallStarted | ReplyDelta | ToolDone | PagedOut | Reviewed
+StepEvent = (
+    ForgetProposed | Working | ModelCallStarted | ReplyDelta | ToolDone | PagedOut | Reviewed
+)
 
 
 @dataclass(frozen=True)

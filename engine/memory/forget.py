@@ -18,8 +18,8 @@ keeps the words: a log that did would keep what the user asked to forget.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
-from typing import Literal
 
 import apsw
 
@@ -28,28 +28,80 @@ from engine.memory.core import Block, CoreMemory
 from engine.memory.graph import Fact, KnowledgeGraph
 from engine.memory.recall import RecallMemory
 from engine.store.db import Store, now_iso
-from engine.types import Message
+from engine.types import Message, Remembered
 
-Tier = Literal["core", "fact", "passage"]
+# "Please forget that I have a sister", "Forget my old address", "can you forget about Bob?":
+# a request to forget, not "don't forget ...", "did you forget ...?" or "I forgot ...".
+_FORGET = re.compile(
+    r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?(?:please\W+)?"
+    r"forget\b(?:\s+(?:about|that|what|all about))?\s*(?P<what>.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+# words of a request that say nothing of what to forget
+_NOT_WHAT = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "i",
+        "i'm",
+        "im",
+        "me",
+        "my",
+        "mine",
+        "you",
+        "your",
+        "it",
+        "its",
+        "that",
+        "this",
+        "these",
+        "those",
+        "about",
+        "what",
+        "all",
+        "please",
+        "have",
+        "has",
+        "had",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "do",
+        "does",
+        "did",
+        "to",
+        "of",
+        "and",
+        "or",
+        "for",
+        "with",
+        "in",
+        "on",
+        "at",
+        "now",
+        "ever",
+        "again",
+        "anything",
+        "everything",
+        "something",
+        "thing",
+        "things",
+        "said",
+        "say",
+        "told",
+        "tell",
+        "mentioned",
+    ]
+)
+MAX_CANDIDATES = 8
 # Blocks that hold the assistant's own make-up, not what it learnt of the user
 NOT_ABOUT_THE_USER = frozenset({"persona", "system"})
 FORGET_ACTOR = "forget:you"
 SHOWN_PASSAGES = 500  # the newest; older ones are in the Archival panel's search
 _SAVERS = {"consolidation": "memory review", "user": "you"}
-
-
-@dataclass(frozen=True)
-class Remembered:
-    """One thing memory keeps about the user. `item_id`: the block's id (core), the fact's
-    or the passage's; `text`: the line, the fact as read, or the passage."""
-
-    tier: Tier
-    item_id: int
-    text: str
-    saved_at: dt.datetime | None
-    saved_by: str  # "the assistant", "memory review", "you"
-    source: Message | None  # the user's message it answered, where one came before it
-    label: str = ""  # the core block's label
 
 
 @dataclass(frozen=True)
@@ -131,6 +183,19 @@ class Forgetting:
     def _source(self, at: dt.datetime | None) -> Message | None:
         return None if at is None else self.recall.said_before(at)
 
+    def candidates(self, what: str, limit: int = MAX_CANDIDATES) -> list[Remembered]:
+        """What memory keeps that `what` names: the items sharing the most of its words (a
+        word and its plural alike), best first; [] when none shares one."""
+        wanted = _keywords(what)
+        if not wanted:
+            return []
+        scored = []
+        for order, item in enumerate(self.remembered()):
+            shared = len(wanted & _keywords(item.text))
+            if shared:
+                scored.append((-shared, order, item))
+        return [item for *_, item in sorted(scored, key=lambda s: s[:2])][:limit]
+
     # -- forgetting ----------------------------------------------------------------------------
     def forget(
         self, item: Remembered, with_message: bool = False, how: str = "memory view"
@@ -170,6 +235,25 @@ class Forgetting:
             (self.agent_id,),
         )
         return [ForgetRecord(r[0], r[1], r[2], dt.datetime.fromisoformat(r[3])) for r in rows]
+
+
+def asks_to_forget(text: str) -> str | None:
+    """What a user message asks memory to forget ("that I have a sister"), or None when it
+    does not ask that."""
+    match = _FORGET.match(text.strip())
+    if match is None:
+        return None
+    what = match.group("what").strip(" .!?")
+    return what if _keywords(what) else None
+
+
+def _keywords(text: str) -> set[str]:
+    words = re.findall(r"[\w']+", text.lower())
+    return {_singular(w) for w in words if w not in _NOT_WHAT and len(w) > 1}
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
 def saver(actor: str) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 
+from desktop.chat_view import ForgetCard
 from engine.llm.scripted import call
 
-from .windows import TIMEOUT, idle, run, send_and_wait
+from .windows import TIMEOUT, bubbles, idle, run, send_and_wait
 
 SAVES = [
     call("core_memory_append", True, section="human", content="Has a sister, Anika."),
@@ -75,3 +76,45 @@ def test_the_message_it_came_from_can_go_too(qtbot, window, scripted):
     said = run(qtbot, window.worker, lambda s: [m.content for m in s.agent.recall.all()])
     assert "My sister Anika lives in Graz and plays the cello." not in said
     assert not view.with_message.isChecked()
+
+
+def forget_card(window) -> ForgetCard:
+    cards = [w for w in window.chat.entries() if isinstance(w, ForgetCard)]
+    assert len(cards) == 1
+    return cards[0]
+
+
+def test_forget_in_chat_shows_what_will_go_and_forgets_what_is_ticked(qtbot, window, scripted):
+    scripted.enqueue(SAVES)
+    send_and_wait(qtbot, window, "My sister Anika lives in Graz and plays the cello.")
+    send_and_wait(qtbot, window, "Please forget that I have a sister")
+    card = forget_card(window)
+    entries = window.chat.entries()
+    assert entries.index(bubbles(window, "assistant")[-1]) < entries.index(card)
+    assert "Has a sister, Anika." in bubbles(window, "assistant")[-1].text
+    assert card.boxes[0].text() == "Has a sister, Anika." and card.boxes[0].isChecked()
+    assert not any(box.isChecked() for box in card.boxes[1:])  # only the best match
+    qtbot.mouseClick(card.forget_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: card.result.isVisible(), timeout=TIMEOUT)
+    assert card.result.text() == "Forgotten: 1 thing." and not card.forget_button.isEnabled()
+    left = run(
+        qtbot,
+        window.worker,
+        lambda s: (
+            s.agent.core_memory["human"],
+            [(r.tier, r.how) for r in s.agent.forgetting.log()],
+        ),
+    )
+    assert left == ("", [("core", "chat")])
+
+
+def test_keeping_them_forgets_nothing(qtbot, window, scripted):
+    scripted.enqueue(SAVES)
+    send_and_wait(qtbot, window, "My sister Anika lives in Graz and plays the cello.")
+    send_and_wait(qtbot, window, "Forget about Anika")
+    card = forget_card(window)
+    assert len(card.boxes) == 3
+    qtbot.mouseClick(card.keep_button, Qt.MouseButton.LeftButton)
+    assert card.result.text() == "Kept: nothing was forgotten."
+    kept = run(qtbot, window.worker, lambda s: len(s.remembered()))
+    assert kept == 3

@@ -7,7 +7,8 @@ import pytest
 
 from engine import MemGPTAgent, Persona
 from engine.llm.scripted import ScriptedClient, call
-from engine.memory.forget import FORGET_ACTOR, Remembered
+from engine.memory.forget import FORGET_ACTOR, asks_to_forget
+from engine.types import ForgetProposed, Remembered
 
 
 @pytest.fixture
@@ -112,3 +113,42 @@ def test_something_already_gone_is_said_so(agent) -> None:
     with pytest.raises(KeyError):
         agent.forget(line)
     assert [r.tier for r in agent.forgetting.log()] == ["passage"]  # the failed ones: not logged
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("Please forget that I have a sister", "I have a sister"),
+        ("Forget my old address.", "my old address"),
+        ("can you forget about Bob?", "Bob"),
+        ("Okay, please forget what I said about the Saab", "I said about the Saab"),
+        ("Don't forget my dentist appointment", None),  # a request to remember
+        ("Did you forget my name?", None),
+        ("I forgot my keys at work", None),
+        ("forget it", None),  # names nothing to forget
+    ],
+)
+def test_a_request_to_forget_is_told_from_other_messages(text: str, what: str | None) -> None:
+    assert asks_to_forget(text) == what
+
+
+def test_asked_in_chat_the_user_is_shown_what_will_go_before_it_goes(agent) -> None:
+    calls_before = len(agent.llm.history)
+    events: list[object] = []
+    result = agent.step("Please forget that I have a sister", on_event=events.append)
+    assert len(agent.llm.history) == calls_before  # the engine's own reply: no model call
+    proposal = result.forget_proposal
+    assert [i.tier for i in proposal][:1] == ["core"] and "sister" in proposal[0].text
+    assert ForgetProposed(proposal) in events
+    assert result.message is not None and "Has a sister, Anika." in result.message
+    assert agent.core_memory["human"] == "Has a sister, Anika."  # nothing gone yet
+    agent.forget(proposal[0], how="chat")
+    assert agent.core_memory["human"] == ""
+    assert [(r.tier, r.how) for r in agent.forgetting.log()] == [("core", "chat")]
+
+
+def test_a_request_to_forget_what_memory_does_not_hold_goes_to_the_model(agent) -> None:
+    agent.llm.enqueue([call("send_message", message="I do not keep anything about that.")])
+    result = agent.step("Please forget my old phone number")
+    assert result.forget_proposal == ()
+    assert result.message == "I do not keep anything about that."
