@@ -144,6 +144,17 @@ class MainWindow(QMainWindow):
         row.addLayout(buttons)
         centre = QWidget()
         layout = QVBoxLayout(centre)
+        self.temporary_banner = QLabel(
+            "Temporary chat: nothing said here is kept or reviewed, and Memex does not use your "
+            "memory in it. Conversation > Temporary chat (Ctrl+Shift+N) ends it."
+        )
+        self.temporary_banner.setObjectName("temporary-banner")
+        self.temporary_banner.setWordWrap(True)
+        self.temporary_banner.setStyleSheet(
+            "background:#fef3c7; color:#78350f; border-radius:6px; padding:6px;"
+        )
+        self.temporary_banner.hide()
+        layout.addWidget(self.temporary_banner)
         layout.addWidget(self.chat, 1)
         layout.addLayout(row)
         self.setCentralWidget(centre)
@@ -208,6 +219,7 @@ class MainWindow(QMainWindow):
             ("stop", "Stop", self.stop, "Escape"),
             ("reflect", "Reflect now", self.reflect, "Ctrl+R"),
             ("memory", "What Memex knows…", self.open_memory_view, "Ctrl+M"),
+            ("temporary", "Temporary chat", self.toggle_temporary, "Ctrl+Shift+N"),
             ("zoom_in", "Larger text", lambda: self.zoom(+1), "Ctrl++"),
             ("zoom_out", "Smaller text", lambda: self.zoom(-1), "Ctrl+-"),
             ("zoom_reset", "Actual size", lambda: self.zoom(0), "Ctrl+0"),
@@ -224,6 +236,10 @@ class MainWindow(QMainWindow):
         # Ctrl+= is where Ctrl++ is on most keyboards (no Shift needed)
         self.commands["zoom_in"].setShortcuts([QKeySequence("Ctrl++"), QKeySequence("Ctrl+=")])
         self._agent_actions = [self.commands[k] for k in ("new", "delete", "import", "rename")]
+        self.commands["temporary"].setCheckable(True)
+        self.commands["temporary"].setToolTip(
+            "A chat that is neither kept nor reviewed, and does not use your memory"
+        )
         self.scheme_actions: dict[str, QAction] = {}
         group = QActionGroup(self)
         for scheme, text in (
@@ -254,7 +270,7 @@ class MainWindow(QMainWindow):
                 "quit",
             ],
             "&Edit": ["copy_reply"],
-            "&Conversation": ["stop", "reflect"],
+            "&Conversation": ["stop", "reflect", None, "temporary"],
             "&Memory": ["memory"],
             "&View": ["zoom_in", "zoom_out", "zoom_reset", None],
             "&Help": ["about"],
@@ -460,23 +476,25 @@ class MainWindow(QMainWindow):
                 s.transcript(HISTORY_PAGE),
                 s.usage(),
                 str(s.store.path) if s.store is not None else "",
+                s.temporary,
             ),
             self._agent_shown,
         )
         self.refresh_panels()
 
     def _agent_shown(
-        self, result: tuple[list[AgentInfo], str, TranscriptPage, ContextUsage, str]
+        self, result: tuple[list[AgentInfo], str, TranscriptPage, ContextUsage, str, bool]
     ) -> None:
-        agents, current, page, usage, file = result
+        agents, current, page, usage, file, temporary = result
         self._fill_agents(agents, current)
         self._show_history(page)
-        if not page.entries:
+        if not page.entries and not temporary:
             self.chat.show_welcome(file).example_chosen.connect(self._use_example)
         self.context_panel.show_usage(usage)
         self.loaded = True
         self._set_enabled(True)
         self._restart_idle()
+        self._show_temporary(temporary)
         self.ready.emit()
         self._reindex()
 
@@ -678,7 +696,7 @@ class MainWindow(QMainWindow):
     def _restart_idle(self) -> None:
         """Arm the idle reflection: once per idle spell, not again and again while the user
         is away (each costs a model call)."""
-        if self.settings.idle_minutes > 0 and not self._reflected:
+        if self.settings.idle_minutes > 0 and not self._reflected and not self.session.temporary:
             self._idle.start(self.settings.idle_minutes * 60_000)
 
     # -- agents ------------------------------------------------------------------------
@@ -717,7 +735,9 @@ class MainWindow(QMainWindow):
         return True
 
     def _set_agent_actions(self, on: bool) -> None:
-        """The agent list, New and Delete: off from a step's start until its queue is done."""
+        """The agent list, New and Delete: off from a step's start until its queue is done,
+        and through a temporary chat."""
+        on = on and not self.session.temporary
         self.agent_box.setEnabled(on)
         for action in self._agent_actions:
             action.setEnabled(on)
@@ -819,6 +839,25 @@ class MainWindow(QMainWindow):
             self.refresh_usage()
 
         self.worker.submit(lambda s: s.forget_chosen(items), done)
+
+    # -- a temporary chat ----------------------------------------------------------------
+    def toggle_temporary(self) -> None:
+        """Start a temporary chat (desktop.session.start_temporary), or end the one on."""
+        on = self.session.temporary  # read between jobs: only this thread starts or ends one
+        if not self.loaded or not self._agents_free():
+            self.commands["temporary"].setChecked(on)
+            return
+        job = (lambda s: s.end_temporary()) if on else (lambda s: s.start_temporary())
+        self.worker.submit(job, lambda _: self._show_agent())
+
+    def _show_temporary(self, on: bool) -> None:
+        self.temporary_banner.setVisible(on)
+        self.commands["temporary"].setChecked(on)
+        for key in ("new", "delete", "import", "export", "rename", "memory", "reflect"):
+            self.commands[key].setEnabled(not on)
+        self.agent_box.setEnabled(not on)
+        if on:
+            self._idle.stop()  # nothing of a temporary chat is reviewed
 
     # -- the Memory view -----------------------------------------------------------------
     def open_memory_view(self) -> MemoryView | None:

@@ -9,6 +9,8 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +44,15 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str, int], None]  # what is happening, percent done
 ClientFactory = Callable[[Settings], LLMClient]
 EmbedderFactory = Callable[[Settings], Embedder]
+
+
+@dataclass(frozen=True)
+class _Temporary:
+    """A temporary chat: its throwaway file and the agent it stands in for."""
+
+    folder: Path
+    store: Store
+    kept: MemGPTAgent
 
 
 class NotLoaded(InvalidInput):
@@ -261,6 +272,7 @@ class EngineSession:
         self.embedder: Embedder | None = None
         self._agent: MemGPTAgent | None = None
         self._reembedding: Reembedding | None = None  # where reembed_some stands
+        self._temporary: _Temporary | None = None
 
     # -- loading -----------------------------------------------------------------------------
     def load(self, progress: Progress, settings: Settings | None = None) -> None:
@@ -331,9 +343,44 @@ class EngineSession:
                     close()
 
     def close(self) -> None:
+        self.end_temporary()
         self._agent = None
         self._close_parts([p for p in (self.embedder, self.llm, self.store) if p is not None])
         self.store = self.llm = self.embedder = None
+
+    # -- a temporary chat ----------------------------------------------------------------------
+    @property
+    def temporary(self) -> bool:
+        return self._temporary is not None
+
+    def start_temporary(self) -> None:
+        """A chat that is neither stored nor reviewed: a fresh agent of the same name and
+        persona in a throwaway file, with none of the user's memory; end_temporary() deletes
+        it and brings the agent back."""
+        if self._temporary is not None:
+            return
+        kept = self.agent
+        if self.llm is None or self.embedder is None:
+            raise NotLoaded("no model is loaded yet; choose models in Settings")
+        folder = Path(tempfile.mkdtemp(prefix="memex-temporary-"))
+        try:
+            store = open_store(folder / "temporary.db", embedder=self.embedder)
+            agent = _make_agent(store, self.llm, self.settings, kept.name, kept.persona)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        agent.consolidate_every = 0  # nothing of it is reviewed into memory
+        self._temporary = _Temporary(folder, store, kept)
+        self._agent = agent
+
+    def end_temporary(self) -> None:
+        """Ends a temporary chat: its file is deleted, the agent it stood in for is back."""
+        temporary, self._temporary = self._temporary, None
+        if temporary is None:
+            return
+        self._agent = temporary.kept
+        temporary.store.close()
+        shutil.rmtree(temporary.folder, ignore_errors=True)
 
     # -- conversation ------------------------------------------------------------------------
     def step(

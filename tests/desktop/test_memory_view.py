@@ -118,3 +118,36 @@ def test_keeping_them_forgets_nothing(qtbot, window, scripted):
     assert card.result.text() == "Kept: nothing was forgotten."
     kept = run(qtbot, window.worker, lambda s: len(s.remembered()))
     assert kept == 3
+
+
+def test_a_temporary_chat_stores_nothing_and_sees_no_memory(qtbot, window, scripted, settings):
+    scripted.enqueue(SAVES)
+    send_and_wait(qtbot, window, "My sister Anika lives in Graz and plays the cello.")
+    window.commands["temporary"].trigger()
+    qtbot.waitUntil(
+        lambda: window.temporary_banner.isVisibleTo(window) and idle(window), timeout=TIMEOUT
+    )
+    assert window.commands["temporary"].isChecked() and not window.agent_box.isEnabled()
+    assert bubbles(window, "user") == [] and window.chat.welcome is None
+    assert not window._idle.isActive()  # nothing of it is reviewed
+    seen = run(qtbot, window.worker, lambda s: (s.agent.core_memory["human"], len(s.remembered())))
+    assert seen == ("", 0)  # none of the user's memory
+    scripted.enqueue(
+        [
+            call("core_memory_append", True, section="human", content="Secret: surprise party."),
+            call("send_message", message="My lips are sealed."),
+        ]
+    )
+    send_and_wait(qtbot, window, "Just between us: I'm planning a surprise party.")
+    temporary_file = run(qtbot, window.worker, lambda s: s._temporary.store.path)
+    window.commands["temporary"].trigger()
+    qtbot.waitUntil(
+        lambda: not window.temporary_banner.isVisibleTo(window) and idle(window), timeout=TIMEOUT
+    )
+    said = run(qtbot, window.worker, lambda s: [m.content for m in s.agent.recall.all()])
+    assert "Just between us: I'm planning a surprise party." not in said
+    assert "My sister Anika lives in Graz and plays the cello." in said
+    human = run(qtbot, window.worker, lambda s: s.agent.core_memory["human"])
+    assert human == "Has a sister, Anika." and not temporary_file.exists()
+    assert [b.text for b in bubbles(window, "user")][0].startswith("My sister Anika")
+    assert window.agent_box.isEnabled() and window._idle.isActive()
