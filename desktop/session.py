@@ -502,6 +502,9 @@ class EngineSession:
     def undo_block(self, label: str) -> Block:
         return self.agent.undo_core_memory(label)
 
+    def redo_block(self, label: str) -> Block:
+        return self.agent.redo_core_memory(label)
+
     # -- what memory keeps (the Memory view) ---------------------------------------------------
     def remembered(self) -> list[Remembered]:
         return self.agent.remembered()

@@ -498,6 +498,12 @@ class MemGPTAgent:
         self.context.refresh()
         return block
 
+    def redo_core_memory(self, label: str) -> Block:
+        """Take back the latest undo of a core block (none once an edit was made since)."""
+        block = self.memory.redo(label, actor="user")
+        self.context.refresh()
+        return block
+
     def rename(self, new_name: str) -> None:
         """Give this agent another name in the store (names are unique in a file)."""
         from engine.agents import rename_agent

@@ -59,13 +59,17 @@ def change_summary(before: str, after: str, width: int = 60) -> str:
 
 # Who made an edit, as block_history's actor names them (engine.tools.memory_tools: "tool:NAME"
 # for the model's calls; "undo:ACTOR" for an undo)
-_ACTORS = {"user": "you", "consolidation": "memory review", "import": "import"}
+_ACTORS = {"user": "you", "you": "you", "consolidation": "memory review", "import": "import"}
 
 
 def actor_words(actor: str) -> str:
     """ "you", "the assistant", "memory review", "undo by you"."""
     if actor.startswith("undo:"):
         return "undo by " + actor_words(actor[len("undo:") :])
+    if actor.startswith("redo:"):
+        return "redo by " + actor_words(actor[len("redo:") :])
+    if actor.startswith("forget:"):
+        return "forgotten by " + actor_words(actor[len("forget:") :])
     if actor.startswith("tool:"):
         return "the assistant"
     return _ACTORS.get(actor, actor)
@@ -154,16 +158,19 @@ class BlockEditor(QFrame):
         self.revert_button = self._button("Revert", f"core-revert-{label}", self._revert)
         self.undo_button = self._button("Undo", f"core-undo-{label}", self._undo)
         self.undo_button.setToolTip("Revert the latest edit of this section, by the model or you")
+        self.redo_button = self._button("Redo", f"core-redo-{label}", self._redo)
+        self.redo_button.setToolTip("Take back the latest Undo (until a new edit is made)")
         self.share_button = self._button("Share…", f"core-share-{label}", self._ask_share)
         self.share_button.setToolTip(
             "Attach this section to another agent too: an edit by either is seen by both"
         )
+        row.addWidget(self.share_button)  # beside the size: five buttons in a row overflow
         layout.addLayout(row)
-        # the buttons on a line of their own: beside the size they pushed the panel wider than
-        # its dock, behind a sideways scrollbar
+        # the edit buttons on a line of their own: beside the size they pushed the panel wider
+        # than its dock, behind a sideways scrollbar
         buttons = QHBoxLayout()
         buttons.addStretch()
-        for button in (self.save_button, self.revert_button, self.undo_button, self.share_button):
+        for button in (self.save_button, self.revert_button, self.undo_button, self.redo_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
 
@@ -229,6 +236,7 @@ class BlockEditor(QFrame):
         self.save_button.setEnabled(idle and text != self._block.value)
         self.revert_button.setEnabled(idle and self.has_unsaved())
         self.undo_button.setEnabled(idle and self._block.undoable)
+        self.redo_button.setEnabled(idle and self._block.redoable)
         self.on_disk_label.setVisible(self.has_unsaved() and self._block.value != self._loaded)
 
     # -- actions -----------------------------------------------------------------------------
@@ -251,6 +259,15 @@ class BlockEditor(QFrame):
             return session.undo_block(label)
 
         self._run(job, "Undoing…", "Undone.", adopt=False)
+
+    def _redo(self) -> None:
+        label, block_id = self._block.label, self._block.id
+
+        def job(session: EngineSession) -> Block:
+            _same_block(session, label, block_id)
+            return session.redo_block(label)
+
+        self._run(job, "Redoing…", "Redone.", adopt=False)
 
     def _ask_share(self) -> None:
         """Pick another agent of the file (listed on the engine thread) and attach this block

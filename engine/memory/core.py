@@ -26,6 +26,7 @@ class Block:
     read_only: bool
     shared_with: tuple[str, ...] = ()  # the other agents this block is attached to
     undoable: bool = False  # it has an edit undo() would revert
+    redoable: bool = False  # it has an undo redo() would take back
 
     @property
     def shared(self) -> bool:
@@ -56,8 +57,17 @@ class BlockTemplate:
     read_only: bool = False
 
 
-# An edit undo() reverts: not undone yet, and not itself an undo.
-_UNDOABLE = "undone = 0 AND actor NOT LIKE 'undo%'"
+# An edit as the user or the model made it (not an undo or a redo of one)
+_MADE = "actor NOT LIKE 'undo%' AND actor NOT LIKE 'redo%'"
+# An edit undo() reverts: made, and not undone yet.
+_UNDOABLE = f"undone = 0 AND {_MADE}"
+# An undo redo() takes back: not taken back yet, and no edit made since (a new edit ends the
+# chance to redo, as in every editor).
+_REDOABLE = (
+    "actor LIKE 'undo%' AND undone = 0 AND id > (SELECT coalesce(max(m.id), 0)"
+    " FROM block_history m WHERE m.block_id = block_history.block_id"
+    " AND m.actor NOT LIKE 'undo%' AND m.actor NOT LIKE 'redo%')"
+)
 
 
 def _quoted(text: str, limit: int = 80) -> str:
@@ -128,7 +138,9 @@ class CoreMemory(Mapping[str, str]):
             " (SELECT group_concat(a.name, char(31)) FROM agent_blocks other"
             "  JOIN agents a ON a.id = other.agent_id"
             "  WHERE other.block_id = b.id AND other.agent_id != ab.agent_id),"
-            f" EXISTS (SELECT 1 FROM block_history h WHERE h.block_id = b.id AND {_UNDOABLE})"
+            f" EXISTS (SELECT 1 FROM block_history h WHERE h.block_id = b.id AND {_UNDOABLE}),"
+            " EXISTS (SELECT 1 FROM block_history WHERE block_history.block_id = b.id"
+            f" AND {_REDOABLE})"
             " FROM agent_blocks ab JOIN blocks b ON b.id = ab.block_id"
             " WHERE ab.agent_id = ? ORDER BY ab.position",
             (self.agent_id,),
@@ -143,6 +155,7 @@ class CoreMemory(Mapping[str, str]):
                 bool(r[5]),
                 tuple(sorted(r[6].split("\x1f"))) if r[6] else (),
                 bool(r[7]),
+                bool(r[8]),
             )
             for r in rows
         ]
@@ -279,6 +292,27 @@ class CoreMemory(Mapping[str, str]):
         with self.store.atomic() as conn:
             conn.execute("UPDATE block_history SET undone = 1 WHERE id = ?", (row[0],))
             return self._write(block, row[1], f"undo:{actor}")
+
+    def redo(self, label: str, actor: str = "user") -> Block:
+        """Take back the latest undo of a block, if no edit was made since; the edit it undid
+        can be undone again."""
+        block = self._block_or_error(label)
+        undo = self.store.query_one(
+            f"SELECT id, before FROM block_history WHERE block_id = ? AND {_REDOABLE}"
+            " ORDER BY id DESC LIMIT 1",
+            (block.id,),
+        )
+        if undo is None:
+            raise CoreMemoryError(f"nothing to redo in section {label!r}")
+        with self.store.atomic() as conn:
+            conn.execute("UPDATE block_history SET undone = 1 WHERE id = ?", (undo[0],))
+            conn.execute(
+                "UPDATE block_history SET undone = 0 WHERE id = (SELECT id FROM block_history"
+                f" WHERE block_id = ? AND undone = 1 AND {_MADE} AND id < ? AND after = ?"
+                " ORDER BY id DESC LIMIT 1)",
+                (block.id, undo[0], undo[1]),
+            )
+            return self._write(block, undo[1], f"redo:{actor}")
 
     def _block_or_error(self, label: str) -> Block:
         try:

@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
     QToolBar,
     QToolButton,
     QWidget,
@@ -638,3 +640,17 @@ def test_every_control_has_a_name_a_screen_reader_can_say(qtbot, window):
         if (isinstance(widget, inputs) or silent_button) and not widget.accessibleName():
             unnamed.append(name)
     assert unnamed == []
+
+
+def test_the_core_panels_buttons_fit_its_dock_at_the_default_size(qtbot, window):
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitUntil(lambda: window.core_panel.editor("human") is not None, timeout=TIMEOUT)
+    qtbot.wait(50)
+    scroll = window.core_panel.findChild(QScrollArea)
+    viewport = scroll.viewport()
+    editor = window.core_panel.editor("persona")
+    for button in editor.findChildren(QPushButton):
+        right = button.mapTo(viewport, button.rect().topRight()).x()
+        assert right <= viewport.width(), button.text()
+    assert not scroll.horizontalScrollBar().isVisible()

@@ -94,6 +94,13 @@ def test_save_shows_in_history_and_undo_restores(qtbot, worker, core):
     undone = history.item(1)
     assert undone.font().strikeOut() and "(undone)" in undone.text()
     assert not undo.isEnabled()  # the one edit is undone: nothing left to undo
+    redo = find(core, QPushButton, "core-redo-human")
+    assert redo.isEnabled()
+    with qtbot.waitSignal(core.edited, timeout=WAIT_MS):
+        click(qtbot, redo)
+    assert editor.toPlainText() == "Name: Sam. Likes tea." and not redo.isEnabled()
+    assert stored(qtbot, worker, "human") == "Name: Sam. Likes tea." and undo.isEnabled()
+    qtbot.waitUntil(lambda: "redo by you" in history.item(0).text(), timeout=WAIT_MS)
 
 
 def test_over_limit_save_shows_the_error_and_keeps_the_text(qtbot, worker, core):

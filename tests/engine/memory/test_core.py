@@ -78,3 +78,24 @@ def test_shared_block_is_seen_by_both_agents(store) -> None:
     a.memory.append("project", "ships in May", actor="t")
     assert b.core_memory["project"] == "Memex\nships in May"
     assert isinstance(b.memory, CoreMemory)
+
+
+def test_redo_takes_back_undos_in_turn_until_a_new_edit(agent: MemGPTAgent) -> None:
+    core = agent.memory
+    core.append("human", "one", actor="user")
+    core.append("human", "two", actor="tool:core_memory_append")
+    assert not core.block("human").redoable
+    core.undo("human")
+    core.undo("human")
+    assert core["human"] == "" and core.block("human").redoable
+    assert core.redo("human").value == "one"
+    assert core.redo("human").value == "one\ntwo" and not core.block("human").redoable
+    with pytest.raises(CoreMemoryError, match="nothing to redo"):
+        core.redo("human")
+    assert core.undo("human").value == "one"  # a redone edit can be undone again
+    assert core.block("human").redoable
+    core.append("human", "three", actor="user")  # a new edit: no redo past it
+    assert not core.block("human").redoable
+    with pytest.raises(CoreMemoryError, match="nothing to redo"):
+        core.redo("human")
+    assert [h.actor for h in core.history("human")][-3:] == ["redo:user", "undo:user", "user"]
