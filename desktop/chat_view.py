@@ -648,6 +648,18 @@ class ChatView(QScrollArea):
             widget.restyle(self.colours, self.text_font)
         return widget
 
+    def drop_after(self, entry: QWidget) -> None:
+        """Takes every entry after `entry` out of the chat (a reply about to be redone)."""
+        entries = self.entries()
+        for widget in entries[entries.index(entry) + 1 :]:
+            if widget is not self.working:
+                self._drop(widget)
+
+    def drop_from(self, entry: QWidget) -> None:
+        """Takes `entry` and every entry after it out of the chat (a message edited)."""
+        self.drop_after(entry)
+        self._drop(entry)
+
     def show_welcome(self, file: str) -> Welcome:
         self.end_welcome()
         self.welcome = Welcome(file)

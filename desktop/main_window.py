@@ -109,6 +109,7 @@ class MainWindow(QMainWindow):
         self._reflected = False
         self._reflecting = False  # the running step is an idle reflection
         self.memory_view: MemoryView | None = None
+        self._editing = False  # the input holds an edit of the last message (edit_last)
         self._idle = QTimer(self)
         self._idle.setSingleShot(True)
         self._idle.timeout.connect(self.reflect)
@@ -220,6 +221,8 @@ class MainWindow(QMainWindow):
             ("reflect", "Reflect now", self.reflect, "Ctrl+R"),
             ("memory", "What Memex knows…", self.open_memory_view, "Ctrl+M"),
             ("temporary", "Temporary chat", self.toggle_temporary, "Ctrl+Shift+N"),
+            ("regenerate", "Regenerate last reply", self.regenerate, "Ctrl+Shift+R"),
+            ("edit_last", "Edit last message", self.edit_last, "Ctrl+Shift+E"),
             ("zoom_in", "Larger text", lambda: self.zoom(+1), "Ctrl++"),
             ("zoom_out", "Smaller text", lambda: self.zoom(-1), "Ctrl+-"),
             ("zoom_reset", "Actual size", lambda: self.zoom(0), "Ctrl+0"),
@@ -270,7 +273,7 @@ class MainWindow(QMainWindow):
                 "quit",
             ],
             "&Edit": ["copy_reply"],
-            "&Conversation": ["stop", "reflect", None, "temporary"],
+            "&Conversation": ["stop", "regenerate", "edit_last", None, "reflect", "temporary"],
             "&Memory": ["memory"],
             "&View": ["zoom_in", "zoom_out", "zoom_reset", None],
             "&Help": ["about"],
@@ -590,6 +593,15 @@ class MainWindow(QMainWindow):
             self.input.setPlainText(text)  # nothing typed is lost
             return
         self.chat.end_welcome()  # the conversation has begun
+        if self._editing and not self.stepping:
+            self._editing = False
+            asked = self._last_user_bubble()
+            if asked is not None:
+                self.chat.drop_from(asked)
+            bubble = self.chat.bubble("user", text)
+            self.chat.scroll_to_end()
+            self._start_step(text, bubble, edited=True)
+            return
         bubble = self.chat.bubble("user", text)
         self.chat.scroll_to_end()
         if self.stepping:
@@ -608,21 +620,73 @@ class MainWindow(QMainWindow):
             return
         self._start_step(text, bubble)
 
-    def _start_step(self, text: str, bubble: MessageBubble) -> None:
+    def _start_step(self, text: str, bubble: MessageBubble, edited: bool = False) -> None:
+        """Runs the step for `text` (shown as `bubble`); `edited`: it replaces the last message
+        (desktop.session.edit_last)."""
         bubble.set_tag("")
         bubble.set_time(dt.datetime.now(dt.UTC))  # a queued message is stored as it starts
         self._reflected = False  # the user is back: the next idle spell earns a reflection
         cancel = self._begin_step("Thinking…")
         emit = self.worker.emit_event
         self.worker.submit(
-            lambda s: s.step(text, emit, cancel),
+            (lambda s: s.edit_last(text, emit, cancel))
+            if edited
+            else (lambda s: s.step(text, emit, cancel)),
             self._step_done,
             lambda e: self._step_failed(e, bubble, text),
         )
 
+    # -- another reply, an edited message --------------------------------------------------
+    def regenerate(self) -> None:
+        """Another reply to the last message: the old one leaves the chat (recall keeps it,
+        marked) and the model answers again."""
+        asked = self._last_user_bubble()
+        if asked is None or not self._free_for("regenerate"):
+            return
+        self.chat.drop_after(asked)
+        self._reflected = False
+        cancel = self._begin_step("Thinking again…")
+        emit = self.worker.emit_event
+        self.worker.submit(lambda s: s.regenerate(emit, cancel), self._step_done, self._step_failed)
+
+    def edit_last(self) -> None:
+        """Puts the last message in the input: sent, it takes the old one's place (recall
+        keeps that, marked); Esc leaves it as it was."""
+        asked = self._last_user_bubble()
+        if asked is None or not self._free_for("edit"):
+            return
+        self._editing = True
+        self.input.setPlainText(asked.text)
+        self.input.setFocus()
+        self.input.moveCursor(self.input.textCursor().MoveOperation.End)
+        asked.set_tag("editing")
+        self.status.setText("Editing your last message: Enter sends it in its place, Esc cancels")
+
+    def _cancel_edit(self) -> None:
+        self._editing = False
+        asked = self._last_user_bubble()
+        if asked is not None:
+            asked.set_tag("")
+        self.input.clear()
+        self.status.setText(self._model_line())
+
+    def _last_user_bubble(self) -> MessageBubble | None:
+        bubbles = [w for w in self.chat.entries() if isinstance(w, MessageBubble)]
+        asked = [b for b in bubbles if b.role == "user"]
+        if not asked:
+            self.say("There is no message of yours yet")
+            return None
+        return asked[-1]
+
+    def _free_for(self, what: str) -> bool:
+        if not self.loaded or self.stepping or self._queue:
+            self.say(f"Wait for the assistant to finish before you {what}")
+            return False
+        return True
+
     def reflect(self) -> None:
         """An idle turn: the agent reviews and saves what matters; shown as its own turn."""
-        if not self.loaded or self.stepping:
+        if not self.loaded or self.stepping or self._editing:
             return
         self._reflected = True
         self._reflecting = True
@@ -632,7 +696,11 @@ class MainWindow(QMainWindow):
         self.worker.submit(lambda s: s.heartbeat(emit, cancel), self._step_done, self._step_failed)
 
     def stop(self) -> None:
-        """Stop the running step, even one still waiting for the engine thread."""
+        """Stop the running step, even one still waiting for the engine thread (and leave an
+        edit of the last message unsent)."""
+        if self._editing and not self.stepping:
+            self._cancel_edit()
+            return
         if self.stepping and self._cancel is not None:
             self.status.setText("Stopping…")
             self._cancel.set()

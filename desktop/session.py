@@ -389,6 +389,16 @@ class EngineSession:
         result = self.agent.step(text, on_event=on_event, cancel=cancel)
         return StepOutcome(result, self.agent.context_window())
 
+    def regenerate(self, on_event: EventSink, cancel: threading.Event | None = None) -> StepOutcome:
+        result = self.agent.regenerate(on_event=on_event, cancel=cancel)
+        return StepOutcome(result, self.agent.context_window())
+
+    def edit_last(
+        self, text: str, on_event: EventSink, cancel: threading.Event | None = None
+    ) -> StepOutcome:
+        result = self.agent.edit_last(text, on_event=on_event, cancel=cancel)
+        return StepOutcome(result, self.agent.context_window())
+
     def heartbeat(self, on_event: EventSink, cancel: threading.Event | None = None) -> StepOutcome:
         result = self.agent.heartbeat(on_event=on_event, cancel=cancel)
         return StepOutcome(result, self.agent.context_window())
@@ -547,7 +557,7 @@ class EngineSession:
 
     # -- recall memory -----------------------------------------------------------------------
     def recall_search(self, query: str, limit: int = 50) -> tuple[Page, list[Message]]:
-        return self.agent.recall.search(query, limit)
+        return self.agent.recall.search(query, limit, old_versions=True)  # shown marked
 
     def recall_between(
         self, start: dt.date, end: dt.date, limit: int = 200
@@ -559,7 +569,9 @@ class EngineSession:
         local = dt.datetime.now().astimezone().tzinfo
         since = dt.datetime.combine(start, dt.time(), local)
         until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), local)
-        ids = self.agent.recall.dated(since.astimezone(dt.UTC), until.astimezone(dt.UTC))
+        ids = self.agent.recall.dated(
+            since.astimezone(dt.UTC), until.astimezone(dt.UTC), old_versions=True
+        )
         return self.agent.recall.page_of(ids, limit, 0)
 
     def facts(self, entity: str, at: dt.date | None = None) -> list[Fact]:

@@ -110,6 +110,10 @@ SAVED_ANSWER = (
 # the thought stored with a reply the engine sent itself (_direct_answer): the model reads it
 # in later turns as its own, so it says where the answer came from
 DEFAULT_DESCRIPTION = "A helpful assistant with a long memory."  # a persona given no words
+# Regenerating: the same prompt would give the same reply, so the model is told what is asked
+REGENERATE_NOTE = (
+    "The user asked for another reply to their last message: answer it again, differently."
+)
 # The engine's reply to a request to forget, with what memory keeps about it
 FORGET_ANSWER = (
     "This is what I keep about that:\n{listed}\nChoose what I should forget, and it will be "
@@ -351,6 +355,44 @@ class MemGPTAgent:
         answer = FORGET_ANSWER.format(listed=listed)
         result = self._run(True, on_event, cancel, answering=message, answer=answer)
         return dataclasses.replace(result, forget_proposal=items)
+
+    def regenerate(
+        self, on_event: EventSink | None = None, cancel: threading.Event | None = None
+    ) -> StepResult:
+        """Another reply to the user's last message: the reply and all the step did after the
+        message become an old version (kept in recall, marked, out of view), and the model
+        answers again, told the user wanted another answer (the same prompt would give the same
+        reply). InvalidInput when there is no message to answer."""
+        asked = self._last_question("regenerate")
+        with timing.measure() as timer:
+            self.recall.replace_from(asked.id + 1)
+            self.context.refresh()
+            if self.assists.page_in:
+                self._page_in(asked, on_event)
+            self._add("system", REGENERATE_NOTE)
+            result = self._run(True, on_event, cancel, answering=asked)
+            return dataclasses.replace(result, timings=timer.finish())
+
+    def edit_last(
+        self,
+        text: str | bytes,
+        on_event: EventSink | None = None,
+        cancel: threading.Event | None = None,
+    ) -> StepResult:
+        """The user's last message, edited and sent again: it and everything after it become an
+        old version (kept in recall, marked, out of view), and `text` is answered as a new
+        message. InvalidInput when there is no message to edit (or `text` cannot be stored)."""
+        asked = self._last_question("edit")
+        text = _clean_text(text)  # refused before the old version is touched
+        self.recall.replace_from(asked.id)
+        self.context.refresh()
+        return self.step(text, on_event, cancel)
+
+    def _last_question(self, what: str) -> Message:
+        asked = self.recall.last_user_message()
+        if asked is None:
+            raise InvalidInput(f"there is no message of yours to {what} yet")
+        return asked
 
     def add_user_message(self, text: str | bytes) -> Message:
         """Store a user message without running the model (the next step answers it), e.g. a

@@ -188,7 +188,8 @@ class Consolidator:
         assistant's own idle turns alone would learn nothing new)."""
         after = self.reviewed_through()
         rows = self.store.query(
-            "SELECT id FROM messages WHERE agent_id = ? AND id > ? ORDER BY id",
+            # an old version (a regenerated reply, an edited message) is not reviewed
+            "SELECT id FROM messages WHERE agent_id = ? AND id > ? AND replaced = 0 ORDER BY id",
             (self.agent_id, after),
         )
         messages = [self.recall.get(r[0]) for r in rows]

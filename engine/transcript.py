@@ -84,6 +84,8 @@ def _message_entries(messages: list[Message]) -> list[TranscriptEntry]:
     results = {m.id: m for m in messages if m.role == "tool"}
     entries: list[TranscriptEntry] = []
     for index, m in enumerate(messages):
+        if m.replaced:
+            continue  # an old version (regenerated or edited): in recall, not in the chat
         if m.role == "user":
             entries.append(TranscriptEntry("user", m.content, m.created_at, m.id))
         elif m.role == "system" and m.content.startswith(REVIEW_PREFIX):

@@ -108,6 +108,7 @@ class Message:
     tool_call: dict[str, Any] | None = None
     tool_result: dict[str, Any] | None = None
     search_text: str = ""
+    replaced: bool = False  # an old version: its reply was regenerated, or it was edited
 
     def as_chat(self) -> ChatMessage:
         return ChatMessage(self.role, self.content)

@@ -159,7 +159,8 @@ class RecallPanel(QWidget):
 def _item(message: Message) -> QListWidgetItem:
     text = readable_text(message).strip()
     shown = text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
-    item = QListWidgetItem(f"{local_time(message.created_at)}  {message.role}: {shown}")
+    old = "  (an old version: regenerated or edited)" if message.replaced else ""
+    item = QListWidgetItem(f"{local_time(message.created_at)}  {message.role}: {shown}{old}")
     item.setToolTip(text)
     item.setData(Qt.ItemDataRole.UserRole, message.id)
     return item

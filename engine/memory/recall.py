@@ -15,7 +15,7 @@ from engine.types import Message, Role
 
 _COLUMNS = (
     "id, agent_id, session_id, role, content, created_at, token_count, in_context,"
-    " tool_call_json, tool_result_json, search_text"
+    " tool_call_json, tool_result_json, search_text, replaced"
 )
 
 
@@ -70,6 +70,7 @@ def _row_to_message(row: tuple[Any, ...]) -> Message:
         tool_call=json.loads(row[8]) if row[8] else None,
         tool_result=json.loads(row[9]) if row[9] else None,
         search_text=row[10],
+        replaced=bool(row[11]),
     )
 
 
@@ -193,6 +194,32 @@ class RecallMemory:
                 raise KeyError(message_id)
             conn.execute("DELETE FROM message_vectors WHERE id = ?", (message_id,))
 
+    def replace_from(self, message_id: int) -> list[int]:
+        """Marks this agent's messages from `message_id` on as replaced (an old version) and
+        takes them out of the context window; they stay in recall. Returns their ids."""
+        with self.store.atomic() as conn:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM messages WHERE agent_id = ? AND id >= ? AND replaced = 0",
+                    (self.agent_id, message_id),
+                )
+            ]
+            conn.executemany(
+                "UPDATE messages SET replaced = 1, in_context = 0 WHERE id = ?",
+                [(i,) for i in ids],
+            )
+        return ids
+
+    def last_user_message(self) -> Message | None:
+        """The user's latest message that is not an old version."""
+        row = self.store.query_one(
+            f"SELECT {_COLUMNS} FROM messages WHERE agent_id = ? AND role = 'user'"
+            " AND replaced = 0 ORDER BY id DESC LIMIT 1",
+            (self.agent_id,),
+        )
+        return _row_to_message(row) if row else None
+
     def said_before(self, moment: dt.datetime) -> Message | None:
         """The user's last message at or before `moment`: what a memory saved then answered."""
         row = self.store.query_one(
@@ -233,25 +260,37 @@ class RecallMemory:
         return [_row_to_message(r) for r in rows]
 
     # -- search ------------------------------------------------------------------------------
-    def search(self, query: str, limit: int = 5, page: int = 0) -> tuple[Page, list[Message]]:
-        """Hybrid search over user and assistant messages: BM25 fused with vector similarity."""
-        return self.page_of(self.ranked(query), limit, page)
+    def search(
+        self, query: str, limit: int = 5, page: int = 0, old_versions: bool = False
+    ) -> tuple[Page, list[Message]]:
+        """Hybrid search over user and assistant messages: BM25 fused with vector similarity.
+        An old version (a regenerated reply, an edited message) only with `old_versions` (the
+        user's Recall panel): the model is not to find what was taken back."""
+        return self.page_of(self.ranked(query, old_versions), limit, page)
 
     def search_date(
-        self, start: dt.datetime, end: dt.datetime, limit: int = 5, page: int = 0
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        limit: int = 5,
+        page: int = 0,
+        old_versions: bool = False,
     ) -> tuple[Page, list[Message]]:
         """Messages with start <= created_at < end (UTC), oldest first."""
-        return self.page_of(self.dated(start, end), limit, page)
+        return self.page_of(self.dated(start, end, old_versions), limit, page)
 
-    def ranked(self, query: str) -> list[int]:
+    def ranked(self, query: str, old_versions: bool = False) -> list[int]:
         """Ids of the user and assistant messages matching `query`, best first."""
-        return MESSAGE_INDEX.ranked(self.store, self.agent_id, query)
+        ids = MESSAGE_INDEX.ranked(self.store, self.agent_id, query)
+        return ids if old_versions else self._without_old_versions(ids)
 
-    def dated(self, start: dt.datetime, end: dt.datetime) -> list[int]:
+    def dated(self, start: dt.datetime, end: dt.datetime, old_versions: bool = False) -> list[int]:
         """Ids of the user and assistant messages with start <= created_at < end, oldest first."""
         rows = self.store.query(
             "SELECT id FROM messages WHERE agent_id = ? AND role IN ('user', 'assistant')"
-            " AND created_at >= ? AND created_at < ? ORDER BY id",
+            " AND created_at >= ? AND created_at < ?"
+            + ("" if old_versions else " AND replaced = 0")
+            + " ORDER BY id",
             (
                 self.agent_id,
                 start.isoformat(timespec="microseconds"),
@@ -259,6 +298,19 @@ class RecallMemory:
             ),
         )
         return [r[0] for r in rows]
+
+    def _without_old_versions(self, ids: list[int]) -> list[int]:
+        if not ids:
+            return ids
+        old = {
+            row[0]
+            for row in self.store.query(
+                "SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?))"
+                " AND replaced = 1",
+                (json.dumps(ids),),
+            )
+        }
+        return [i for i in ids if i not in old] if old else ids
 
     def page_of(self, ids: list[int], limit: int, page: int) -> tuple[Page, list[Message]]:
         result = paginate(ids, limit, page)

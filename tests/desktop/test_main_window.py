@@ -654,3 +654,49 @@ def test_the_core_panels_buttons_fit_its_dock_at_the_default_size(qtbot, window)
         right = button.mapTo(viewport, button.rect().topRight()).x()
         assert right <= viewport.width(), button.text()
     assert not scroll.horizontalScrollBar().isVisible()
+
+
+def test_regenerate_replaces_the_last_reply_and_recall_keeps_both(qtbot, window, scripted):
+    scripted.enqueue(
+        [call("send_message", message="Try pathlib."), call("send_message", message="Use open().")]
+    )
+    send_and_wait(qtbot, window, "How do I read a file?")
+    window.commands["regenerate"].trigger()
+    qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
+    assert [b.text for b in bubbles(window, "assistant")] == ["Use open()."]
+    assert [b.text for b in bubbles(window, "user")] == ["How do I read a file?"]
+    found = run(qtbot, window.worker, lambda s: s.recall_search("pathlib")[1])
+    assert any(m.replaced and "Try pathlib." in m.content for m in found)  # kept, marked
+
+
+def test_edit_last_sends_the_edit_in_place_of_the_message(qtbot, window, scripted):
+    scripted.enqueue(
+        [call("send_message", message="Paris."), call("send_message", message="Rome.")]
+    )
+    send_and_wait(qtbot, window, "Capital of France?")
+    window.commands["edit_last"].trigger()
+    assert window.input.toPlainText() == "Capital of France?"
+    assert "editing" in bubbles(window, "user")[-1].header.text()
+    window.input.setPlainText("Capital of Italy?")
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
+    assert [b.text for b in bubbles(window, "user")] == ["Capital of Italy?"]
+    assert [b.text for b in bubbles(window, "assistant")] == ["Rome."]
+    users = run(
+        qtbot,
+        window.worker,
+        lambda s: [(m.content, m.replaced) for m in s.agent.recall.all() if m.role == "user"],
+    )
+    assert users == [("Capital of France?", True), ("Capital of Italy?", False)]
+
+
+def test_an_edit_left_with_escape_changes_nothing(qtbot, window, scripted):
+    scripted.enqueue([call("send_message", message="Paris.")])
+    send_and_wait(qtbot, window, "Capital of France?")
+    window.commands["edit_last"].trigger()
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert (
+        window.input.toPlainText() == ""
+        and "editing" not in bubbles(window, "user")[-1].header.text()
+    )
+    assert [b.text for b in bubbles(window, "assistant")] == ["Paris."]

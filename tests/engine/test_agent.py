@@ -14,6 +14,7 @@ from engine import MemGPTAgent, Persona
 from engine.agent import REPEATED_CALL
 from engine.errors import GenerationError, InvalidInput
 from engine.llm.scripted import ScriptedClient, call
+from engine.transcript import transcript
 
 PERSONA = Persona(name="Sam", description="A helpful assistant", traits=["curious", "precise"])
 
@@ -232,3 +233,54 @@ def test_prompt_prefix_is_stable_across_model_edits_but_user_edits_show(store) -
         "Name: Alice" in client.history[3][0].content
         and "likes tea" in client.history[3][0].content
     )
+
+
+# -- another reply, an edited message ---------------------------------------------------------
+def test_regenerate_answers_again_and_keeps_the_old_reply_marked(store) -> None:
+    agent, client = make_agent(
+        store,
+        [
+            call("send_message", message="Try pathlib."),
+            call("send_message", message="Or open() with a with-block."),
+        ],
+    )
+    agent.step("How do I read a file?")
+    result = agent.regenerate()
+    assert result.message == "Or open() with a with-block."
+    assert "another reply" in client.history[-1][-1].content  # told what is asked
+    seen = [m.content for m in agent.recall.in_context()]
+    assert not any("Try pathlib." in c for c in seen)
+    old = [m for m in agent.recall.all() if m.replaced]
+    assert any("Try pathlib." in m.content for m in old)  # kept in recall, marked
+    entries = transcript(agent.recall, agent.summaries).entries
+    assert [e.text for e in entries if e.kind in ("user", "assistant")] == [
+        "How do I read a file?",
+        "Or open() with a with-block.",
+    ]
+    assert [m.content for m in agent.recall.all() if m.role == "user"] == ["How do I read a file?"]
+
+
+def test_edit_last_sends_the_new_text_and_keeps_the_old_one_marked(store) -> None:
+    agent, _ = make_agent(
+        store,
+        [call("send_message", message="Paris."), call("send_message", message="Rome.")],
+    )
+    agent.step("What is the capital of France?")
+    result = agent.edit_last("What is the capital of Italy?")
+    assert result.message == "Rome."
+    users = [(m.content, m.replaced) for m in agent.recall.all() if m.role == "user"]
+    assert users == [
+        ("What is the capital of France?", True),
+        ("What is the capital of Italy?", False),
+    ]
+    assert [m.content for m in agent.recall.in_context() if m.role == "user"] == [
+        "What is the capital of Italy?"
+    ]
+
+
+def test_nothing_to_regenerate_or_edit_is_said(store) -> None:
+    agent, _ = make_agent(store)
+    with pytest.raises(InvalidInput, match="no message of yours to regenerate"):
+        agent.regenerate()
+    with pytest.raises(InvalidInput, match="no message of yours to edit"):
+        agent.edit_last("hello")
