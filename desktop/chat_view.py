@@ -624,9 +624,10 @@ class ChatView(QScrollArea):
         self.working = self.welcome = None  # taken with the rest
         while self._layout.count() > 2:  # keep the "load earlier" button and the stretch
             item = self._layout.takeAt(1)
-            if item.widget() is not None:
-                item.widget().hide()
-                item.widget().deleteLater()
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.hide()
+                widget.deleteLater()
 
     def entries(self) -> list[QWidget]:
         return [

@@ -19,7 +19,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from desktop.memory_view import MemoryView
+    from desktop.settings_dialog import SettingsDialog
 
 SIZES = ((1280, 800), (1920, 1080))
 SCHEMES = ("light", "dark")
@@ -105,19 +111,27 @@ def _shots(app: object, scratch: Path, scheme: str, out: Path) -> list[Path]:
         written.append(_save(window.grab(), out / f"main-{scheme}-{width}x{height}.png"))
         dialog = SettingsDialog(window.worker, window.settings, window)
         dialog.show()
-        _wait(app, lambda d=dialog: not d.chat.info.text().startswith("Reading"))
+        _wait(app, partial(_checked, dialog))
         _settle(app)
         written.append(_save(dialog.grab(), out / f"settings-{scheme}-{width}x{height}.png"))
         dialog.close()
         view = window.open_memory_view()
         assert view is not None
         view.resize(min(900, width - 200), min(640, height - 160))
-        _wait(app, lambda v=view: bool(v._items))
+        _wait(app, partial(_listed, view))
         _settle(app)
         written.append(_save(view.grab(), out / f"memory-{scheme}-{width}x{height}.png"))
         view.close()
     window.close()
     return written
+
+
+def _checked(dialog: SettingsDialog) -> bool:
+    return not dialog.chat.info.text().startswith("Reading")
+
+
+def _listed(view: MemoryView) -> bool:
+    return bool(view._items)
 
 
 def _wait(app: object, done: Callable[[], bool], timeout: float = 120.0) -> None:

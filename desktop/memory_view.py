@@ -122,8 +122,14 @@ class MemoryView(QDialog):
         raise KeyError(text)
 
     def _rows(self) -> list[QTreeWidgetItem]:
-        groups = [self.tree.topLevelItem(i) for i in range(self.tree.topLevelItemCount())]
-        return [g.child(j) for g in groups if g is not None for j in range(g.childCount())]
+        rows = []
+        for i in range(self.tree.topLevelItemCount()):
+            group = self.tree.topLevelItem(i)
+            for j in range(group.childCount() if group is not None else 0):
+                row = group.child(j) if group is not None else None
+                if row is not None:
+                    rows.append(row)
+        return rows
 
     def _selection_changed(self) -> None:
         item = self.selected()

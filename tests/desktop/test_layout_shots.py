@@ -22,5 +22,7 @@ def test_each_window_is_drawn_at_each_size_light_and_dark(tmp_path: Path, monkey
                     assert (image.width(), image.height()) == (width, height)
                 corner = image.pixelColor(image.width() - 3, image.height() - 3).lightness()
                 assert corner < 90 if scheme == "dark" else corner > 160
-    window_colour = QApplication.instance().palette().color(QPalette.ColorRole.Window)
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    window_colour = app.palette().color(QPalette.ColorRole.Window)
     assert window_colour.lightness() > 150  # the app's colours as they were

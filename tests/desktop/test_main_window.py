@@ -700,3 +700,38 @@ def test_an_edit_left_with_escape_changes_nothing(qtbot, window, scripted):
         and "editing" not in bubbles(window, "user")[-1].header.text()
     )
     assert [b.text for b in bubbles(window, "assistant")] == ["Paris."]
+
+
+def test_a_message_stops_the_memory_review_which_resumes_at_the_next_reflection(
+    qtbot, open_window, settings, slow
+):
+    window = open_window(settings, slow)
+    slow.enqueue([call("send_message", message="Noted.")])
+    send_and_wait(qtbot, window, "I keep bees on my roof in Oslo.")
+    # a review that takes seconds to write (2 characters every 10 ms)
+    slow.enqueue_review({"core": [], "passages": ["The user keeps bees. " * 30], "facts": []})
+    slow.enqueue([call("send_message", message="Hello again!")])
+    window.reflect()
+    qtbot.wait(300)  # the review is being written
+    started = time.perf_counter()
+    window.send("hello?")
+    qtbot.waitUntil(lambda: not window._reflecting, timeout=TIMEOUT)
+    assert time.perf_counter() - started < 2
+    qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
+    assert bubbles(window, "assistant")[-1].text == "Hello again!"
+    pending = run(qtbot, window.worker, lambda s: len(s.agent.consolidator.pending()))
+    assert pending > 0  # nothing of the cut review was applied: it is still to do
+    slow.enqueue_review({"core": [], "passages": ["The user keeps bees in Oslo."], "facts": []})
+    slow.enqueue([call("send_message", message="I noted what you told me.")])
+    window.reflect()
+    qtbot.waitUntil(lambda: idle(window), timeout=TIMEOUT)
+    done = run(
+        qtbot,
+        window.worker,
+        lambda s: (
+            len(s.agent.consolidator.pending()),
+            [p.text for p in s.agent.archival.recent(5)],
+        ),
+    )
+    assert done == (0, ["The user keeps bees in Oslo."])
+    assert window.error_box is None
