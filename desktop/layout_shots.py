@@ -14,14 +14,13 @@ folder are used: the user's own are never touched.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from desktop.screenshot import idle, scratch_folder, settled, wait_until
 
 if TYPE_CHECKING:
     from desktop.memory_view import MemoryView
@@ -47,10 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/shots", help="folder for the PNG files")
     args = parser.parse_args(argv)
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    scratch = Path(tempfile.mkdtemp(prefix="memex-layout-"))
-    os.environ["MEMEX_CONFIG_DIR"] = str(scratch / "config")
+    scratch = scratch_folder("memex-layout-")
 
     from PySide6.QtWidgets import QApplication
 
@@ -100,10 +96,10 @@ def _shots(app: object, scratch: Path, scheme: str, out: Path) -> list[Path]:
 
     window = MainWindow(settings, session)
     window.show()
-    _wait(app, lambda: window.loaded)
+    wait_until(app, partial(settled, window))
     for text in CONVERSATION:
         window.send(text)
-        _wait(app, lambda: not window.stepping and not window.worker.busy)
+        wait_until(app, partial(idle, window))
     written = []
     for width, height in SIZES:
         window.resize(width, height)
@@ -111,14 +107,14 @@ def _shots(app: object, scratch: Path, scheme: str, out: Path) -> list[Path]:
         written.append(_save(window.grab(), out / f"main-{scheme}-{width}x{height}.png"))
         dialog = SettingsDialog(window.worker, window.settings, window)
         dialog.show()
-        _wait(app, partial(_checked, dialog))
+        wait_until(app, partial(_checked, dialog))
         _settle(app)
         written.append(_save(dialog.grab(), out / f"settings-{scheme}-{width}x{height}.png"))
         dialog.close()
         view = window.open_memory_view()
         assert view is not None
         view.resize(min(900, width - 200), min(640, height - 160))
-        _wait(app, partial(_listed, view))
+        wait_until(app, partial(_listed, view))
         _settle(app)
         written.append(_save(view.grab(), out / f"memory-{scheme}-{width}x{height}.png"))
         view.close()
@@ -132,18 +128,6 @@ def _checked(dialog: SettingsDialog) -> bool:
 
 def _listed(view: MemoryView) -> bool:
     return bool(view._items)
-
-
-def _wait(app: object, done: Callable[[], bool], timeout: float = 120.0) -> None:
-    from PySide6.QtWidgets import QApplication
-
-    assert isinstance(app, QApplication)
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the window did not get there in time")
-        app.processEvents()
-        time.sleep(0.01)
 
 
 def _settle(app: object) -> None:
