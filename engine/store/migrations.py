@@ -345,8 +345,15 @@ def _forgetting_log(conn: apsw.Connection) -> None:
 
 def _replaced_messages(conn: apsw.Connection) -> None:
     # A reply regenerated, or a message edited and sent again: the old version stays in recall,
-    # marked, out of the context window and the chat (MemGPTAgent.regenerate, edit_last).
-    conn.execute("ALTER TABLE messages ADD COLUMN replaced INTEGER NOT NULL DEFAULT 0")
+    # marked, out of the context window and the chat (MemGPTAgent.regenerate, edit_last). And
+    # the user's messages by time: the Memory view finds the message each memory answered
+    # (RecallMemory.said_before) for hundreds of items, which scanned every message each.
+    conn.execute(
+        """
+        ALTER TABLE messages ADD COLUMN replaced INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX messages_said ON messages(agent_id, role, created_at);
+        """
+    )
 
 
 MIGRATIONS: list[Migration] = [
@@ -365,7 +372,11 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "the embedding model of every vector", _embedding_model_per_vector),
     Migration(6, "messages found by the day they were said", _messages_found_by_day),
     Migration(7, "a log of what the user had forgotten", _forgetting_log),
-    Migration(8, "old versions of regenerated replies and edited messages", _replaced_messages),
+    Migration(
+        8,
+        "old versions of regenerated replies and edited messages; messages by time",
+        _replaced_messages,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version
