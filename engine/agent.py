@@ -116,8 +116,8 @@ REGENERATE_NOTE = (
 )
 # The engine's reply to a request to forget, with what memory keeps about it
 FORGET_ANSWER = (
-    "This is what I keep about that:\n{listed}\nChoose what I should forget, and it will be "
-    "gone from my memory."
+    "This is what I keep about that:\n\n{listed}\n\nChoose what I should forget, and it will "
+    "be gone from my memory."
 )
 ANSWER_THOUGHT = "Answered from memory: the reading of what page-in found."
 STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
