@@ -347,8 +347,8 @@ class MemGPTAgent:
         cancel: threading.Event | None,
     ) -> StepResult:
         """Shows the user what memory keeps about what they asked to forget, to choose from
-        (forgetting is theirs to confirm: a small model asked to forget deleted the wrong line
-        or none); the engine's own reply says so, with no model call."""
+        (forgetting is theirs to confirm: a small model asked to forget tried to replace text
+        that was not there, a tool error); the engine's own reply says so, no model call."""
         if on_event is not None:
             on_event(ForgetProposed(items))
         listed = "\n".join(f"- {item.text}" for item in items)
