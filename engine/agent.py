@@ -17,7 +17,13 @@ from engine.llm.base import LLMClient, prompt_seconds, side_client_of
 from engine.llm.grammar import reply_schema
 from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
-from engine.memory.core import DEFAULT_BLOCK_LIMIT, Block, BlockTemplate, CoreMemory
+from engine.memory.core import (
+    DEFAULT_BLOCK_LIMIT,
+    NOT_ABOUT_THE_USER,
+    Block,
+    BlockTemplate,
+    CoreMemory,
+)
 from engine.memory.forget import Forgetting, asks_to_forget
 from engine.memory.graph import KnowledgeGraph
 from engine.memory.page_in import (
@@ -127,10 +133,10 @@ SYSTEM_BLOCK = (
 )
 
 
-# Core blocks the reading leaves out, for they are not memory of the user: the persona (asked
-# "What's my name again?", the 1.5B reader answered with the assistant's own name from "I am
-# Memex": BENCHMARKS.md, the seed) and the standing rules written for the chat model.
-NOT_READ = frozenset({"persona", "system"})
+# Core blocks the reading leaves out, for they are not memory of the user (NOT_ABOUT_THE_USER):
+# the persona (asked "What's my name again?", the 1.5B reader answered with the assistant's own
+# name from "I am Memex": BENCHMARKS.md, the seed) and the standing rules written for the model.
+NOT_READ = NOT_ABOUT_THE_USER
 
 
 @dataclass(frozen=True)
@@ -365,8 +371,7 @@ class MemGPTAgent:
         reply). InvalidInput when there is no message to answer."""
         asked = self._last_question("regenerate")
         with timing.measure() as timer:
-            self.recall.replace_from(asked.id + 1)
-            self.context.refresh()
+            self.recall.replace_from(asked.id + 1)  # out of view: the next build leaves them
             if self.assists.page_in:
                 self._page_in(asked, on_event)
             self._add("system", REGENERATE_NOTE)
@@ -385,7 +390,6 @@ class MemGPTAgent:
         asked = self._last_question("edit")
         text = _clean_text(text)  # refused before the old version is touched
         self.recall.replace_from(asked.id)
-        self.context.refresh()
         return self.step(text, on_event, cancel)
 
     def _last_question(self, what: str) -> Message:

@@ -27,6 +27,7 @@ from desktop.session import EngineSession
 from desktop.worker import EngineWorker, Job
 from engine.errors import InvalidInput
 from engine.memory.core import Block, BlockEdit
+from engine.memory.forget import saver
 
 ERROR_COLOR = "#c62828"
 
@@ -57,22 +58,17 @@ def change_summary(before: str, after: str, width: int = 60) -> str:
     return f"“{lead}{old}{tail}” → “{lead}{new}{tail}”"
 
 
-# Who made an edit, as block_history's actor names them (engine.tools.memory_tools: "tool:NAME"
-# for the model's calls; "undo:ACTOR" for an undo)
-_ACTORS = {"user": "you", "you": "you", "consolidation": "memory review", "import": "import"}
-
-
 def actor_words(actor: str) -> str:
-    """ "you", "the assistant", "memory review", "undo by you"."""
-    if actor.startswith("undo:"):
-        return "undo by " + actor_words(actor[len("undo:") :])
-    if actor.startswith("redo:"):
-        return "redo by " + actor_words(actor[len("redo:") :])
-    if actor.startswith("forget:"):
-        return "forgotten by " + actor_words(actor[len("forget:") :])
-    if actor.startswith("tool:"):
-        return "the assistant"
-    return _ACTORS.get(actor, actor)
+    """Who made an edit, in words: "you", "the assistant", "memory review" (engine.memory.
+    forget.saver), "undo by you", "redo by you", "forgotten by you"."""
+    for prefix, words in (
+        ("undo:", "undo by "),
+        ("redo:", "redo by "),
+        ("forget:", "forgotten by "),
+    ):
+        if actor.startswith(prefix):
+            return words + actor_words(actor[len(prefix) :])
+    return saver(actor)
 
 
 def _same_block(session: EngineSession, label: str, block_id: int) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from engine.store.db import Store, now_iso
 
 DEFAULT_BLOCK_LIMIT = 2000
+# The blocks that hold the assistant's own make-up and rules, not what it knows of the user
+NOT_ABOUT_THE_USER = frozenset({"persona", "system"})
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,39}")
 
 

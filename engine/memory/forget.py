@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import apsw
 
 from engine.memory.archival import ArchivalMemory, Passage
-from engine.memory.core import Block, CoreMemory
+from engine.memory.core import NOT_ABOUT_THE_USER, BlockEdit, CoreMemory
 from engine.memory.graph import Fact, KnowledgeGraph
 from engine.memory.recall import RecallMemory
 from engine.store.db import Store, now_iso
@@ -97,11 +97,9 @@ _NOT_WHAT = frozenset(
     ]
 )
 MAX_CANDIDATES = 8
-# Blocks that hold the assistant's own make-up, not what it learnt of the user
-NOT_ABOUT_THE_USER = frozenset({"persona", "system"})
 FORGET_ACTOR = "forget:you"
 SHOWN_PASSAGES = 500  # the newest; older ones are in the Archival panel's search
-_SAVERS = {"consolidation": "memory review", "user": "you"}
+_SAVERS = {"consolidation": "memory review", "user": "you", "you": "you"}
 
 
 @dataclass(frozen=True)
@@ -141,21 +139,15 @@ class Forgetting:
         for block in self.core.blocks():
             if block.label in NOT_ABOUT_THE_USER or block.read_only:
                 continue
+            history = self.core.history(block.label)  # read once for all the block's lines
             for line in _lines(block.value):
-                at, actor = self._line_saved(block, line)
+                at, actor = _line_saved(history, line)
                 items.append(
                     Remembered(
                         "core", block.id, line, at, saver(actor), self._source(at), block.label
                     )
                 )
         return items
-
-    def _line_saved(self, block: Block, line: str) -> tuple[dt.datetime | None, str]:
-        """When and by whom `line` came into `block`: its latest edit that added it."""
-        for edit in reversed(self.core.history(block.label)):
-            if line in _lines(edit.after) and line not in _lines(edit.before):
-                return dt.datetime.fromisoformat(edit.created_at), edit.actor
-        return None, ""  # there from the start (a template's text)
 
     def _facts(self) -> list[Remembered]:
         facts = sorted((f for f in self.graph.all() if f.current), key=Fact.order)
@@ -235,6 +227,14 @@ class Forgetting:
             (self.agent_id,),
         )
         return [ForgetRecord(r[0], r[1], r[2], dt.datetime.fromisoformat(r[3])) for r in rows]
+
+
+def _line_saved(history: list[BlockEdit], line: str) -> tuple[dt.datetime | None, str]:
+    """When and by whom `line` came into its block: the latest edit of `history` that added it."""
+    for edit in reversed(history):
+        if line in _lines(edit.after) and line not in _lines(edit.before):
+            return dt.datetime.fromisoformat(edit.created_at), edit.actor
+    return None, ""  # there from the start (a template's text)
 
 
 def asks_to_forget(text: str) -> str | None:
