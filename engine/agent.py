@@ -126,6 +126,7 @@ FORGET_ANSWER = (
     "be gone from my memory."
 )
 ANSWER_THOUGHT = "Answered from memory: the reading of what page-in found."
+FORGET_THOUGHT = "The user asks me to forget something: I show them what memory keeps about it."
 STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
 SYSTEM_BLOCK = (
     "Be truthful. Remember what matters to the user and use it. "
@@ -293,6 +294,7 @@ class MemGPTAgent:
             result_room=self.context.result_room,
             count_result_tokens=self._count_result_tokens,
             check_core_edits=self.assists.check_core_edits,
+            forgetting=self.forgetting,
         )
         self.side_llm = side_client_of(self.llm)  # made at its first use
         self.consolidator = Consolidator(self.side_llm, self.persona.name, self.tools)
@@ -319,10 +321,10 @@ class MemGPTAgent:
             with timing.phase(timing.PHASE_CONTEXT):
                 self.context.warn_if_filling(text)  # before the message: see warn_if_filling
             message = self._store_user_message(text)
-            proposal = self._forget_proposal(text)
-            if proposal:
+            what = asks_to_forget(text)
+            if what is not None and (found := self.forgetting.candidates(what)):
                 return dataclasses.replace(
-                    self._propose_forgetting(proposal, message, on_event, cancel),
+                    self._propose_forgetting(what, found, message, on_event, cancel),
                     timings=timer.finish(),
                 )
             reading = self._page_in(message, on_event) if self.assists.page_in else None
@@ -340,27 +342,23 @@ class MemGPTAgent:
                 result = _with_review(result, self.consolidate(cancel, on_event))
             return dataclasses.replace(result, timings=timer.finish())
 
-    def _forget_proposal(self, text: str) -> tuple[Remembered, ...]:
-        """What memory keeps that a request to forget names (none for other messages)."""
-        what = asks_to_forget(text)
-        return () if what is None else tuple(self.forgetting.candidates(what))
-
     def _propose_forgetting(
         self,
-        items: tuple[Remembered, ...],
+        what: str,
+        found: list[Remembered],
         message: Message,
         on_event: EventSink | None,
         cancel: threading.Event | None,
     ) -> StepResult:
-        """Shows the user what memory keeps about what they asked to forget, to choose from
-        (forgetting is theirs to confirm: a small model asked to forget tried to replace text
-        that was not there, a tool error); the engine's own reply says so, no model call."""
-        if on_event is not None:
-            on_event(ForgetProposed(items))
-        listed = "\n".join(f"- {item.text}" for item in items)
+        """A plain request to forget ("Please forget that I have a sister", asks_to_forget) is
+        answered by the engine, no model call: its memory_forget call (the model's tool) shows
+        the user what memory keeps about it, and its reply asks them to choose. Asked to forget,
+        the small model tried to replace text that was not there, a tool error; the tool is
+        still the model's for the requests these words do not catch."""
+        call = ToolCall("memory_forget", {"query": what})
+        listed = "\n".join(f"- {item.text}" for item in found)
         answer = FORGET_ANSWER.format(listed=listed)
-        result = self._run(True, on_event, cancel, answering=message, answer=answer)
-        return dataclasses.replace(result, forget_proposal=items)
+        return self._run(True, on_event, cancel, answering=message, answer=answer, first=call)
 
     def regenerate(
         self, on_event: EventSink | None = None, cancel: threading.Event | None = None
@@ -481,6 +479,7 @@ class MemGPTAgent:
                 self.tools.operations.clear()
                 self.tools.sent_messages.clear()
                 self._turn_calls = []
+                self._proposal = ()
                 result = self._response([], self.context.measure(), stopped=False, cancelled=True)
             else:
                 self._add("system", self._heartbeat_note())
@@ -568,18 +567,22 @@ class MemGPTAgent:
         cancel: threading.Event | None,
         answering: Message | None = None,
         answer: str | None = None,
+        first: ToolCall | None = None,
     ) -> StepResult:
         """The model's turn; `answering` is the user message it answers (None for a heartbeat),
-        `answer` the reply the engine sends itself before any model call (_direct_answer)."""
+        `answer` the reply the engine sends itself before any model call (_direct_answer), and
+        `first` a call the engine makes itself before that answer (_propose_forgetting)."""
         self._cancel = cancel or threading.Event()
         self._on_event = on_event
         self._answering = answering
         try:
-            return self._loop(require_reply, answer)
+            return self._loop(require_reply, answer, first)
         finally:
             self._on_event = None
 
-    def _loop(self, require_reply: bool, answer: str | None = None) -> StepResult:
+    def _loop(
+        self, require_reply: bool, answer: str | None = None, first_call: ToolCall | None = None
+    ) -> StepResult:
         self.context.events.clear()  # what a failed earlier turn left is not this turn's news
         self.context.page_outs.clear()
         self.context.summarise_pending()  # the retry, when the last page-out's summary failed
@@ -588,10 +591,13 @@ class MemGPTAgent:
         self._turn_calls: list[ToolCall] = []
         self._refused_replies = 0
         self._done_calls: list[ToolCall] = []  # this turn's calls that succeeded
+        self._proposal: tuple[Remembered, ...] = ()  # what memory_forget showed the user
         records: list[ModelCall] = []
         usage = ContextUsage(0, self.llm.context_window)
         self._call_limit = self.max_steps if require_reply else min(self.max_steps, IDLE_MAX_CALLS)
         first = 0
+        if first_call is not None and not self._cancel.is_set():
+            self._engine_act(first_call, FORGET_THOUGHT)
         if answer is not None and not self._cancel.is_set():
             if self._send_answer(answer):
                 return self._response(records, self.context.measure(), stopped=False)
@@ -637,21 +643,29 @@ class MemGPTAgent:
         return self._response(records, usage, stopped=True)
 
     def _send_answer(self, answer: str) -> bool:
-        """Sends `answer` as the reply, through the same parsing, checks of voice and dispatch
-        as a model's reply (not the refusal of repeats: the same question read again has the
-        same answer); whether it went out."""
-        reply = {
-            "thought": ANSWER_THOUGHT,
-            "tool": "send_message",
-            "arguments": {"message": answer},
-            "request_heartbeat": False,
-        }
-        call, result = self._act(json.dumps(reply, ensure_ascii=False), 0, refuse=False)
-        if call is not None:
-            self._turn_calls.append(call)
-            if result.ok:
-                self._done_calls.append(call)
+        """Sends `answer` as the reply (_engine_act); whether it went out."""
+        call, result = self._engine_act(
+            ToolCall("send_message", {"message": answer}), ANSWER_THOUGHT
+        )
         return call is not None and result.ok
+
+    def _engine_act(self, call: ToolCall, thought: str) -> tuple[ToolCall | None, ToolResult]:
+        """Runs a call the engine makes itself, stored as the model's reply with `thought`
+        (the model reads it in later turns as its own), through the same parsing, checks of
+        voice and dispatch as a model's reply (not the refusal of repeats: the same question
+        read again has the same answer)."""
+        reply = {
+            "thought": thought,
+            "tool": call.name,
+            "arguments": call.arguments,
+            "request_heartbeat": call.name != "send_message",
+        }
+        done, result = self._act(json.dumps(reply, ensure_ascii=False), 0, refuse=False)
+        if done is not None:
+            self._turn_calls.append(done)
+            if result.ok:
+                self._done_calls.append(done)
+        return done, result
 
     def _stopped(self, records: list[ModelCall], usage: ContextUsage) -> StepResult:
         self._add("system", STOPPED_NOTE)  # so the model knows its last answer was cut off
@@ -706,6 +720,9 @@ class MemGPTAgent:
                 json.dumps(result.as_json(), ensure_ascii=False),
                 tool_result=_stored_result(result, operation),
             )
+        if result.forget_proposal:  # shown to the user, who chooses what goes
+            self._proposal = result.forget_proposal
+            self._emit(ForgetProposed(result.forget_proposal))
         self._emit(ToolDone(index, call, result, operation))
         return call, result
 
@@ -882,6 +899,7 @@ class MemGPTAgent:
             notes=notes,
             cancelled=cancelled,
             model_calls=tuple(records),
+            forget_proposal=self._proposal,
         )
 
     # -- storage -----------------------------------------------------------------------------

@@ -135,11 +135,13 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class ToolResult:
-    """What a tool returned to the model; ok=False is a tool error the model can correct."""
+    """What a tool returned to the model; ok=False is a tool error the model can correct.
+    `forget_proposal`: what memory_forget found, for the user to choose what is forgotten."""
 
     name: str
     ok: bool
     content: str
+    forget_proposal: tuple[Remembered, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {"tool": self.name, "status": "OK" if self.ok else "Failed", "message": self.content}

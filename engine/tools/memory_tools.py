@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from engine.memory.archival import ArchivalMemory
 from engine.memory.core import CoreMemory, CoreMemoryError
+from engine.memory.forget import Forgetting
 from engine.memory.graph import GraphError, KnowledgeGraph
 from engine.memory.recall import RecallMemory
 from engine.memory.search import Page
@@ -22,6 +23,7 @@ from engine.tools.registry import (
     DateSearchArgs,
     GraphInsertArgs,
     GraphSearchArgs,
+    MemoryForgetArgs,
     SearchArgs,
     SendMessageArgs,
 )
@@ -98,6 +100,7 @@ class MemoryTool:
         result_room: Callable[[], int] | None = None,
         count_result_tokens: Callable[[ToolResult], int] | None = None,
         check_core_edits: bool = True,
+        forgetting: Forgetting | None = None,
     ) -> None:
         """`result_room` says how many tokens a result may take in the context now, and
         `count_result_tokens` measures one as the model will see it: searches then show fewer
@@ -105,7 +108,10 @@ class MemoryTool:
 
         `check_core_edits` (engine.types.Assists): the model's core appends of lines a block
         holds already change nothing, and its replaces that put in a name nobody ever said are
-        refused (engine.tools.reply_checks). The user's own edits are never checked."""
+        refused (engine.tools.reply_checks). The user's own edits are never checked.
+
+        `forgetting` finds what memory_forget shows the user (without it, the tool says it
+        cannot be used here)."""
         self.core = core
         self.check_core_edits = check_core_edits
         self._result_room = result_room
@@ -116,10 +122,11 @@ class MemoryTool:
         self.recall = recall
         self.archival = archival
         self.graph = graph
+        self.forgetting = forgetting
         self.operations: list[MemoryOperation] = []
         self.sent_messages: list[str] = []
         self._actor = "user"  # who the running call acts for; set by dispatch
-        self._impls: dict[str, Callable[[Any], str]] = {
+        self._impls: dict[str, Callable[[Any], str | ToolResult]] = {
             "send_message": self._send_message,
             "core_memory_append": self._core_memory_append,
             "core_memory_replace": self._core_memory_replace,
@@ -129,6 +136,7 @@ class MemoryTool:
             "conversation_search_date": self._conversation_search_date,
             "graph_insert": self._graph_insert,
             "graph_search": self._graph_search,
+            "memory_forget": self._memory_forget,
         }
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -150,12 +158,12 @@ class MemoryTool:
         try:
             args = model.model_validate(call.arguments)
             self._actor = actor or f"tool:{call.name}"
-            content = self._impls[call.name](args)
+            done = self._impls[call.name](args)
         except ValidationError as exc:
             return self._failed(call.name, _validation_message(call.name, exc))
         except (ToolFailure, CoreMemoryError, GraphError) as exc:
             return self._failed(call.name, str(exc))
-        return ToolResult(call.name, True, content)
+        return done if isinstance(done, ToolResult) else ToolResult(call.name, True, done)
 
     def _failed(self, name: str, message: str) -> ToolResult:
         if name != "send_message":
@@ -219,6 +227,9 @@ class MemoryTool:
         return self._call("graph_search", entity=entity, relation=relation, at=at)
 
     # -- implementations ---------------------------------------------------------------------
+    def memory_forget(self, query: str) -> str:
+        return self._call("memory_forget", query=query)
+
     def _send_message(self, args: SendMessageArgs) -> str:
         if not args.message.strip():
             raise ToolFailure("message is empty: write something for the user")
@@ -411,6 +422,32 @@ class MemoryTool:
         lines = [f"{len(facts)} facts about {args.entity!r}{when}{more}:"]
         lines += [f"- {f.render()}" for f in shown]
         return "\n".join(lines)
+
+    def _memory_forget(self, args: MemoryForgetArgs) -> ToolResult:
+        """Finds what memory keeps about `query` and proposes it to the user, who chooses what
+        goes (MemGPTAgent.forget): nothing is forgotten here. The model asked to forget by
+        editing tried to replace text that was not there; the user sees the real lines."""
+        if self.forgetting is None:
+            raise ToolFailure("forgetting is not available here")
+        found = tuple(self.forgetting.candidates(args.query))
+        self._note(
+            "memory_forget",
+            f"looked for what to forget about {args.query!r}: {len(found)} found",
+            changed=False,
+        )
+        if not found:
+            text = (
+                f"Memory keeps nothing about {args.query!r}: nothing to forget. Next: tell the "
+                "user with send_message."
+            )
+            return ToolResult("memory_forget", True, text)
+        listed = "\n".join(f"- {item.text}" for item in found)
+        text = (
+            f"Memory keeps this about {args.query!r}, now shown to the user, who chooses what "
+            f"is forgotten (nothing is forgotten yet):\n{listed}\nNext: tell the user with "
+            "send_message that they can choose what to forget."
+        )
+        return ToolResult("memory_forget", True, text, forget_proposal=found)
 
     @staticmethod
     def _format_messages(header: str, messages: list[Any]) -> str:

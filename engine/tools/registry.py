@@ -78,6 +78,12 @@ class GraphSearchArgs(_Args):
     )
 
 
+class MemoryForgetArgs(_Args):
+    query: str = Field(
+        description="What the user asked you to forget, in their words.", max_length=2000
+    )
+
+
 TOOL_ARGS: dict[str, type[_Args]] = {
     "send_message": SendMessageArgs,
     "core_memory_append": CoreMemoryAppendArgs,
@@ -88,6 +94,7 @@ TOOL_ARGS: dict[str, type[_Args]] = {
     "conversation_search_date": DateSearchArgs,
     "graph_insert": GraphInsertArgs,
     "graph_search": GraphSearchArgs,
+    "memory_forget": MemoryForgetArgs,
 }
 
 TOOL_DESCRIPTIONS: dict[str, str] = {
@@ -103,6 +110,8 @@ TOOL_DESCRIPTIONS: dict[str, str] = {
     "graph_insert": "Record a fact (subject, relation, object) in the knowledge graph; a new "
     "object for a one-at-a-time relation ends the old fact, which stays as history.",
     "graph_search": "Facts about an entity: what holds now and what held before, or at a time.",
+    "memory_forget": "When the user asks you to forget something: finds what memory keeps about "
+    "it and shows it to the user, who chooses what is forgotten.",
 }
 
 

@@ -152,3 +152,38 @@ def test_a_request_to_forget_what_memory_does_not_hold_goes_to_the_model(agent) 
     result = agent.step("Please forget my old phone number")
     assert result.forget_proposal == ()
     assert result.message == "I do not keep anything about that."
+
+
+def test_the_chat_request_goes_through_the_models_own_tool(agent) -> None:
+    result = agent.step("Please forget that I have a sister")
+    assert [c.name for c in result.tool_calls] == ["memory_forget", "send_message"]
+    assert result.tool_calls[0].arguments == {"query": "I have a sister"}
+    stored = [m for m in agent.recall.in_context() if m.role == "assistant"]
+    assert stored[-2].tool_call is not None and stored[-2].tool_call["tool"] == "memory_forget"
+
+
+def test_the_model_may_call_memory_forget_and_the_user_still_chooses(agent) -> None:
+    # words asks_to_forget does not take for a request: the model's own call shows the user
+    agent.llm.enqueue(
+        [
+            call("memory_forget", True, query="sister"),
+            call("send_message", message="Here is what I keep; choose what goes."),
+        ]
+    )
+    events: list[object] = []
+    result = agent.step("Drop the bit about my sister from your memory.", on_event=events.append)
+    proposal = result.forget_proposal
+    assert proposal and "sister" in proposal[0].text.lower()
+    assert ForgetProposed(proposal) in events
+    assert agent.core_memory["human"] == "Has a sister, Anika."  # nothing gone until chosen
+    assert agent.forgetting.log() == []
+    assert [op.tool for op in result.memory_operations] == ["memory_forget"]
+    assert not result.memory_operations[0].changed
+
+
+def test_memory_forget_of_what_memory_does_not_hold_proposes_nothing(agent) -> None:
+    text = agent.tools.memory_forget("my old phone number")
+    assert text.startswith("Memory keeps nothing about 'my old phone number'")
+    listed = agent.tools.memory_forget("Anika")
+    assert "- Has a sister, Anika." in listed and "nothing is forgotten yet" in listed
+    assert agent.core_memory["human"] == "Has a sister, Anika."

@@ -346,6 +346,7 @@ PUBLIC = {
     "conversation_search_date": ["start_date", "end_date", "limit", "page"],
     "graph_insert": ["subject", "relation", "object", "valid_from", "exclusive"],
     "graph_search": ["entity", "relation", "at"],
+    "memory_forget": ["query"],
 }
 
 

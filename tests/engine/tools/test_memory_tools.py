@@ -85,6 +85,7 @@ def test_every_tool_schema_compiles_to_a_grammar() -> None:
         "conversation_search_date",
         "graph_insert",
         "graph_search",
+        "memory_forget",
     ]
     assert compile_grammar(reply_schema(tool_specs())) is not None
 
