@@ -443,13 +443,20 @@ class WorkingRow(QWidget, Styled):
     def phase(self) -> str:
         return self._phase
 
-    def set_phase(self, phase: str, expected_seconds: float = 0.0) -> None:
-        """Shows `phase`; with `expected_seconds`, the bar fills over that time (stopping short
-        of full: an estimate is not a promise)."""
+    def set_phase(
+        self, phase: str, expected_seconds: float = 0.0, share: float | None = None
+    ) -> None:
+        """Shows `phase`; with `share` (0-1), the bar shows that much done; with
+        `expected_seconds`, it fills over that time (stopping short of full: an estimate is
+        not a promise)."""
         self._phase = phase
         self.label.setText(f"{self._speaker} is {phase}…")
         self._expected_ms = int(expected_seconds * 1000)
-        if self._expected_ms > 0:
+        if share is not None:
+            self._timer.stop()
+            self.bar.setRange(0, 100)
+            self.bar.setValue(round(min(1.0, max(0.0, share)) * 100))
+        elif self._expected_ms > 0:
             self.bar.setRange(0, 100)
             self.bar.setValue(0)
             self._clock.start()
@@ -672,13 +679,15 @@ class ChatView(QScrollArea):
             self._drop(self.welcome)
             self.welcome = None
 
-    def show_working(self, phase: str, expected_seconds: float = 0.0) -> WorkingRow:
-        """The working row, at the end of the chat, saying `phase`."""
+    def show_working(
+        self, phase: str, expected_seconds: float = 0.0, share: float | None = None
+    ) -> WorkingRow:
+        """The working row, at the end of the chat, saying `phase` (WorkingRow.set_phase)."""
         if self.working is None:
             row = WorkingRow(self.speaker, phase)
             self.add(row)
             self.working = row
-        self.working.set_phase(phase, expected_seconds)
+        self.working.set_phase(phase, expected_seconds, share)
         return self.working
 
     def end_working(self) -> None:

@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMenu,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -44,6 +43,7 @@ from desktop.chat_view import (
 )
 from desktop.context_bar import ContextPanel
 from desktop.dialogs import NewAgentDialog
+from desktop.jobs import JobBar
 from desktop.memory_view import MemoryView
 from desktop.panels import count_of
 from desktop.panels.archival import ArchivalPanel
@@ -114,6 +114,8 @@ class MainWindow(QMainWindow):
         self._idle.setSingleShot(True)
         self._idle.timeout.connect(self.reflect)
         self._reindex_left: int | None = None
+        self._reindex_total = 0  # messages and passages to index when it began
+        self._reindex_stopped = False  # the user cancelled it: not again until the next start
         self._closed = False
         self._reindex_later = QTimer(self)  # a child: it goes when the window goes
         self._reindex_later.setSingleShot(True)
@@ -331,11 +333,9 @@ class MainWindow(QMainWindow):
         self.status = QLabel("Starting…")
         self.status.setTextFormat(Qt.TextFormat.PlainText)
         self.status.setObjectName("status")
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
-        self.progress.setRange(0, 100)
+        self.job = JobBar()
         self.statusBar().addWidget(self.status, 1)
-        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.job)
 
     # -- look --------------------------------------------------------------------------
     def _apply_look(self) -> None:
@@ -400,7 +400,7 @@ class MainWindow(QMainWindow):
         usable meanwhile. New settings are kept only once they load."""
         settings = settings or self.settings
         self.loaded = False
-        self.progress.setVisible(True)
+        self.job.start("load")  # a load cannot be stopped half way: no Cancel
         self._set_enabled(False)
         report = self.worker.emit_progress
         self.worker.submit(
@@ -411,12 +411,12 @@ class MainWindow(QMainWindow):
 
     def _on_progress(self, text: str, percent: int) -> None:
         self.status.setText(text)
-        self.progress.setValue(percent)
+        self.job.progress(percent)
 
     def _loaded(self, settings: Settings) -> None:
         if settings != self.settings:
             self._update_settings(settings)
-        self.progress.setVisible(False)
+        self.job.end("load")
         self.status.setText(self._model_line())
         self._show_agent()
 
@@ -426,7 +426,7 @@ class MainWindow(QMainWindow):
         return f"Model: {name} · context {self.settings.n_ctx:,} tokens"
 
     def _load_failed(self, error: BaseException, settings: Settings) -> None:
-        self.progress.setVisible(False)
+        self.job.end("load")
         if self.session.loaded:  # new settings failed: the previous models are still in use
             self.status.setText("The new settings did not load; the previous ones are in use")
             self._show_agent()
@@ -504,22 +504,35 @@ class MainWindow(QMainWindow):
     def _reindex(self, left: int | None = None) -> None:
         """Bring over the vectors another embedding model made (engine.memory.reembed), a batch
         at a time when the engine has nothing else to do: the user never waits for it."""
-        if self._closed:
+        if self._closed or self._reindex_stopped:
             return
-        if left == 0:
-            self.status.setText(self._model_line())
-            return
-        if left is not None:
-            self.status.setText(f"Indexing your memory for the new embedding model: {left:,} left")
         if self.worker.busy or self.stepping:
             self._reindex_left = left
             self._reindex_later.start()
             return
+        if left == 0:
+            self.job.end("reindex")
+            if self._reindex_total:  # the indexing line gives way
+                self.status.setText(self._model_line())
+            return
+        if left is not None:
+            self._reindex_total = max(self._reindex_total, left)
+            if self.job.name != "reindex":
+                self.job.start("reindex", self._stop_reindex)
+            self.job.progress(100 * (self._reindex_total - left) // self._reindex_total)
+            self.status.setText(f"Indexing your memory for the new embedding model: {left:,} left")
         self.worker.submit(
             lambda s: s.reembed_some(),
             self._reindex,
             lambda error: logger.warning("indexing for the embedding model stopped: %s", error),
         )
+
+    def _stop_reindex(self) -> None:
+        """Cancel on the indexing: it waits for the next start (search by meaning misses what
+        is not indexed yet for this embedding model until then)."""
+        self._reindex_stopped = True
+        self.job.end("reindex")
+        self.say("Indexing paused until Memex starts again")
 
     def _fill_agents(self, agents: list[AgentInfo], current: str) -> None:
         self.agent_box.clear()
@@ -864,9 +877,22 @@ class MainWindow(QMainWindow):
         if not self._agents_free():
             return
 
-        def failed(error: BaseException) -> None:
-            from engine.agentfile import AgentExists
+        stop = threading.Event()
+        self.job.start("import", stop.set)
+        self.status.setText(f"Importing {path.name}…")
 
+        def report(done: int, total: int) -> None:  # on the engine thread: a queued signal
+            self.worker.emit_progress(
+                f"Importing {path.name}: {done:,} of {total:,}", 100 * done // max(1, total)
+            )
+
+        def failed(error: BaseException) -> None:
+            from engine.agentfile import AgentExists, ImportStopped
+
+            self.job.end("import")
+            if isinstance(error, ImportStopped):
+                self.say(f"Stopped importing {path.name}: nothing was imported")
+                return
             if not isinstance(error, AgentExists):
                 self.show_error(
                     error,
@@ -881,9 +907,12 @@ class MainWindow(QMainWindow):
             if ok and new.strip():
                 self.import_agent(path, new)
 
-        self.worker.submit(lambda s: s.import_agent(path, name), self._imported, failed)
+        self.worker.submit(
+            lambda s: s.import_agent(path, name, report, stop), self._imported, failed
+        )
 
     def _imported(self, reports: list) -> None:
+        self.job.end("import")
         notes = [n for r in reports for n in r.notes]
         names = ", ".join(repr(r.name) for r in reports)
         self.say(f"Imported {names}" + (f" ({count_of(len(notes), 'note')})" if notes else ""))

@@ -453,12 +453,19 @@ class EngineSession:
         export_agent(self._store(), self.agent.name, path)
         return path
 
-    def import_agent(self, path: Path, name: str | None = None) -> list[ImportReport]:
+    def import_agent(
+        self,
+        path: Path,
+        name: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[ImportReport]:
         """Import the agent(s) of a Memex or Letta agent file and show the (first) one.
-        AgentExists when the name is taken: then nothing is imported."""
+        AgentExists when the name is taken, ImportStopped once `stop` is set: then nothing is
+        imported. `on_progress(done, total)` hears how far it is (engine.agentfile)."""
         from engine.agentfile import import_agent
 
-        reports = import_agent(self._store(), path, name)
+        reports = import_agent(self._store(), path, name, on_progress, stop)
         self._agent = self._open(reports[0].name)
         return reports
 

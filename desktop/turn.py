@@ -17,6 +17,7 @@ from engine.types import (
     Remembered,
     ReplyDelta,
     Reviewed,
+    Reviewing,
     StepEvent,
     ToolDone,
     Working,
@@ -64,6 +65,10 @@ class TurnRenderer:
             self._bubble(event.index).append(event.text)
         elif isinstance(event, ToolDone):
             self._tool_done(event)
+        elif isinstance(event, Reviewing):
+            # Stop (Esc) ends a long review; what it read so far is kept
+            phase = f"reviewing memory: {event.done:,} of {event.total:,} messages read"
+            self.chat.show_working(phase, share=event.done / max(1, event.total))
         elif isinstance(event, Reviewed):
             details = "\n".join(op.summary for op in event.operations)
             text = f"memory review of {event.summary()}"

@@ -67,6 +67,7 @@ from engine.types import (
     Remembered,
     ReplyDelta,
     Reviewed,
+    Reviewing,
     Role,
     StepEvent,
     ToolCall,
@@ -248,6 +249,7 @@ class MemGPTAgent:
         self._on_event: EventSink | None = None
         self._turn_calls: list[ToolCall] = []
         self._done_calls: list[ToolCall] = []
+        self._proposal: tuple[Remembered, ...] = ()  # what memory_forget showed the user
         self._call_limit = max_steps  # this turn's: IDLE_MAX_CALLS for an idle one
         self._refused_replies = 0
         self._answering: Message | None = None  # the user message this turn answers
@@ -493,7 +495,12 @@ class MemGPTAgent:
         """Review the messages since the last review and fold what they tell into core memory,
         archival passages and graph facts, merging repeats (engine.consolidate). Nothing to
         review: no model call. Its edits are in the block history as actor "consolidation"."""
-        result = self.consolidator.run(cancel)
+
+        def on_piece(done: int, total: int) -> None:
+            if on_event is not None:
+                on_event(Reviewing(done, total))
+
+        result = self.consolidator.run(cancel, on_piece)
         if not result.reviewed:
             return result
         event = Reviewed(
@@ -588,10 +595,10 @@ class MemGPTAgent:
         self.context.summarise_pending()  # the retry, when the last page-out's summary failed
         self.tools.operations.clear()
         self.tools.sent_messages.clear()
-        self._turn_calls: list[ToolCall] = []
+        self._turn_calls = []
         self._refused_replies = 0
-        self._done_calls: list[ToolCall] = []  # this turn's calls that succeeded
-        self._proposal: tuple[Remembered, ...] = ()  # what memory_forget showed the user
+        self._done_calls = []  # this turn's calls that succeeded
+        self._proposal = ()
         records: list[ModelCall] = []
         usage = ContextUsage(0, self.llm.context_window)
         self._call_limit = self.max_steps if require_reply else min(self.max_steps, IDLE_MAX_CALLS)

@@ -21,6 +21,8 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from engine.types import Persona
 MAX_BLOCK_CHARS = MAX_CHARS
 LETTA_IN_CONTEXT = 20  # an imported Letta conversation keeps its last messages in view
 CHARS_PER_TOKEN = 4  # token counts of imported Letta messages are estimates until recounted
+IMPORT_BATCH = 32  # messages embedded and written between two reports of an import's progress
 
 
 class AgentFileError(MemexError):
@@ -53,6 +56,31 @@ class AgentFileError(MemexError):
 
 class AgentExists(InvalidInput):
     """An agent of that name is in the database already; nothing was imported."""
+
+
+class ImportStopped(MemexError):
+    """The user stopped the import; nothing was imported (it is one transaction)."""
+
+
+OnProgress = Callable[[int, int], None]  # (items done, items in all)
+
+
+@dataclass
+class _Pace:
+    """How far an import is: told to `report` after each batch; once `stop` is set, the next
+    batch raises ImportStopped instead, and the import's transaction is rolled back."""
+
+    total: int
+    report: OnProgress | None = None
+    stop: threading.Event | None = None
+    done: int = 0
+
+    def advance(self, count: int) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise ImportStopped("the import was stopped: nothing was imported")
+        self.done += count
+        if self.report is not None:
+            self.report(self.done, self.total)
 
 
 @dataclass
@@ -326,16 +354,24 @@ def _parsed(data: Any, where: str) -> dict[str, Any] | list[LettaAgent]:
 
 
 def import_agent(
-    store: Store, source: str | os.PathLike[str] | dict[str, Any], name: str | None = None
+    store: Store,
+    source: str | os.PathLike[str] | dict[str, Any],
+    name: str | None = None,
+    on_progress: OnProgress | None = None,
+    stop: threading.Event | None = None,
 ) -> list[ImportReport]:
     """Import the agent(s) of an agent file (a path, or a parsed document) into `store`,
     each under its own name or `name` (for a file of one agent). AgentExists when that name is
     taken: nothing is imported then. A Letta file may hold several agents: all or none are
-    imported."""
+    imported.
+
+    A big file takes a while (its texts are embedded): `on_progress(done, total)` hears how
+    many of its messages, passages and facts are in, a batch at a time, and `stop`, once set,
+    ends the import with ImportStopped, nothing imported."""
     data = _parsed(source, "the document") if isinstance(source, dict) else read_agent_file(source)
     _check_unicode(data)
     if isinstance(data, dict):
-        return [_import_memex(store, data, name)]
+        return [_import_memex(store, data, name, on_progress, stop)]
     agents = data
     if name is not None and len(agents) != 1:
         raise InvalidInput(
@@ -345,10 +381,11 @@ def import_agent(
         names = [name if name is not None else agents[0].name]
     else:  # several: a taken name (or one used twice in the file) gets a number, and a note
         names = _numbered_names(store, [a.name for a in agents])
+    pace = _Pace(sum(len(a.messages) for a in agents), on_progress, stop)
     try:
         with store.atomic():
             return [
-                _import_letta(store, agent, stored, renamed=stored != agent.name)
+                _import_letta(store, agent, stored, stored != agent.name, pace)
                 for agent, stored in zip(agents, names, strict=True)
             ]
     except (apsw.ConstraintError, OverflowError, ValueError) as exc:
@@ -387,7 +424,13 @@ def _numbered_names(store: Store, wanted: list[str]) -> list[str]:
     return names
 
 
-def _import_memex(store: Store, data: dict[str, Any], name: str | None) -> ImportReport:
+def _import_memex(
+    store: Store,
+    data: dict[str, Any],
+    name: str | None,
+    on_progress: OnProgress | None = None,
+    stop: threading.Event | None = None,
+) -> ImportReport:
     version = data.get("version")
     if type(version) is not int or version < 1:
         raise AgentFileError("the agent file has no valid version number; it is damaged")
@@ -402,7 +445,8 @@ def _import_memex(store: Store, data: dict[str, Any], name: str | None) -> Impor
     except ValidationError as exc:
         raise AgentFileError(f"the agent file is damaged: {_first_problem(exc)}") from None
     try:
-        return _MemexImport(store, doc, name).run()
+        items = sum(len(doc.get(part) or []) for part in ("messages", "passages", "facts"))
+        return _MemexImport(store, doc, name, _Pace(items, on_progress, stop)).run()
     except (KeyError, ValueError, apsw.ConstraintError) as exc:
         raise AgentFileError(
             f"the agent file is damaged or incomplete ({type(exc).__name__}: {exc}); "
@@ -420,9 +464,12 @@ def _first_problem(exc: ValidationError) -> str:
 class _MemexImport:
     """One Memex document into the store, ids renumbered (they are the file's)."""
 
-    def __init__(self, store: Store, doc: dict[str, Any], name: str | None) -> None:
+    def __init__(
+        self, store: Store, doc: dict[str, Any], name: str | None, pace: _Pace | None = None
+    ) -> None:
         self.store = store
         self.doc = doc
+        self.pace = pace or _Pace(0)
         agent = doc["agent"]
         self.name = _free_name(store, name if name is not None else agent["name"])
         self.report = ImportReport(self.name)
@@ -521,11 +568,15 @@ class _MemexImport:
     def _messages(self, conn: Connection) -> None:
         messages = self.doc.get("messages", [])
         vectors = _usable_vectors(self.store, messages, _message_model(self.doc))
-        missing = [
-            m
-            for m, v in zip(messages, vectors, strict=True)
-            if v is None and m["role"] in ("user", "assistant")
-        ]
+        rows = list(zip(messages, vectors, strict=True))
+        for batch in _batches(rows):
+            self._message_batch(conn, batch)
+            self.pace.advance(len(batch))
+        self.report.messages = len(messages)
+
+    def _message_batch(self, conn: Connection, rows: list[tuple[dict[str, Any], Any]]) -> None:
+        """Messages written with their vectors: the file's, or made now where it has none."""
+        missing = [m for m, v in rows if v is None and m["role"] in ("user", "assistant")]
         fresh = iter(
             self.store.embedder.embed(
                 [embedded_text(_search_text(m), m["created_at"]) for m in missing]
@@ -534,7 +585,7 @@ class _MemexImport:
             else []
         )
         self.report.reembedded += len(missing)
-        for m, vector in zip(messages, vectors, strict=True):
+        for m, vector in rows:
             conn.execute(
                 "INSERT INTO messages(agent_id, session_id, role, content, search_text,"
                 " tool_call_json, tool_result_json, token_count, created_at, in_context)"
@@ -560,7 +611,6 @@ class _MemexImport:
                     MESSAGE_INDEX.vectors.insert_sql,
                     (new_id, self.agent_id, blob, self.store.embedder.name),
                 )
-        self.report.messages = len(messages)
 
     def _message_id(self, old: Any, default: int | None = None) -> int:
         if old in self.message_ids:
@@ -591,15 +641,21 @@ class _MemexImport:
         passages = self.doc.get("passages", [])
         vectors = _usable_vectors(self.store, passages, _message_model(self.doc))
         archival = ArchivalMemory(self.store, self.agent_id)
-        for p, vector in zip(passages, vectors, strict=True):
-            source, tags = self._renumbered(p.get("source", ""), p.get("tags", []))
-            passage_id = archival.insert_many(
-                [p["text"]], tags=tags, source=source, vectors=None if vector is None else [vector]
-            )[0]
-            self.store.conn.execute(
-                "UPDATE passages SET created_at = ? WHERE id = ?", (p["created_at"], passage_id)
-            )
-            self.report.reembedded += vector is None
+        for batch in _batches(list(zip(passages, vectors, strict=True))):
+            for p, vector in batch:
+                source, tags = self._renumbered(p.get("source", ""), p.get("tags", []))
+                passage_id = archival.insert_many(
+                    [p["text"]],
+                    tags=tags,
+                    source=source,
+                    vectors=None if vector is None else [vector],
+                )[0]
+                self.store.conn.execute(
+                    "UPDATE passages SET created_at = ? WHERE id = ?",
+                    (p["created_at"], passage_id),
+                )
+                self.report.reembedded += vector is None
+            self.pace.advance(len(batch))
         self.report.passages = len(passages)
 
     def _renumbered(self, source: str, tags: list[str]) -> tuple[str, list[str]]:
@@ -640,6 +696,7 @@ class _MemexImport:
                     "UPDATE facts SET ended_by = ? WHERE id = ?",
                     (fact_ids[f["ended_by"]], fact_ids[int(f["id"])]),
                 )
+        self.pace.advance(len(facts))
         self.report.facts = len(facts)
 
 
@@ -692,7 +749,14 @@ def _search_text(message: dict[str, Any]) -> str:
 # -- Letta ------------------------------------------------------------------------------------
 
 
-def _import_letta(store: Store, agent: LettaAgent, name: str, renamed: bool) -> ImportReport:
+def _batches(items: list[Any]) -> list[list[Any]]:
+    """`items` in runs of IMPORT_BATCH: an import reports, and may stop, between two."""
+    return [items[i : i + IMPORT_BATCH] for i in range(0, len(items), IMPORT_BATCH)]
+
+
+def _import_letta(
+    store: Store, agent: LettaAgent, name: str, renamed: bool, pace: _Pace
+) -> ImportReport:
     from engine.agent import SYSTEM_BLOCK
     from engine.memory.core import DEFAULT_BLOCK_LIMIT
 
@@ -746,7 +810,7 @@ def _import_letta(store: Store, agent: LettaAgent, name: str, renamed: bool) -> 
                 "Letta's system prompt is not imported: Memex writes its own instructions "
                 "(its persona and blocks are)"
             )
-        _letta_messages(store, conn, agent_id, agent, report)
+        _letta_messages(store, conn, agent_id, agent, report, pace)
     return report
 
 
@@ -800,11 +864,17 @@ def _insert_block(
 
 
 def _letta_messages(
-    store: Store, conn: Connection, agent_id: int, agent: LettaAgent, report: ImportReport
+    store: Store,
+    conn: Connection,
+    agent_id: int,
+    agent: LettaAgent,
+    report: ImportReport,
+    pace: _Pace,
 ) -> None:
     """Letta's messages become recall memory: the last few stay in view, the rest are
     searchable (the window is sized by the model the agent runs with here, not Letta's)."""
     messages = [m for m in agent.messages if m.text.strip() or m.tool_call]
+    pace.advance(len(agent.messages) - len(messages))  # the empty ones, not imported
     if not messages:
         return
     conn.execute(
@@ -813,40 +883,55 @@ def _letta_messages(
     )
     session_id = conn.last_insert_rowid()
     rows = [_letta_row(m) for m in messages]
-    readable = [i for i, m in enumerate(messages) if m.role in ("user", "assistant")]
-    texts = [embedded_text(rows[i][2], rows[i][4]) for i in readable]
-    vectors = store.embedder.embed(texts) if readable else []
-    vector_of = dict(zip(readable, vectors, strict=True))
     first_in_view = max(0, len(messages) - LETTA_IN_CONTEXT)
-    for i, (role, content, search, tool_call, created) in enumerate(rows):
-        conn.execute(
-            "INSERT INTO messages(agent_id, session_id, role, content, search_text,"
-            " tool_call_json, tool_result_json, token_count, created_at, in_context)"
-            " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-            (
-                agent_id,
-                session_id,
-                role,
-                content,
-                search,
-                json.dumps(tool_call) if tool_call else None,
-                4 + -(-len(content) // CHARS_PER_TOKEN),
-                created,
-                int(i >= first_in_view),
-            ),
-        )
-        if i in vector_of:
-            conn.execute(
-                MESSAGE_INDEX.vectors.insert_sql,
-                (
-                    conn.last_insert_rowid(),
-                    agent_id,
-                    vector_blob(vector_of[i]),
-                    store.embedder.name,
-                ),
-            )
+    embedded = 0
+    for batch in _batches(list(enumerate(rows))):
+        readable = [i for i, row in batch if row[0] in ("user", "assistant")]
+        texts = [embedded_text(rows[i][2], rows[i][4]) for i in readable]
+        vectors = store.embedder.embed(texts) if readable else []
+        vector_of = dict(zip(readable, vectors, strict=True))
+        for i, row in batch:
+            _insert_letta_message(conn, agent_id, session_id, row, i >= first_in_view)
+            if i in vector_of:
+                conn.execute(
+                    MESSAGE_INDEX.vectors.insert_sql,
+                    (
+                        conn.last_insert_rowid(),
+                        agent_id,
+                        vector_blob(vector_of[i]),
+                        store.embedder.name,
+                    ),
+                )
+        embedded += len(readable)
+        pace.advance(len(batch))
     report.messages = len(messages)
-    report.reembedded = len(readable)
+    report.reembedded = embedded
+
+
+def _insert_letta_message(
+    conn: Connection,
+    agent_id: int,
+    session_id: int,
+    row: tuple[str, str, str, dict[str, Any] | None, str],
+    in_view: bool,
+) -> None:
+    role, content, search, tool_call, created = row
+    conn.execute(
+        "INSERT INTO messages(agent_id, session_id, role, content, search_text,"
+        " tool_call_json, tool_result_json, token_count, created_at, in_context)"
+        " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+        (
+            agent_id,
+            session_id,
+            role,
+            content,
+            search,
+            json.dumps(tool_call) if tool_call else None,
+            4 + -(-len(content) // CHARS_PER_TOKEN),
+            created,
+            int(in_view),
+        ),
+    )
 
 
 def _letta_row(m: Any) -> tuple[str, str, str, dict[str, Any] | None, str]:

@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         except MemexError as exc:
             print(f"memex: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # an import is one transaction: none of it was kept
+            print("\nmemex: stopped; nothing was imported" * (args.command == "import"))
+            return 130
     if args.command != "chat":
         parser.print_help()
         return 0 if args.command is None else 2
@@ -120,6 +123,19 @@ def _chat(args: argparse.Namespace) -> int:
             print(f"[error] {exc}")
 
 
+def _import_progress() -> Any:
+    """Where the terminal shows it, how far an import is (its texts are embedded: a big file
+    takes minutes; Ctrl-C stops it, and nothing is imported then)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\r  importing: {done:,} of {total:,}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
 def _bring_vectors_over(store: Any) -> None:
     """Vectors another embedding model made are made again before the chat (Ctrl-C stops it;
     each batch is kept, and the next start goes on from there)."""
@@ -161,7 +177,7 @@ def _transfer(args: argparse.Namespace) -> int:
                 f"{len(document['passages'])} passages, {len(document['facts'])} facts"
             )
             return 0
-        for report in import_agent(store, args.path, args.name):
+        for report in import_agent(store, args.path, args.name, _import_progress()):
             print(
                 f"Imported {report.name!r} into {store.path}: {report.messages} messages, "
                 f"{report.blocks} blocks, {report.passages} passages, {report.facts} facts"

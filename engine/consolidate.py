@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,13 +204,21 @@ class Consolidator:
         return int(row[0]) if row else 0
 
     # -- the review --------------------------------------------------------------------------
-    def run(self, cancel: threading.Event | None = None) -> ReviewResult:
+    def run(
+        self,
+        cancel: threading.Event | None = None,
+        on_piece: Callable[[int, int], None] | None = None,
+    ) -> ReviewResult:
         """Review every pending message, a window-sized piece at a time. `cancel`, when set,
         stops the review after the piece being read (its model call is cut short and the
-        piece stays unreviewed)."""
+        piece stays unreviewed). `on_piece(done, total)` hears, before each piece, how many
+        of the pending messages were read."""
         result = ReviewResult()
         messages = self.pending()
+        total = len(messages)
         while messages and not (cancel is not None and cancel.is_set()):
+            if on_piece is not None:
+                on_piece(total - len(messages), total)
             lines = [
                 (m, line)
                 for m in messages

@@ -346,6 +346,15 @@ class PagedOut:
 
 
 @dataclass(frozen=True)
+class Reviewing:
+    """The memory review reads a piece of what waits for it: `done` of the `total` messages
+    were read before this piece (a long review's progress, for a user who may stop it)."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Reviewed:
     """The memory review (engine.consolidate) read messages `first_message_id`..
     `last_message_id` and changed memory so (repeats it merged are in `operations` too)."""
@@ -366,7 +375,14 @@ class Reviewed:
 
 
 StepEvent = (
-    ForgetProposed | Working | ModelCallStarted | ReplyDelta | ToolDone | PagedOut | Reviewed
+    ForgetProposed
+    | Working
+    | ModelCallStarted
+    | ReplyDelta
+    | ToolDone
+    | PagedOut
+    | Reviewing
+    | Reviewed
 )
 
 

@@ -37,6 +37,13 @@ _FORGET = re.compile(
     r"forget\b(?:\s+(?:about|that|what|all about))?\s*(?P<what>.*)$",
     re.IGNORECASE | re.DOTALL,
 )
+# "Erase what you know about Bob from your memory", "please delete my address from memory"
+_ERASE = re.compile(
+    r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?(?:please\W+)?"
+    r"(?:erase|delete|remove|wipe|drop)\s+(?P<what>.+?)\s+(?:from|out of)\s+(?:your\s+|my\s+)?"
+    r"memory\W*$",
+    re.IGNORECASE | re.DOTALL,
+)
 # words of a request that say nothing of what to forget
 _NOT_WHAT = frozenset(
     [
@@ -94,6 +101,10 @@ _NOT_WHAT = frozenset(
         "told",
         "tell",
         "mentioned",
+        "know",
+        "knew",
+        "remember",
+        "remembered",
     ]
 )
 MAX_CANDIDATES = 8
@@ -240,7 +251,7 @@ def _line_saved(history: list[BlockEdit], line: str) -> tuple[dt.datetime | None
 def asks_to_forget(text: str) -> str | None:
     """What a user message asks memory to forget ("that I have a sister"), or None when it
     does not ask that."""
-    match = _FORGET.match(text.strip())
+    match = _FORGET.match(text.strip()) or _ERASE.match(text.strip())
     if match is None:
         return None
     what = match.group("what").strip(" .!?")

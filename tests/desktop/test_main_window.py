@@ -417,6 +417,38 @@ def test_export_then_import_asks_another_name_and_shows_the_copy(
     assert [b.text for b in bubbles(window, "assistant")] == ["Hello Sam."]
 
 
+def test_a_long_import_shows_progress_and_cancel_imports_nothing(
+    qtbot, window, scripted, tmp_path, monkeypatch
+):
+    import threading
+
+    from engine.agentfile import _Pace, export_agent
+
+    scripted.enqueue([call("send_message", message="Hello Sam.")])
+    send_and_wait(qtbot, window, "Hi, I'm Sam")
+    path = tmp_path / "agent.json"
+    run(qtbot, window.worker, lambda s: export_agent(s.store, "memex", path))
+    monkeypatch.setattr("engine.agentfile.IMPORT_BATCH", 1)
+    cancelled = threading.Event()
+    advance = _Pace.advance
+
+    def held(pace, count):  # the first batch waits for the user's Cancel: no race
+        advance(pace, count)
+        cancelled.wait(TIMEOUT / 1000)
+
+    monkeypatch.setattr(_Pace, "advance", held)
+    window.import_agent(path, "Sam's copy")
+    qtbot.waitUntil(lambda: "Importing agent.json: 1 of" in window.status.text(), timeout=TIMEOUT)
+    assert window.job.isVisibleTo(window) and window.job.cancel.isVisibleTo(window)
+    assert window.job.bar.value() > 0
+    qtbot.mouseClick(window.job.cancel, Qt.MouseButton.LeftButton)
+    cancelled.set()
+    qtbot.waitUntil(lambda: "nothing was imported" in window.status.text(), timeout=TIMEOUT)
+    assert not window.job.isVisibleTo(window)
+    names = run(qtbot, window.worker, lambda s: [a.name for a in s.agents()])
+    assert names == ["memex"]
+
+
 def test_reflect_reviews_new_messages_first_and_shows_what_changed(qtbot, window, scripted):
     scripted.enqueue([call("send_message", message="Nice to meet you, Dana.")])
     send_and_wait(qtbot, window, "I'm Dana, a nurse.")
@@ -428,8 +460,13 @@ def test_reflect_reviews_new_messages_first_and_shows_what_changed(qtbot, window
         }
     )
     scripted.enqueue([call("conversation_search", query="Dana")])  # the heartbeat's own turn
+    phases: list[str] = []
+    window.worker.event.connect(
+        lambda e: phases.append(window.chat.working.phase) if window.chat.working else None
+    )
     window.reflect()
     qtbot.waitUntil(lambda: not window.stepping, timeout=TIMEOUT)
+    assert "reviewing memory: 0 of 3 messages read" in phases  # how far a long review is
     [review] = [r for r in rows(window, "operation") if "memory review" in r.summary.text()]
     assert review.summary.text() == "memory review of messages 1-3: 1 change"
     assert "saved to core memory (human): Name: Dana. Nurse." in review.detail.text()
@@ -464,6 +501,33 @@ def test_vectors_of_another_embedder_are_made_again_after_loading(
     assert window.status.text() == window._model_line()  # the indexing line is gone
     found = window.session.store.query("SELECT DISTINCT model FROM passage_vectors")
     assert found == [(embedder.name,)]
+
+
+def test_indexing_for_another_embedder_shows_progress_and_can_be_paused(
+    qtbot, open_window, settings, minilm, scripted, monkeypatch
+):
+    from engine import MemGPTAgent
+    from engine.memory import reembed as reembedding
+    from engine.memory.reembed import stale_vectors
+    from engine.store.db import open_store
+
+    store = open_store(settings.db_path, embedder=minilm)
+    agent = MemGPTAgent(None, store, ScriptedClient(), name=settings.agent or "memex")
+    agent.archival.insert_many([f"Note {i}: the boiler was serviced." for i in range(40)])
+    store.close()
+    monkeypatch.setattr(  # small batches: many of them, for Cancel to come between
+        "desktop.session.reembed",
+        lambda store, progress=None: reembedding.reembed(store, 4, progress),
+    )
+    window = open_window(settings)
+    qtbot.waitUntil(lambda: window.job.name == "reindex", timeout=TIMEOUT)
+    assert window.job.cancel.isVisibleTo(window) and "left" in window.status.text()
+    qtbot.mouseClick(window.job.cancel, Qt.MouseButton.LeftButton)
+    assert window.status.text() == "Indexing paused until Memex starts again"
+    assert not window.job.isVisibleTo(window)
+    qtbot.wait(300)
+    qtbot.waitUntil(lambda: not window.worker.busy, timeout=TIMEOUT)
+    assert stale_vectors(window.session.store) > 0  # the rest waits for the next start
 
 
 def test_the_working_row_shows_within_100_ms_and_names_each_phase(qtbot, open_window, settings):

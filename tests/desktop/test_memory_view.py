@@ -108,6 +108,23 @@ def test_forget_in_chat_shows_what_will_go_and_forgets_what_is_ticked(qtbot, win
     assert left == ("", [("core", "chat")])
 
 
+def test_the_models_own_memory_forget_call_shows_the_card_too(qtbot, window, scripted):
+    scripted.enqueue(SAVES)
+    send_and_wait(qtbot, window, "My sister Anika lives in Graz and plays the cello.")
+    scripted.enqueue(
+        [
+            call("memory_forget", True, query="Anika"),
+            call("send_message", message="Here is what I keep about Anika: choose what goes."),
+        ]
+    )
+    send_and_wait(qtbot, window, "I would rather you kept nothing about Anika.")
+    card = forget_card(window)
+    assert len(card.boxes) == 3 and card.boxes[0].isChecked()
+    assert bubbles(window, "assistant")[-1].text.startswith("Here is what I keep about Anika")
+    kept = run(qtbot, window.worker, lambda s: len(s.remembered()))
+    assert kept == 3  # nothing goes before the user chooses
+
+
 def test_keeping_them_forgets_nothing(qtbot, window, scripted):
     scripted.enqueue(SAVES)
     send_and_wait(qtbot, window, "My sister Anika lives in Graz and plays the cello.")

@@ -4,6 +4,7 @@ never overwriting; Letta's .af where it maps."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from engine.agentfile import (
     FORMAT_VERSION,
     AgentExists,
     AgentFileError,
+    ImportStopped,
     export_agent,
     import_agent,
 )
@@ -255,3 +257,50 @@ def test_a_letta_file_with_two_agents_of_one_name_imports_both_numbered(store) -
     reports = import_agent(store, document)
     assert [r.name for r in reports] == ["twin (2)", "twin (3)"]
     assert all("is imported as" in r.notes[0] for r in reports)
+
+
+def a_long_document(store) -> dict:
+    """An exported agent with 100 messages more, their vectors to be made again on import."""
+    agent = lived_in_agent(store)
+    for i in range(100):
+        agent.add_user_message(f"Note {i}: the weather was fine.")
+    document = export_agent(store, "sam")
+    document["message_embedding_model"] = "some-other-model"
+    return document
+
+
+def test_a_long_import_says_how_far_it_is(store, other_store) -> None:
+    document = a_long_document(store)
+    heard: list[tuple[int, int]] = []
+    import_agent(other_store, document, on_progress=lambda done, total: heard.append((done, total)))
+    items = sum(len(document[part]) for part in ("messages", "passages", "facts"))
+    assert len(heard) >= 4 and all(total == items for _, total in heard)
+    assert [done for done, _ in heard] == sorted(done for done, _ in heard)
+    assert heard[-1] == (items, items)
+
+
+def test_a_stopped_import_imports_nothing(store, other_store) -> None:
+    document = a_long_document(store)
+    stop = threading.Event()
+
+    def halfway(done: int, total: int) -> None:
+        if done >= total // 2:
+            stop.set()  # the user's Cancel, from another thread in the app
+
+    with pytest.raises(ImportStopped, match="nothing was imported"):
+        import_agent(other_store, document, on_progress=halfway, stop=stop)
+    assert other_store.query("SELECT name FROM agents") == []
+    assert other_store.query("SELECT count(*) FROM messages") == [(0,)]
+    [report] = import_agent(other_store, document)  # and it can be imported after
+    assert report.messages == len(document["messages"])
+
+
+def test_a_letta_import_says_how_far_it_is_and_can_be_stopped(store) -> None:
+    heard: list[tuple[int, int]] = []
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ImportStopped):
+        import_agent(store, LETTA_FILE, stop=stop)
+    assert store.query("SELECT count(*) FROM agents") == [(0,)]
+    import_agent(store, LETTA_FILE, on_progress=lambda d, t: heard.append((d, t)))
+    assert heard and heard[-1][0] == heard[-1][1] > 0

@@ -11,7 +11,7 @@ from engine import MemGPTAgent, Persona
 from engine.consolidate import REVIEW_SYSTEM
 from engine.llm.scripted import ScriptedClient, call
 from engine.transcript import transcript
-from engine.types import ModelCallStarted, Reviewed
+from engine.types import ModelCallStarted, Reviewed, Reviewing
 
 REVIEW_HEAD = REVIEW_SYSTEM.split("{")[0]
 
@@ -167,9 +167,15 @@ def test_a_long_conversation_is_reviewed_in_window_sized_pieces(store) -> None:
     agent, llm = make_agent(store, llm_kw={"n_ctx": 1600}, replies=[])
     for i in range(12):
         agent.add_user_message(f"Message {i}: " + "words about my day " * 25)
-    agent.consolidate()
+    events: list[object] = []
+    agent.consolidate(on_event=events.append)
     prompts = review_prompts(llm)
     assert len(prompts) >= 2
+    # a long review says how far it is, piece by piece, for a user who may stop it
+    progress = [(e.done, e.total) for e in events if isinstance(e, Reviewing)]
+    assert len(progress) == len(prompts) and progress[0] == (0, 12)
+    assert [d for d, _ in progress] == sorted(set(d for d, _ in progress))
+    assert all(t == 12 and d < 12 for d, t in progress)
     for prompt in prompts:
         assert llm.count_tokens(prompt) + 600 <= 1600
     seen = "".join(p[1].content for p in prompts)

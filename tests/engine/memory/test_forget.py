@@ -126,6 +126,10 @@ def test_something_already_gone_is_said_so(agent) -> None:
         ("Did you forget my name?", None),
         ("I forgot my keys at work", None),
         ("forget it", None),  # names nothing to forget
+        ("Erase what you know about Bob from your memory.", "what you know about Bob"),
+        ("please delete my old address from memory", "my old address"),
+        ("Delete the file from the disk", None),
+        ("Remove it from your memory", None),
     ],
 )
 def test_a_request_to_forget_is_told_from_other_messages(text: str, what: str | None) -> None:
