@@ -29,7 +29,7 @@ from desktop.panels import first_line
 from desktop.rendering import Block, markdown_html, split_blocks
 from desktop.theme import LIGHT, Colours, scaled_font
 from engine.transcript import TranscriptEntry
-from engine.types import Remembered
+from engine.types import Message, Remembered
 
 # Longer messages show their start: laying out a 200k-character label freezes the UI for a
 # second; the whole text is in recall (and searchable) anyway.
@@ -496,6 +496,13 @@ class ForgetCard(QFrame, Styled):
             box.toggled.connect(self._update)
             layout.addWidget(box)
             self.boxes.append(box)
+        self.with_messages = QCheckBox("Also delete my messages they came from")
+        self.with_messages.setObjectName("forget-with-messages")
+        self.with_messages.setToolTip(
+            "Without this, what you said stays in the conversation history (Recall), where "
+            "the assistant can still find it"
+        )
+        layout.addWidget(self.with_messages)
         row = QHBoxLayout()
         row.addStretch()
         self.keep_button = QPushButton("Keep them")
@@ -518,7 +525,7 @@ class ForgetCard(QFrame, Styled):
 
     def done(self, text: str) -> None:
         """The choice is made: the card says what happened and takes no more clicks."""
-        for widget in (*self.boxes, self.keep_button, self.forget_button):
+        for widget in (*self.boxes, self.with_messages, self.keep_button, self.forget_button):
             widget.setEnabled(False)
         self.result.setText(text)
         self.result.setVisible(True)
@@ -537,7 +544,7 @@ class ForgetCard(QFrame, Styled):
             f"#forget-card {{background:{colours.assistant_bubble}; border-radius:8px;"
             f" border:1px solid {colours.error};}}"
         )
-        for widget in (self.title, self.result, *self.boxes):
+        for widget in (self.title, self.result, self.with_messages, *self.boxes):
             widget.setFont(font)
 
 
@@ -715,6 +722,20 @@ class ChatView(QScrollArea):
         widget = self.add(self.widget_for(entry), at_top, before)
         widget.setProperty("message_id", entry.message_id)
         return widget
+
+    def drop_messages(self, messages: list[Message]) -> None:
+        """Takes the bubbles of the user's `messages` (deleted from recall) out of the chat:
+        a bubble from the history by its id, one sent in this run by its words."""
+        ids = {m.id for m in messages}
+        texts = {m.content for m in messages if m.role == "user"}
+        for widget in self.entries():
+            if widget.property("message_id") in ids or (
+                isinstance(widget, MessageBubble)
+                and widget.role == "user"
+                and widget.property("message_id") is None
+                and widget.text in texts
+            ):
+                self._drop(widget)
 
     def show_message(self, message_id: int) -> bool:
         """Scroll to the entry of a stored message and flash it; False if it is not loaded."""

@@ -930,12 +930,16 @@ class MainWindow(QMainWindow):
             card.done("Kept: nothing was forgotten.")
             return
 
+        with_messages = card.with_messages.isChecked()
+
         def done(gone: int) -> None:
             card.done(f"Forgotten: {count_of(gone, 'thing')}.")
+            if with_messages:  # deleted from recall: gone from the chat too
+                self.chat.drop_messages([i.source for i in items if i.source is not None])
             self.refresh_panels()
             self.refresh_usage()
 
-        self.worker.submit(lambda s: s.forget_chosen(items), done)
+        self.worker.submit(lambda s: s.forget_chosen(items, with_messages), done)
 
     # -- a temporary chat ----------------------------------------------------------------
     def toggle_temporary(self) -> None:

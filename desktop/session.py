@@ -526,13 +526,14 @@ class EngineSession:
     def remembered(self) -> list[Remembered]:
         return self.agent.remembered()
 
-    def forget_chosen(self, items: list[Remembered]) -> int:
-        """Forget what the user chose in the chat (a request to forget); how many went (one
-        gone meanwhile is skipped)."""
+    def forget_chosen(self, items: list[Remembered], with_messages: bool = False) -> int:
+        """Forget what the user chose in the chat (a request to forget), and with
+        `with_messages` the user's messages they came from; how many went (one gone meanwhile
+        is skipped)."""
         gone = 0
         for item in items:
             try:
-                self.agent.forget(item, how="chat")
+                self.agent.forget(item, with_messages, how="chat")
             except KeyError:
                 continue
             gone += 1

@@ -28,6 +28,7 @@ from engine.errors import GenerationError
 from engine.llm.base import LLMClient
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.core import CoreMemory
+from engine.memory.forget import asks_to_forget
 from engine.memory.graph import GraphError, KnowledgeGraph, parse_time
 from engine.memory.recall import RecallMemory
 from engine.store.db import Store
@@ -221,7 +222,7 @@ class Consolidator:
                 on_piece(total - len(messages), total)
             lines = [
                 (m, line)
-                for m in messages
+                for m in _without_requests_to_forget(messages)
                 if (line := transcript_line(m, self.agent_name, REVIEW_LINE_CHARS))
             ]
             count = self._fitting(lines) if lines else 0
@@ -387,6 +388,23 @@ class Consolidator:
 
 
 NEGATIONS = frozenset({"not", "no", "never", "nor", "none", "nobody", "nothing", "t"})
+
+
+def _without_requests_to_forget(messages: list[Message]) -> list[Message]:
+    """The messages a review reads: not a user's request to forget and the turn that answered
+    it. Reading "Please forget that I have a sister" and the reply that listed what memory
+    kept, a review saved the sister again, and the request itself into core memory."""
+    kept: list[Message] = []
+    turn: list[Message] = []
+    skip = False
+    for message in messages:
+        if message.role == "user":
+            kept += [] if skip else turn
+            turn, skip = [], asks_to_forget(message.content) is not None
+        elif (message.tool_call or {}).get("tool") == "memory_forget":
+            skip = True  # the model took it for a request to forget (words asks_to_forget missed)
+        turn.append(message)
+    return kept + ([] if skip else turn)
 
 
 def _words(text: str) -> list[str]:

@@ -10,6 +10,9 @@ Forgetting goes through each tier's own owner, so the indexes go with it:
 - a fact: deleted (it was not to be kept, so it is not merely ended);
 - a passage: deleted with its words and vector;
 - and, where asked, the message it came from: deleted from recall with its words and vector.
+The assistant's copies of the words (the call that saved them, a search result or the listing
+of a request to forget that showed them) say "[forgotten]" instead; the user's own messages
+are theirs to delete.
 
 The `forgotten` table (migration 7) is the audit: which tier, which row, how, when. It never
 keeps the words: a log that did would keep what the user asked to forget.
@@ -109,6 +112,7 @@ _NOT_WHAT = frozenset(
 )
 MAX_CANDIDATES = 8
 FORGET_ACTOR = "forget:you"
+FORGOTTEN_MARK = "[forgotten]"  # in the assistant's messages, for what the user had forgotten
 SHOWN_PASSAGES = 500  # the newest; older ones are in the Archival panel's search
 _SAVERS = {"consolidation": "memory review", "user": "you", "you": "you"}
 
@@ -204,7 +208,9 @@ class Forgetting:
         self, item: Remembered, with_message: bool = False, how: str = "memory view"
     ) -> None:
         """Forget `item` (see the module's words on each tier) and, with `with_message`, the
-        user message it came from. KeyError when it is gone already (another edit took it)."""
+        user message it came from. KeyError when it is gone already (another edit took it).
+        Memory's own copies of its words go too: the call that saved it, and a result or a
+        listing that showed it, say FORGOTTEN_MARK instead (RecallMemory.redact)."""
         with self.store.atomic() as conn:
             if item.tier == "core":
                 self._forget_line(item)
@@ -212,10 +218,15 @@ class Forgetting:
                 self.graph.delete(item.item_id)
             else:
                 self.archival.delete(item.item_id)
+            self.recall.redact(item.text, FORGOTTEN_MARK)
             self._log(conn, item.tier, item.item_id, how)
             if with_message and item.source is not None:
-                self.recall.delete(item.source.id)
-                self._log(conn, "message", item.source.id, how)
+                try:
+                    self.recall.delete(item.source.id)
+                except KeyError:
+                    pass  # gone already, with another thing the same message told
+                else:
+                    self._log(conn, "message", item.source.id, how)
 
     def _forget_line(self, item: Remembered) -> None:
         value = self.core[item.label]

@@ -194,6 +194,42 @@ class RecallMemory:
                 raise KeyError(message_id)
             conn.execute("DELETE FROM message_vectors WHERE id = ?", (message_id,))
 
+    def redact(self, text: str, mark: str) -> list[int]:
+        """Writes `mark` for `text` wherever the assistant's messages and the tools' results
+        hold it (memory's own copies of it: the call that saved it, a search or a listing that
+        showed it), words and vector made again; the user's messages are left alone. Returns
+        the ids of the messages rewritten."""
+        if not text.strip():
+            return []
+        escaped, escaped_mark = json.dumps(text)[1:-1], json.dumps(mark)[1:-1]
+        rows = self.store.query(
+            "SELECT id, content, search_text, tool_call_json, tool_result_json, created_at, role"
+            " FROM messages WHERE agent_id = ? AND role IN ('assistant', 'tool')"
+            " AND (instr(content, ?) > 0 OR instr(content, ?) > 0)",
+            (self.agent_id, text, escaped),
+        )
+
+        def scrub(value: str | None) -> str | None:
+            if value is None:
+                return None
+            return value.replace(text, mark).replace(escaped, escaped_mark)
+
+        with self.store.atomic() as conn:
+            for message_id, content, search, call, result, created, role in rows:
+                new_search = scrub(search) or ""
+                conn.execute(
+                    "UPDATE messages SET content = ?, search_text = ?, tool_call_json = ?,"
+                    " tool_result_json = ? WHERE id = ?",
+                    (scrub(content), new_search, scrub(call), scrub(result), message_id),
+                )
+                if role == "assistant" and new_search != search:
+                    vector = self.store.embedder.embed_one(embedded_text(new_search, created))
+                    conn.execute(
+                        MESSAGE_INDEX.vectors.update_sql,
+                        (vector_blob(vector), self.store.embedder.name, message_id),
+                    )
+        return [row[0] for row in rows]
+
     def replace_from(self, message_id: int) -> list[int]:
         """Marks this agent's messages from `message_id` on as replaced (an old version) and
         takes them out of the context window; they stay in recall. Returns their ids."""

@@ -125,6 +125,26 @@ def test_the_models_own_memory_forget_call_shows_the_card_too(qtbot, window, scr
     assert kept == 3  # nothing goes before the user chooses
 
 
+def test_forget_in_chat_can_take_the_users_messages_too(qtbot, window, scripted):
+    scripted.enqueue(SAVES)
+    send_and_wait(qtbot, window, "My sister Anika lives in Graz and plays the cello.")
+    send_and_wait(qtbot, window, "Please forget that I have a sister")
+    card = forget_card(window)
+    card.with_messages.setChecked(True)
+    qtbot.mouseClick(card.forget_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: card.result.isVisible(), timeout=TIMEOUT)
+    assert [b.text for b in bubbles(window, "user")] == ["Please forget that I have a sister"]
+    said = run(
+        qtbot,
+        window.worker,
+        lambda s: (
+            [m.content for m in s.agent.recall.all() if m.role == "user"],
+            [(r.tier, r.how) for r in s.agent.forgetting.log()],
+        ),
+    )
+    assert said == (["Please forget that I have a sister"], [("core", "chat"), ("message", "chat")])
+
+
 def test_keeping_them_forgets_nothing(qtbot, window, scripted):
     scripted.enqueue(SAVES)
     send_and_wait(qtbot, window, "My sister Anika lives in Graz and plays the cello.")

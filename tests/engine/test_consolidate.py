@@ -287,3 +287,21 @@ def test_a_new_line_is_never_lost_for_looking_like_an_old_one(store, before, lin
     llm.enqueue_review(review(core=[{"section": "human", "line": line}]))
     agent.consolidate()
     assert agent.core_memory["human"] == after
+
+
+def test_a_request_to_forget_and_its_answer_are_not_reviewed(store) -> None:
+    agent, llm = make_agent(store, replies=[call("send_message", message="Noted.")])
+    agent.step("My sister Anika plays the cello.")
+    agent.memory.append("human", "Has a sister, Anika.", actor="user")
+    agent.step("Please forget that I have a sister")  # the engine answers, listing the line
+    llm.enqueue([call("memory_forget", True, query="cello"), call("send_message", message="ok")])
+    agent.step("Drop the cello bit, would you?")  # the model's own call: a request too
+    llm.enqueue([call("send_message", message="Nice.")])
+    agent.step("I bought a bike.")
+    llm.enqueue_review(review())
+    agent.consolidate()
+    [prompt] = review_prompts(llm)
+    read = prompt[1].content
+    assert "My sister Anika plays the cello." in read and "I bought a bike." in read
+    assert "forget" not in read.lower() and "cello bit" not in read
+    assert "This is what I keep about that" not in read  # the engine's listing

@@ -191,3 +191,17 @@ def test_memory_forget_of_what_memory_does_not_hold_proposes_nothing(agent) -> N
     listed = agent.tools.memory_forget("Anika")
     assert "- Has a sister, Anika." in listed and "nothing is forgotten yet" in listed
     assert agent.core_memory["human"] == "Has a sister, Anika."
+
+
+def test_the_assistants_copies_of_what_is_forgotten_go_too(agent) -> None:
+    agent.step("Please forget that I have a sister")  # the engine lists the line
+    agent.forget(item(agent, "core"), how="chat")
+    agent.forget(item(agent, "passage"), how="chat")
+    mine = [m for m in agent.recall.all() if m.role in ("assistant", "tool")]
+    assert not any("Has a sister, Anika." in m.content for m in mine)
+    assert not any("Anika lives in Graz" in (m.search_text or "") for m in mine)
+    saved = next(m for m in mine if m.tool_call and m.tool_call["tool"] == "core_memory_append")
+    assert saved.tool_call["arguments"]["content"] == "[forgotten]"
+    assert "Has a sister" not in agent.tools.conversation_search("sister Anika")
+    users = [m.content for m in agent.recall.all() if m.role == "user"]
+    assert "I have a sister, Anika." in users  # the user's own words are theirs to delete
