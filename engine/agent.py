@@ -24,7 +24,7 @@ from engine.memory.core import (
     BlockTemplate,
     CoreMemory,
 )
-from engine.memory.forget import Forgetting, asks_to_forget
+from engine.memory.forget import Forgetting, asks_to_forget, may_ask_to_forget, says_forgotten
 from engine.memory.graph import KnowledgeGraph
 from engine.memory.page_in import (
     PageIn,
@@ -126,6 +126,7 @@ FORGET_ANSWER = (
     "This is what I keep about that:\n\n{listed}\n\nChoose what I should forget, and it will "
     "be gone from my memory."
 )
+NOTHING_TO_FORGET = "My memory keeps nothing about that, so there is nothing to forget."
 ANSWER_THOUGHT = "Answered from memory: the reading of what page-in found."
 FORGET_THOUGHT = "The user asks me to forget something: I show them what memory keeps about it."
 STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
@@ -603,10 +604,11 @@ class MemGPTAgent:
         usage = ContextUsage(0, self.llm.context_window)
         self._call_limit = self.max_steps if require_reply else min(self.max_steps, IDLE_MAX_CALLS)
         first = 0
+        listing = first_call is not None  # the answer lists what the engine's call found
         if first_call is not None and not self._cancel.is_set():
             self._engine_act(first_call, FORGET_THOUGHT)
         if answer is not None and not self._cancel.is_set():
-            if self._send_answer(answer):
+            if self._send_answer(answer, listing):
                 return self._response(records, self.context.measure(), stopped=False)
             first = 1  # not sent: the model answers, as its own call
         for index in range(first, self._call_limit):
@@ -649,25 +651,22 @@ class MemGPTAgent:
         self._add("system", f"Step limit reached: stopped after {self._call_limit} model calls.")
         return self._response(records, usage, stopped=True)
 
-    def _send_answer(self, answer: str) -> bool:
-        """Sends `answer` as the reply (_engine_act); whether it went out."""
-        call, result = self._engine_act(
-            ToolCall("send_message", {"message": answer}), ANSWER_THOUGHT
-        )
+    def _send_answer(self, answer: str, listing: bool = False) -> bool:
+        """Sends `answer` as the reply (_engine_act); whether it went out. A `listing` of what
+        memory keeps for the user to forget is sent as it is, not put in the user's voice."""
+        thought = FORGET_THOUGHT if listing else ANSWER_THOUGHT
+        message = ToolCall("send_message", {"message": answer})
+        call, result = self._engine_act(message, thought, voice=not listing)
         return call is not None and result.ok
 
-    def _engine_act(self, call: ToolCall, thought: str) -> tuple[ToolCall | None, ToolResult]:
+    def _engine_act(
+        self, call: ToolCall, thought: str, voice: bool = True
+    ) -> tuple[ToolCall | None, ToolResult]:
         """Runs a call the engine makes itself, stored as the model's reply with `thought`
         (the model reads it in later turns as its own), through the same parsing, checks of
-        voice and dispatch as a model's reply (not the refusal of repeats: the same question
-        read again has the same answer)."""
-        reply = {
-            "thought": thought,
-            "tool": call.name,
-            "arguments": call.arguments,
-            "request_heartbeat": call.name != "send_message",
-        }
-        done, result = self._act(json.dumps(reply, ensure_ascii=False), 0, refuse=False)
+        voice (unless `voice` is False) and dispatch as a model's reply (not the refusal of
+        repeats: the same question read again has the same answer)."""
+        done, result = self._act(_engine_reply(call, thought), 0, refuse=False, voice=voice)
         if done is not None:
             self._turn_calls.append(done)
             if result.ok:
@@ -679,10 +678,12 @@ class MemGPTAgent:
         return self._response(records, usage, stopped=False, cancelled=True)
 
     def _act(
-        self, reply_text: str, index: int, refuse: bool = True
+        self, reply_text: str, index: int, refuse: bool = True, voice: bool = True
     ) -> tuple[ToolCall | None, ToolResult]:
         """Parse, dispatch and store one reply and its result in one transaction; `refuse`
-        False skips the refusals of a repeated call or reply (for the engine's own answer)."""
+        False skips the refusals of a repeated call or reply (for the engine's own answer),
+        `voice` False the check of voice (for the engine's listing of what memory keeps,
+        which names the user's facts as memory holds them)."""
         try:
             with timing.phase(timing.PHASE_PARSE):
                 call: ToolCall | None = parse_reply(reply_text)
@@ -695,6 +696,8 @@ class MemGPTAgent:
         )
         if call is not None and self.assists.refuse_repeats and refuse:
             call = self._without_echo(call, in_view)
+        if call is not None and refuse and self._says_forgotten_falsely(call):
+            return self._show_what_to_forget(index)
         done_before = len(self.tools.operations)
         with self.store.atomic():
             if call is not None and refuse and self._repeats_last_call(call):
@@ -707,7 +710,7 @@ class MemGPTAgent:
                 result = ToolResult(call.name, False, refusal)
             elif call is not None:
                 voiced = False  # checked after the refusals, which judge what the model wrote
-                if self.assists.check_voice:
+                if self.assists.check_voice and voice:
                     before, call = call, self._in_users_voice(call, in_view)
                     voiced = call is not before
                 with timing.phase(timing.PHASE_DISPATCH):
@@ -732,6 +735,32 @@ class MemGPTAgent:
             self._emit(ForgetProposed(result.forget_proposal))
         self._emit(ToolDone(index, call, result, operation))
         return call, result
+
+    def _says_forgotten_falsely(self, call: ToolCall) -> bool:
+        """Whether a reply tells the user memory forgot something, to a message that may ask
+        that, when nothing was forgotten: asked "Stop remembering that I'm a nurse", the 0.5B
+        model answered "I will remove this information from my memory" and removed nothing."""
+        text = call.arguments.get("message") if isinstance(call.arguments, dict) else None
+        return (
+            call.name == "send_message"
+            and isinstance(text, str)
+            and self._answering is not None
+            and not any(c.name == "memory_forget" for c in self._turn_calls)
+            and may_ask_to_forget(self._answering.content)
+            and says_forgotten(text)
+        )
+
+    def _show_what_to_forget(self, index: int) -> tuple[ToolCall | None, ToolResult]:
+        """Instead of a reply that says memory forgot: memory_forget on the user's message
+        (the model's own tool, which shows the user what memory keeps about it) and the
+        engine's reply, which asks them to choose (or says memory keeps nothing of it)."""
+        assert self._answering is not None
+        asked = self._answering.content
+        _, result = self._engine_act(ToolCall("memory_forget", {"query": asked}), FORGET_THOUGHT)
+        listed = "\n".join(f"- {item.text}" for item in result.forget_proposal)
+        answer = FORGET_ANSWER.format(listed=listed) if listed else NOTHING_TO_FORGET
+        reply = _engine_reply(ToolCall("send_message", {"message": answer}), FORGET_THOUGHT)
+        return self._act(reply, index, refuse=False, voice=False)
 
     # -- events ------------------------------------------------------------------------------
     def _emit(self, event: StepEvent) -> None:
@@ -1007,6 +1036,17 @@ def _replies(in_view: list[Message]) -> list[tuple[int, str]]:
             if isinstance(text, str):
                 replies.append((message.id, text))
     return replies
+
+
+def _engine_reply(call: ToolCall, thought: str) -> str:
+    """A call the engine makes itself, written as the model writes its replies."""
+    reply = {
+        "thought": thought,
+        "tool": call.name,
+        "arguments": call.arguments,
+        "request_heartbeat": call.name != "send_message",
+    }
+    return json.dumps(reply, ensure_ascii=False)
 
 
 def _with_review(result: StepResult, review: ReviewResult) -> StepResult:

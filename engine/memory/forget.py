@@ -33,19 +33,36 @@ from engine.memory.recall import RecallMemory
 from engine.store.db import Store, now_iso
 from engine.types import Message, Remembered
 
-# "Please forget that I have a sister", "Forget my old address", "can you forget about Bob?":
+# "Please forget that I have a sister", "Forget my old address", "can you forget about Bob?",
+# "Stop remembering that I'm a nurse":
 # a request to forget, not "don't forget ...", "did you forget ...?" or "I forgot ...".
 _FORGET = re.compile(
     r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?(?:please\W+)?"
-    r"forget\b(?:\s+(?:about|that|what|all about))?\s*(?P<what>.*)$",
+    r"(?:forget|stop remembering)\b(?:\s+(?:about|that|what|all about))?\s*(?P<what>.*)$",
     re.IGNORECASE | re.DOTALL,
 )
-# "Erase what you know about Bob from your memory", "please delete my address from memory"
+# "Erase what you know about Bob from your memory", "Could you wipe my sister from your notes?"
 _ERASE = re.compile(
     r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?(?:please\W+)?"
     r"(?:erase|delete|remove|wipe|drop)\s+(?P<what>.+?)\s+(?:from|out of)\s+(?:your\s+|my\s+)?"
-    r"memory\W*$",
+    r"(?:memory|notes|records|mind)\W*$",
     re.IGNORECASE | re.DOTALL,
+)
+# A message that may ask to forget, in other words ("I'd rather you didn't keep anything about
+# my sister", "stop remembering that I'm a nurse"): with a reply that says memory forgot, the
+# engine shows the user what memory keeps instead (MemGPTAgent._act).
+_MAY_ASK = re.compile(
+    r"\b(?:forget|erase|delete|remove|wipe|drop|stop remembering|(?:do not|don't|didn't|did not|"
+    r"not|no longer|never) (?:keep|remember|store|save))\b",
+    re.IGNORECASE,
+)
+# "I will remove this information from my memory", "I've deleted that from my records": what
+# the 0.5B model answered such a message with, having called no tool that forgets.
+_SAYS_FORGOTTEN = re.compile(
+    r"\bI(?:'ll| will|'ve| have| am going to|'m going to)?\s+(?:now\s+)?(?:forget|forgotten|"
+    r"remove|removed|delete|deleted|erase|erased|wipe|wiped|clear|cleared)\b[^.!?]*?\b(?:memory|"
+    r"memories|records?|notes)\b|\bI(?:'ll| will)\s+(?:now\s+)?forget\b",
+    re.IGNORECASE,
 )
 # words of a request that say nothing of what to forget
 _NOT_WHAT = frozenset(
@@ -108,6 +125,29 @@ _NOT_WHAT = frozenset(
         "knew",
         "remember",
         "remembered",
+        "remembering",
+        "keep",
+        "rather",
+        "stop",
+        "erase",
+        "delete",
+        "remove",
+        "wipe",
+        "drop",
+        "forget",
+        "memory",
+        "notes",
+        "records",
+        "don't",
+        "didn't",
+        "not",
+        "no",
+        "longer",
+        "would",
+        "could",
+        "can",
+        "i'd",
+        "anymore",
     ]
 )
 MAX_CANDIDATES = 8
@@ -265,8 +305,18 @@ def asks_to_forget(text: str) -> str | None:
     match = _FORGET.match(text.strip()) or _ERASE.match(text.strip())
     if match is None:
         return None
-    what = match.group("what").strip(" .!?")
+    what = re.sub(r"[\s,]*\bplease$", "", match.group("what").strip(" .!?"), flags=re.I)
     return what if _keywords(what) else None
+
+
+def may_ask_to_forget(text: str) -> bool:
+    """Whether a user message may ask memory to forget something, in any words."""
+    return _MAY_ASK.search(text) is not None
+
+
+def says_forgotten(reply: str) -> bool:
+    """Whether a reply tells the user that memory forgot (or will forget) something."""
+    return _SAYS_FORGOTTEN.search(reply) is not None
 
 
 def _keywords(text: str) -> set[str]:

@@ -7,7 +7,7 @@ import pytest
 
 from engine import MemGPTAgent, Persona
 from engine.llm.scripted import ScriptedClient, call
-from engine.memory.forget import FORGET_ACTOR, asks_to_forget
+from engine.memory.forget import FORGET_ACTOR, asks_to_forget, says_forgotten
 from engine.types import ForgetProposed, Remembered
 
 
@@ -130,6 +130,8 @@ def test_something_already_gone_is_said_so(agent) -> None:
         ("please delete my old address from memory", "my old address"),
         ("Delete the file from the disk", None),
         ("Remove it from your memory", None),
+        ("Stop remembering that I'm a nurse, please.", "I'm a nurse"),
+        ("Could you wipe my sister from your notes?", "my sister"),
     ],
 )
 def test_a_request_to_forget_is_told_from_other_messages(text: str, what: str | None) -> None:
@@ -205,3 +207,54 @@ def test_the_assistants_copies_of_what_is_forgotten_go_too(agent) -> None:
     assert "Has a sister" not in agent.tools.conversation_search("sister Anika")
     users = [m.content for m in agent.recall.all() if m.role == "user"]
     assert "I have a sister, Anika." in users  # the user's own words are theirs to delete
+
+
+def test_a_reply_that_says_memory_forgot_when_nothing_was_shows_what_to_forget(agent) -> None:
+    # the 0.5B model's answer to words asks_to_forget does not take for a request
+    agent.llm.enqueue(
+        [call("send_message", message="I will remove this information from my memory.")]
+    )
+    agent.memory.append("human", "Works as a nurse.", actor="user")  # voice would say "you"
+    result = agent.step("I'd rather you didn't keep that I'm a nurse with a sister.")
+    assert [c.name for c in result.tool_calls] == ["memory_forget", "send_message"]
+    assert {i.text for i in result.forget_proposal} >= {"Has a sister, Anika.", "Works as a nurse."}
+    assert result.message is not None and result.message.startswith("This is what I keep")
+    said = [m.content for m in agent.recall.all() if m.role == "assistant"]
+    assert not any("I will remove this information" in text for text in said)
+    assert agent.core_memory["human"] == "Has a sister, Anika.\nWorks as a nurse."  # user's call
+
+
+def test_nothing_kept_about_it_is_said_so(agent) -> None:
+    agent.llm.enqueue([call("send_message", message="Done, I have erased it from my records.")])
+    result = agent.step("I'd rather you didn't keep my phone number.")
+    assert result.forget_proposal == ()
+    assert result.message == "My memory keeps nothing about that, so there is nothing to forget."
+
+
+@pytest.mark.parametrize(
+    ("asked", "reply"),
+    [
+        ("What did I write in my notes?", "I have deleted nothing from my notes."),
+        ("Stop remembering my old job.", "Sure, I understand."),  # no claim: the model's turn
+        ("Did I forget my keys?", "You said you left them at work."),
+    ],
+)
+def test_other_replies_go_as_written(agent, asked: str, reply: str) -> None:
+    agent.llm.enqueue([call("send_message", message=reply)])
+    result = agent.step(asked)
+    assert result.message == reply and result.forget_proposal == ()
+
+
+@pytest.mark.slow
+def test_the_real_model_never_says_it_forgot_what_is_still_kept(store, chat_client) -> None:
+    agent = MemGPTAgent(Persona("Memex", "A helpful assistant."), store, chat_client, name="m")
+    agent.memory.append("human", "Has a sister, Anika.", actor="user")
+    agent.memory.append("human", "Works as a nurse.", actor="user")
+    result = agent.step("I'd rather you didn't keep anything about my sister.")
+    kept = agent.core_memory["human"]
+    assert result.message is not None
+    if "Anika" in kept:  # nothing forgotten: the reply must not say otherwise
+        assert not says_forgotten(result.message), result.message
+    if result.forget_proposal:  # shown to choose from: what was asked about is among them
+        assert "Has a sister, Anika." in [i.text for i in result.forget_proposal]
+    assert "Works as a nurse." in kept
