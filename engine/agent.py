@@ -11,10 +11,17 @@ from dataclasses import dataclass
 
 from engine import timing
 from engine.consolidate import Consolidator, ReviewResult
-from engine.context import HEARTBEAT_PREFIX, REVIEW_PREFIX, Budget, ContextBuilder, Thresholds
+from engine.context import (
+    HEARTBEAT_PREFIX,
+    HINT_PREFIX,
+    REVIEW_PREFIX,
+    Budget,
+    ContextBuilder,
+    Thresholds,
+)
 from engine.errors import InvalidInput
 from engine.llm.base import LLMClient, prompt_seconds, side_client_of
-from engine.llm.grammar import reply_schema
+from engine.llm.grammar import render_tool_descriptions, reply_schema
 from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
 from engine.memory.core import (
@@ -38,7 +45,7 @@ from engine.memory.summaries import SummaryLog
 from engine.reading import Reading, asks, asks_for_help, read_answer
 from engine.store.db import Store, now_iso
 from engine.tools.memory_tools import MemoryTool
-from engine.tools.registry import tool_specs
+from engine.tools.registry import OFFERED_WHEN_ASKED, tool_specs
 from engine.tools.reply_checks import (
     asks_back,
     declines,
@@ -118,15 +125,23 @@ SAVED_ANSWER = (
 # in later turns as its own, so it says where the answer came from
 DEFAULT_DESCRIPTION = "A helpful assistant with a long memory."  # a persona given no words
 # Regenerating: the same prompt would give the same reply, so the model is told what is asked
-REGENERATE_NOTE = (
-    "The user asked for another reply to their last message: answer it again, differently."
-)
+REGENERATE_NOTE = f"{HINT_PREFIX} The user asked for another reply to their last message: answer it again, differently."
 # The engine's reply to a request to forget, with what memory keeps about it
 FORGET_ANSWER = (
     "This is what I keep about that:\n\n{listed}\n\nChoose what I should forget, and it will "
     "be gone from my memory."
 )
 NOTHING_TO_FORGET = "My memory keeps nothing about that, so there is nothing to forget."
+EDIT_WHILE_FORGETTING = (
+    "the user may be asking you to forget something: core memory is not edited for that. Call "
+    "memory_forget with what they want forgotten (they choose what goes), or answer them."
+)
+# After a message that may ask to forget, in words asks_to_forget does not take for a request:
+# the tool that does it, offered for this turn (registry.OFFERED_WHEN_ASKED)
+FORGET_OFFER = (
+    f"{HINT_PREFIX} If the user asks you to forget something, call this tool with what they want forgotten; "
+    "nothing is forgotten otherwise:\n{tool}"
+)
 ANSWER_THOUGHT = "Answered from memory: the reading of what page-in found."
 FORGET_THOUGHT = "The user asks me to forget something: I show them what memory keeps about it."
 STOPPED_NOTE = "[stopped] The user stopped the assistant's reply before it was finished."
@@ -268,8 +283,11 @@ class MemGPTAgent:
             index.vectors.warm_in_background(self.store, self.agent_id)
         self.graph = KnowledgeGraph(self.store, self.agent_id)
         self.summaries = SummaryLog(self.store, self.agent_id)
-        specs = tool_specs()
+        every = tool_specs()
+        specs = [s for s in every if s.name not in OFFERED_WHEN_ASKED]
+        self._forget_spec = next(s for s in every if s.name == "memory_forget")
         self._reply_schema = reply_schema(specs)
+        self._forget_schema = reply_schema(every)  # a turn whose message may ask to forget
         # When the model loops, or on the last allowed call, only a reply to the user is allowed.
         self._reply_only_schema = reply_schema([s for s in specs if s.name == "send_message"])
         self.context = ContextBuilder(
@@ -329,6 +347,11 @@ class MemGPTAgent:
                 return dataclasses.replace(
                     self._propose_forgetting(what, found, message, on_event, cancel),
                     timings=timer.finish(),
+                )
+            if may_ask_to_forget(text):  # in other words: the model may call memory_forget
+                self._add(
+                    "system",
+                    FORGET_OFFER.format(tool=render_tool_descriptions([self._forget_spec])),
                 )
             reading = self._page_in(message, on_event) if self.assists.page_in else None
             result = self._run(
@@ -800,11 +823,30 @@ class MemGPTAgent:
         looping = len(self._turn_calls) >= 2 and self._turn_calls[-1] == self._turn_calls[-2]
         if looping or index == self._call_limit - 1:
             return self._reply_only_schema
+        asked = self._answering
+        if asked is not None and may_ask_to_forget(asked.content):
+            return self._forget_schema
         return self._reply_schema
 
     def _refusal(self, call: ToolCall, in_view: list[Message]) -> str | None:
         """Why `call` is refused (a reply to write again, a save not to make), or None."""
-        return self._refused_reply(call, in_view) or self._refused_save(call)
+        return (
+            self._refused_reply(call, in_view)
+            or self._refused_save(call)
+            or self._refused_while_forgetting(call)
+        )
+
+    def _refused_while_forgetting(self, call: ToolCall) -> str | None:
+        """Why a core edit in answer to a message that may ask to forget is not made, or None:
+        asked "I'd rather you didn't keep anything about my sister", the 0.5B model appended
+        "Doesn't have a sister" to core memory. Forgetting is memory_forget's, and the user's
+        to choose."""
+        if call.name not in ("core_memory_append", "core_memory_replace"):
+            return None
+        asked = self._answering
+        if asked is None or not may_ask_to_forget(asked.content):
+            return None
+        return EDIT_WHILE_FORGETTING
 
     def _refused_reply(self, call: ToolCall, in_view: list[Message]) -> str | None:
         """Why a reply to the user must be written again (a repeat of an earlier reply in view,

@@ -45,6 +45,7 @@ SUMMARY_HEADER_TOKENS = 60  # the summary's heading and the "not summarised yet"
 HEARTBEAT_PREFIX = "[heartbeat]"
 REVIEW_PREFIX = "[memory review]"  # the note a consolidation leaves (engine.consolidate)
 PRESSURE_PREFIX = "[memory pressure]"
+HINT_PREFIX = "[for this turn]"  # a word to the model about one turn: not shown in the chat
 
 PAGE_IN_SHARE = 0.15  # the page-in note may take this share of the prompt budget ...
 PAGE_IN_TOKENS_MAX = 600  # ... but no more than this

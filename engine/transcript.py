@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-from engine.context import HEARTBEAT_PREFIX, REVIEW_PREFIX
+from engine.context import HEARTBEAT_PREFIX, HINT_PREFIX, REVIEW_PREFIX
 from engine.memory.page_in import PAGE_IN_PREFIX
 from engine.memory.recall import RecallMemory
 from engine.memory.summaries import SummaryLog
@@ -86,6 +86,8 @@ def _message_entries(messages: list[Message]) -> list[TranscriptEntry]:
     for index, m in enumerate(messages):
         if m.replaced:
             continue  # an old version (regenerated or edited): in recall, not in the chat
+        if m.role == "system" and m.content.startswith(HINT_PREFIX):
+            continue  # a word to the model (engine.agent FORGET_OFFER), not to the user
         if m.role == "user":
             entries.append(TranscriptEntry("user", m.content, m.created_at, m.id))
         elif m.role == "system" and m.content.startswith(REVIEW_PREFIX):

@@ -48,6 +48,7 @@ class ScriptedClient:
         self._summarizer = summarizer or extractive_summary
         self._reader = reader or (lambda messages: NOT_FOUND)
         self.history: list[list[ChatMessage]] = []
+        self.schemas: list[dict[str, Any] | None] = []  # each call's reply schema, by history
         self.readings: list[list[ChatMessage]] = []  # the reading calls, apart from history
         self.enqueue(replies)
 
@@ -89,6 +90,7 @@ class ScriptedClient:
             text = self._reader(messages)
             return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, "stop")
         self.history.append(list(messages))
+        self.schemas.append(reply_schema)
         if reply_schema is None:
             text = self._summarizer(messages)
             return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, "stop")

@@ -52,8 +52,9 @@ _ERASE = re.compile(
 # my sister", "stop remembering that I'm a nurse"): with a reply that says memory forgot, the
 # engine shows the user what memory keeps instead (MemGPTAgent._act).
 _MAY_ASK = re.compile(
-    r"\b(?:forget|erase|delete|remove|wipe|drop|stop remembering|(?:do not|don't|didn't|did not|"
-    r"not|no longer|never) (?:keep|remember|store|save))\b",
+    r"\bforget\b|\bstop remembering\b|\b(?:do not|don't|didn't|did not|not|no longer|never)\s+"
+    r"(?:keep|store|save)\b|\b(?:erase|delete|remove|wipe|drop|clear)\b[^.!?]*\b(?:memory|"
+    r"memories|notes|records|mind)\b",
     re.IGNORECASE,
 )
 # "I will remove this information from my memory", "I've deleted that from my records": what
@@ -61,7 +62,8 @@ _MAY_ASK = re.compile(
 _SAYS_FORGOTTEN = re.compile(
     r"\bI(?:'ll| will|'ve| have| am going to|'m going to)?\s+(?:now\s+)?(?:forget|forgotten|"
     r"remove|removed|delete|deleted|erase|erased|wipe|wiped|clear|cleared)\b[^.!?]*?\b(?:memory|"
-    r"memories|records?|notes)\b|\bI(?:'ll| will)\s+(?:now\s+)?forget\b",
+    r"memories|records?|notes)\b|\bI(?:'ll| will)\s+(?:now\s+)?forget\b|\bI(?:'ll| will)?\s*"
+    r"(?:won't|will not|no longer|not)\s+(?:keep|remember|store|save)\b",
     re.IGNORECASE,
 )
 # words of a request that say nothing of what to forget

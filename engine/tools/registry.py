@@ -115,6 +115,13 @@ TOOL_DESCRIPTIONS: dict[str, str] = {
 }
 
 
+# Tools offered only in a turn that may ask for them (MemGPTAgent.step): their line goes after
+# the user's message, and the grammar allows them then. The system prompt's tool lines stay
+# the same, so every other turn reads (and answers from) the prompt it read without them: with
+# memory_forget among them, 15 of the seeded 150 LoCoMo answers changed (2 better, 5 worse).
+OFFERED_WHEN_ASKED = frozenset(["memory_forget"])
+
+
 def _strip_titles(node: Any) -> Any:
     """pydantic adds 'title' everywhere; the model does not need it."""
     if isinstance(node, dict):

@@ -117,7 +117,7 @@ def test_the_models_own_memory_forget_call_shows_the_card_too(qtbot, window, scr
             call("send_message", message="Here is what I keep about Anika: choose what goes."),
         ]
     )
-    send_and_wait(qtbot, window, "I would rather you kept nothing about Anika.")
+    send_and_wait(qtbot, window, "I'd rather you didn't keep anything about Anika.")
     card = forget_card(window)
     assert len(card.boxes) == 3 and card.boxes[0].isChecked()
     assert bubbles(window, "assistant")[-1].text.startswith("Here is what I keep about Anika")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from engine import MemGPTAgent, Persona
+from engine.llm.grammar import _reply_tool_names
 from engine.llm.scripted import ScriptedClient, call
 from engine.memory.forget import FORGET_ACTOR, asks_to_forget, says_forgotten
+from engine.transcript import transcript
 from engine.types import ForgetProposed, Remembered
 
 
@@ -177,13 +179,23 @@ def test_the_model_may_call_memory_forget_and_the_user_still_chooses(agent) -> N
         ]
     )
     events: list[object] = []
-    result = agent.step("Drop the bit about my sister from your memory.", on_event=events.append)
+    result = agent.step(
+        "I'd rather you didn't keep the bit about my sister.", on_event=events.append
+    )
+    # offered for this turn only: after the message, and in the grammar of its calls
+    offered = [_reply_tool_names(schema or {}) for schema in agent.llm.schemas[-2:]]
+    assert all("memory_forget" in names for names in offered)
+    prompt = agent.llm.history[-2]
+    asked = max(i for i, m in enumerate(prompt) if m.role == "user")
+    assert any("memory_forget(query)" in m.content for m in prompt[asked + 1 :])
+    assert "memory_forget" not in prompt[0].content  # not among the system prompt's tools
     proposal = result.forget_proposal
     assert proposal and "sister" in proposal[0].text.lower()
     assert ForgetProposed(proposal) in events
     assert agent.core_memory["human"] == "Has a sister, Anika."  # nothing gone until chosen
     assert agent.forgetting.log() == []
     assert [op.tool for op in result.memory_operations] == ["memory_forget"]
+    assert agent.llm.remaining == 0  # the model's own calls, both
     assert not result.memory_operations[0].changed
 
 
@@ -258,3 +270,35 @@ def test_the_real_model_never_says_it_forgot_what_is_still_kept(store, chat_clie
     if result.forget_proposal:  # shown to choose from: what was asked about is among them
         assert "Has a sister, Anika." in [i.text for i in result.forget_proposal]
     assert "Works as a nurse." in kept
+
+
+def test_memory_forget_is_offered_only_when_a_message_may_ask_to_forget(agent) -> None:
+    agent.llm.enqueue([call("send_message", message="Graz is lovely.")])
+    agent.step("Tell me about Graz.")
+    assert "memory_forget" not in _reply_tool_names(agent.llm.schemas[-1] or {})
+    assert "memory_forget" not in agent.llm.history[-1][0].content  # nor in the tool lines
+    entries = transcript(agent.recall, agent.summaries).entries
+    agent.llm.enqueue([call("send_message", message="Understood.")])
+    agent.step("I'd rather you didn't keep anything about my job.")
+    after = transcript(agent.recall, agent.summaries).entries
+    assert [e.kind for e in after[len(entries) :]] == ["user", "assistant"]  # the offer: unseen
+
+
+def test_core_is_not_edited_in_answer_to_a_request_to_forget(agent) -> None:
+    # the 0.5B model's answer: "Doesn't have a sister" appended, "I won't keep anything" said
+    agent.llm.enqueue(
+        [
+            call("core_memory_append", True, section="human", content="Doesn't have a sister"),
+            call("send_message", message="I understand. I won't keep anything about your sister."),
+        ]
+    )
+    result = agent.step("I'd rather you didn't keep anything about my sister.")
+    assert agent.core_memory["human"] == "Has a sister, Anika."
+    # the append refused with a tool error; the reply that says memory forgot, not sent
+    assert [c.name for c in result.tool_calls] == [
+        "core_memory_append",
+        "memory_forget",
+        "send_message",
+    ]
+    assert result.forget_proposal and result.message is not None
+    assert result.message.startswith("This is what I keep about that")
