@@ -49,12 +49,15 @@ _ERASE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 # A message that may ask to forget, in other words ("I'd rather you didn't keep anything about
-# my sister", "stop remembering that I'm a nurse"): with a reply that says memory forgot, the
-# engine shows the user what memory keeps instead (MemGPTAgent._act).
+# my sister", "could you maybe forget my address?"), not "before I forget, ...", "don't forget
+# ...": the model is offered memory_forget, its core edits are refused, and a reply that says
+# memory forgot is replaced by what memory keeps (MemGPTAgent).
 _MAY_ASK = re.compile(
-    r"\bforget\b|\bstop remembering\b|\b(?:do not|don't|didn't|did not|not|no longer|never)\s+"
-    r"(?:keep|store|save)\b|\b(?:erase|delete|remove|wipe|drop|clear)\b[^.!?]*\b(?:memory|"
-    r"memories|notes|records|mind)\b",
+    r"(?:\b(?:you|please)\b[^.!?]{0,40}?|^\W*|[.!?]\s+)(?<!don't )(?<!do not )(?<!never )"
+    r"(?<!not )(?<!won't )forget\b|\bstop remembering\b|\b(?:you|please)\b[^.!?]{0,20}?\b(?:do "
+    r"not|don't|didn't|did not|not|no longer|never|stop) (?:keep|keeping|store|storing|save|saving)"
+    r"\b|\b(?:erase|delete|remove|wipe|drop|clear)\b[^.!?]*\b(?:memory|memories|notes|records|"
+    r"mind)\b",
     re.IGNORECASE,
 )
 # "I will remove this information from my memory", "I've deleted that from my records": what

@@ -8,7 +8,12 @@ import pytest
 from engine import MemGPTAgent, Persona
 from engine.llm.grammar import _reply_tool_names
 from engine.llm.scripted import ScriptedClient, call
-from engine.memory.forget import FORGET_ACTOR, asks_to_forget, says_forgotten
+from engine.memory.forget import (
+    FORGET_ACTOR,
+    asks_to_forget,
+    may_ask_to_forget,
+    says_forgotten,
+)
 from engine.transcript import transcript
 from engine.types import ForgetProposed, Remembered
 
@@ -302,3 +307,26 @@ def test_core_is_not_edited_in_answer_to_a_request_to_forget(agent) -> None:
     ]
     assert result.forget_proposal and result.message is not None
     assert result.message.startswith("This is what I keep about that")
+
+
+@pytest.mark.parametrize(
+    ("text", "may_ask"),
+    [
+        ("I'd rather you didn't keep anything about my sister.", True),
+        ("Could you maybe forget my address?", True),
+        ("Ok. Forget about Bob.", True),
+        ("Please stop saving my messages", True),
+        ("Could you wipe my sister from your notes?", True),
+        # a user telling something, whose saves must not be refused
+        ("Random thought before I forget: for Dad's 70th I'm getting him a typewriter", False),
+        ("Please don't forget my birthday is May 3", False),
+        ("I don't keep a car in the city", False),
+        ("I never save receipts", False),
+        ("I forgot my keys", False),
+        ("How did she remove the stain?", False),
+    ],
+)
+def test_a_message_that_may_ask_to_forget_is_told_from_one_that_tells(
+    text: str, may_ask: bool
+) -> None:
+    assert may_ask_to_forget(text) is may_ask
