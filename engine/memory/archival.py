@@ -8,6 +8,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.memory.search import HybridIndex, Page, fts_query, paginate, vector_blob
 from engine.memory.vectors import VectorTable
 from engine.store.db import Store, iso_utc, now_iso
@@ -126,6 +128,20 @@ class ArchivalMemory:
             (self.agent_id, f"message:{message_id}"),
         )
         return row is not None
+
+    def vectors(self, passage_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of these passages that the embedder in use made (one another
+        model made waits for engine.memory.reembed), by id."""
+        found: dict[int, np.ndarray] = {}
+        for start in range(0, len(passage_ids), 500):
+            ids = list(passage_ids[start : start + 500])
+            rows = self.store.query(
+                f"SELECT id, embedding FROM {PASSAGE_INDEX.vectors.table}"
+                f" WHERE id IN ({','.join('?' * len(ids))}) AND model = ?",
+                (*ids, self.store.embedder.name),
+            )
+            found.update({row[0]: np.frombuffer(row[1], dtype=np.float32) for row in rows})
+        return found
 
     def get(self, passage_id: int) -> Passage:
         row = self.store.query_one(

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 import apsw
+import numpy as np
 
 from engine.memory.archival import ArchivalMemory, Passage
 from engine.memory.core import NOT_ABOUT_THE_USER, BlockEdit, CoreMemory
@@ -37,13 +38,15 @@ from engine.types import Message, Remembered
 # "Stop remembering that I'm a nurse":
 # a request to forget, not "don't forget ...", "did you forget ...?" or "I forgot ...".
 _FORGET = re.compile(
-    r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?(?:please\W+)?"
+    r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?"
+    r"(?:(?:please|maybe|just|kindly|also)\W+)*"
     r"(?:forget|stop remembering)\b(?:\s+(?:about|that|what|all about))?\s*(?P<what>.*)$",
     re.IGNORECASE | re.DOTALL,
 )
 # "Erase what you know about Bob from your memory", "Could you wipe my sister from your notes?"
 _ERASE = re.compile(
-    r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?(?:please\W+)?"
+    r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?"
+    r"(?:(?:please|maybe|just|kindly|also)\W+)*"
     r"(?:erase|delete|remove|wipe|drop)\s+(?P<what>.+?)\s+(?:from|out of)\s+(?:your\s+|my\s+)?"
     r"(?:memory|notes|records|mind)\W*$",
     re.IGNORECASE | re.DOTALL,
@@ -55,9 +58,9 @@ _ERASE = re.compile(
 _MAY_ASK = re.compile(
     r"(?:\b(?:you|please)\b[^.!?]{0,40}?|^\W*|[.!?]\s+)(?<!don't )(?<!do not )(?<!never )"
     r"(?<!not )(?<!won't )forget\b|\bstop remembering\b|\b(?:you|please)\b[^.!?]{0,20}?\b(?:do "
-    r"not|don't|didn't|did not|not|no longer|never|stop) (?:keep|keeping|store|storing|save|saving)"
-    r"\b|\b(?:erase|delete|remove|wipe|drop|clear)\b[^.!?]*\b(?:memory|memories|notes|records|"
-    r"mind)\b",
+    r"not|don't|didn't|did not|not|no longer|never|stop) (?:need to |have to )?(?:keep|keeping|"
+    r"store|storing|save|saving)\b|\b(?:erase|delete|remove|wipe|drop|clear)\b[^.!?]*\b(?:memory|"
+    r"memories|notes|records|mind)\b",
     re.IGNORECASE,
 )
 # "I will remove this information from my memory", "I've deleted that from my records": what
@@ -156,6 +159,14 @@ _NOT_WHAT = frozenset(
     ]
 )
 MAX_CANDIDATES = 8
+# Likeness (cosine of the embeddings) a remembered thing needs to be a candidate without a
+# word in common with the request: this far above the median of all of them ("my job": "Works
+# as a nurse" 0.56 among 0.41-0.48; "my old phone number": nothing above 0.49 among 0.41-0.46),
+# and at least LIKENESS_FLOOR (with fewer than LIKENESS_SAMPLE items, no median: the floor).
+LIKENESS_MARGIN = 0.06
+LIKENESS_FLOOR = 0.5
+LIKENESS_ALONE = 0.55
+LIKENESS_SAMPLE = 3
 FORGET_ACTOR = "forget:you"
 FORGOTTEN_MARK = "[forgotten]"  # in the assistant's messages, for what the user had forgotten
 SHOWN_PASSAGES = 500  # the newest; older ones are in the Archival panel's search
@@ -236,17 +247,38 @@ class Forgetting:
         return None if at is None else self.recall.said_before(at)
 
     def candidates(self, what: str, limit: int = MAX_CANDIDATES) -> list[Remembered]:
-        """What memory keeps that `what` names: the items sharing the most of its words (a
-        word and its plural alike), best first; [] when none shares one."""
+        """What memory keeps that `what` names, best first: the items sharing the most of its
+        words (a word and its plural alike), then those whose meaning stands out as close to
+        it ("my job": "Works as a nurse at Mercy Hospital"); [] when none does."""
         wanted = _keywords(what)
-        if not wanted:
+        items = self.remembered()
+        if not wanted or not items:
             return []
+        likeness = self._likeness(what, items)
+        if len(items) >= LIKENESS_SAMPLE:
+            close = max(LIKENESS_FLOOR, float(np.median(likeness)) + LIKENESS_MARGIN)
+        else:
+            close = LIKENESS_ALONE
         scored = []
-        for order, item in enumerate(self.remembered()):
+        for order, (item, like) in enumerate(zip(items, likeness, strict=True)):
             shared = len(wanted & _keywords(item.text))
-            if shared:
-                scored.append((-shared, order, item))
-        return [item for *_, item in sorted(scored, key=lambda s: s[:2])][:limit]
+            if shared or like >= close:
+                scored.append((-shared, -like, order, item))
+        return [item for *_, item in sorted(scored, key=lambda s: s[:3])][:limit]
+
+    def _likeness(self, what: str, items: list[Remembered]) -> list[float]:
+        """Each item's likeness in meaning to `what`: a passage by its stored vector, a core
+        line or a fact embedded now (they are few)."""
+        embedder = self.store.embedder
+        query = _unit(embedder.embed_query(what))
+        stored = self.archival.vectors([i.item_id for i in items if i.tier == "passage"])
+        missing = [i.text for i in items if i.tier != "passage" or i.item_id not in stored]
+        made = iter(embedder.embed(missing) if missing else [])
+        likeness = []
+        for item in items:
+            vector = stored.get(item.item_id) if item.tier == "passage" else None
+            likeness.append(float(_unit(vector if vector is not None else next(made)) @ query))
+        return likeness
 
     # -- forgetting ----------------------------------------------------------------------------
     def forget(
@@ -322,6 +354,11 @@ def may_ask_to_forget(text: str) -> bool:
 def says_forgotten(reply: str) -> bool:
     """Whether a reply tells the user that memory forgot (or will forget) something."""
     return _SAYS_FORGOTTEN.search(reply) is not None
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm else vector
 
 
 def _keywords(text: str) -> set[str]:

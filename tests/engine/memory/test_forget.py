@@ -139,6 +139,7 @@ def test_something_already_gone_is_said_so(agent) -> None:
         ("Remove it from your memory", None),
         ("Stop remembering that I'm a nurse, please.", "I'm a nurse"),
         ("Could you wipe my sister from your notes?", "my sister"),
+        ("Could you maybe forget which city I live in?", "which city I live in"),
     ],
 )
 def test_a_request_to_forget_is_told_from_other_messages(text: str, what: str | None) -> None:
@@ -316,6 +317,7 @@ def test_core_is_not_edited_in_answer_to_a_request_to_forget(agent) -> None:
         ("Could you maybe forget my address?", True),
         ("Ok. Forget about Bob.", True),
         ("Please stop saving my messages", True),
+        ("You don't need to store where I work any more.", True),
         ("Could you wipe my sister from your notes?", True),
         # a user telling something, whose saves must not be refused
         ("Random thought before I forget: for Dad's 70th I'm getting him a typewriter", False),
@@ -330,3 +332,15 @@ def test_a_message_that_may_ask_to_forget_is_told_from_one_that_tells(
     text: str, may_ask: bool
 ) -> None:
     assert may_ask_to_forget(text) is may_ask
+
+
+def test_candidates_are_found_by_meaning_too(agent) -> None:
+    agent.memory.append("human", "Works as a nurse at Mercy Hospital.", actor="user")
+    agent.memory.append("human", "Lives in Tampere.", actor="user")
+    assert [i.text for i in agent.forgetting.candidates("my job")][:1] == [
+        "Works as a nurse at Mercy Hospital."
+    ]
+    assert [i.text for i in agent.forgetting.candidates("which city I live in")][:1] == [
+        "Lives in Tampere."
+    ]
+    assert agent.forgetting.candidates("my old phone number") == []
