@@ -343,11 +343,12 @@ class MemGPTAgent:
                 self.context.warn_if_filling(text)  # before the message: see warn_if_filling
             message = self._store_user_message(text)
             what = asks_to_forget(text)
-            if what is not None and (found := self.forgetting.candidates(what)):
-                return dataclasses.replace(
-                    self._propose_forgetting(what, found, message, on_event, cancel),
-                    timings=timer.finish(),
-                )
+            if what is not None and self.forgetting.candidates(what):
+                # A plain request to forget: the engine answers it, no model call (asked to
+                # forget, the small model tried to replace text that was not there, a tool
+                # error); the tool stays the model's for the requests these words miss.
+                result = self._run(True, on_event, cancel, answering=message, forget=what)
+                return dataclasses.replace(result, timings=timer.finish())
             if may_ask_to_forget(text):  # in other words: the model may call memory_forget
                 self._add(
                     "system",
@@ -367,24 +368,6 @@ class MemGPTAgent:
             if due and not result.cancelled:
                 result = _with_review(result, self.consolidate(cancel, on_event))
             return dataclasses.replace(result, timings=timer.finish())
-
-    def _propose_forgetting(
-        self,
-        what: str,
-        found: list[Remembered],
-        message: Message,
-        on_event: EventSink | None,
-        cancel: threading.Event | None,
-    ) -> StepResult:
-        """A plain request to forget ("Please forget that I have a sister", asks_to_forget) is
-        answered by the engine, no model call: its memory_forget call (the model's tool) shows
-        the user what memory keeps about it, and its reply asks them to choose. Asked to forget,
-        the small model tried to replace text that was not there, a tool error; the tool is
-        still the model's for the requests these words do not catch."""
-        call = ToolCall("memory_forget", {"query": what})
-        listed = "\n".join(f"- {item.text}" for item in found)
-        answer = FORGET_ANSWER.format(listed=listed)
-        return self._run(True, on_event, cancel, answering=message, answer=answer, first=call)
 
     def regenerate(
         self, on_event: EventSink | None = None, cancel: threading.Event | None = None
@@ -598,21 +581,21 @@ class MemGPTAgent:
         cancel: threading.Event | None,
         answering: Message | None = None,
         answer: str | None = None,
-        first: ToolCall | None = None,
+        forget: str | None = None,
     ) -> StepResult:
         """The model's turn; `answering` is the user message it answers (None for a heartbeat),
         `answer` the reply the engine sends itself before any model call (_direct_answer), and
-        `first` a call the engine makes itself before that answer (_propose_forgetting)."""
+        `forget` what a request to forget names, answered by the engine (_show_what_to_forget)."""
         self._cancel = cancel or threading.Event()
         self._on_event = on_event
         self._answering = answering
         try:
-            return self._loop(require_reply, answer, first)
+            return self._loop(require_reply, answer, forget)
         finally:
             self._on_event = None
 
     def _loop(
-        self, require_reply: bool, answer: str | None = None, first_call: ToolCall | None = None
+        self, require_reply: bool, answer: str | None = None, forget: str | None = None
     ) -> StepResult:
         self.context.events.clear()  # what a failed earlier turn left is not this turn's news
         self.context.page_outs.clear()
@@ -627,11 +610,14 @@ class MemGPTAgent:
         usage = ContextUsage(0, self.llm.context_window)
         self._call_limit = self.max_steps if require_reply else min(self.max_steps, IDLE_MAX_CALLS)
         first = 0
-        listing = first_call is not None  # the answer lists what the engine's call found
-        if first_call is not None and not self._cancel.is_set():
-            self._engine_act(first_call, FORGET_THOUGHT)
-        if answer is not None and not self._cancel.is_set():
-            if self._send_answer(answer, listing):
+        if forget is not None and not self._cancel.is_set():
+            call, result = self._show_what_to_forget(forget, 0)
+            self._record(call, result)
+            if call is not None and result.ok:
+                return self._response(records, self.context.measure(), stopped=False)
+            first = 1  # not sent: the model answers, as its own call
+        elif answer is not None and not self._cancel.is_set():
+            if self._send_answer(answer):
                 return self._response(records, self.context.measure(), stopped=False)
             first = 1  # not sent: the model answers, as its own call
         for index in range(first, self._call_limit):
@@ -665,35 +651,32 @@ class MemGPTAgent:
                     result.ok,
                 )
             )
-            if call is not None:
-                self._turn_calls.append(call)
-                if result.ok:
-                    self._done_calls.append(call)
+            self._record(call, result)
             if not self._wants_another_turn(call, result, require_reply):
                 return self._response(records, usage, stopped=False)
         self._add("system", f"Step limit reached: stopped after {self._call_limit} model calls.")
         return self._response(records, usage, stopped=True)
 
-    def _send_answer(self, answer: str, listing: bool = False) -> bool:
-        """Sends `answer` as the reply (_engine_act); whether it went out. A `listing` of what
-        memory keeps for the user to forget is sent as it is, not put in the user's voice."""
-        thought = FORGET_THOUGHT if listing else ANSWER_THOUGHT
+    def _record(self, call: ToolCall | None, result: ToolResult) -> None:
+        """A call of this turn, read and run (the refusal of repeats and loops look at them)."""
+        if call is not None:
+            self._turn_calls.append(call)
+            if result.ok:
+                self._done_calls.append(call)
+
+    def _send_answer(self, answer: str) -> bool:
+        """Sends `answer` as the reply (_engine_act); whether it went out."""
         message = ToolCall("send_message", {"message": answer})
-        call, result = self._engine_act(message, thought, voice=not listing)
+        call, result = self._engine_act(message, ANSWER_THOUGHT)
         return call is not None and result.ok
 
-    def _engine_act(
-        self, call: ToolCall, thought: str, voice: bool = True
-    ) -> tuple[ToolCall | None, ToolResult]:
+    def _engine_act(self, call: ToolCall, thought: str) -> tuple[ToolCall | None, ToolResult]:
         """Runs a call the engine makes itself, stored as the model's reply with `thought`
         (the model reads it in later turns as its own), through the same parsing, checks of
-        voice (unless `voice` is False) and dispatch as a model's reply (not the refusal of
-        repeats: the same question read again has the same answer)."""
-        done, result = self._act(_engine_reply(call, thought), 0, refuse=False, voice=voice)
-        if done is not None:
-            self._turn_calls.append(done)
-            if result.ok:
-                self._done_calls.append(done)
+        voice and dispatch as a model's reply (not the refusal of repeats: the same question
+        read again has the same answer)."""
+        done, result = self._act(_engine_reply(call, thought), 0, refuse=False)
+        self._record(done, result)
         return done, result
 
     def _stopped(self, records: list[ModelCall], usage: ContextUsage) -> StepResult:
@@ -720,7 +703,8 @@ class MemGPTAgent:
         if call is not None and self.assists.refuse_repeats and refuse:
             call = self._without_echo(call, in_view)
         if call is not None and refuse and self._says_forgotten_falsely(call):
-            return self._show_what_to_forget(index)
+            assert self._answering is not None  # _says_forgotten_falsely looked at it
+            return self._show_what_to_forget(self._answering.content, index)
         done_before = len(self.tools.operations)
         with self.store.atomic():
             if call is not None and refuse and self._repeats_last_call(call):
@@ -773,13 +757,13 @@ class MemGPTAgent:
             and says_forgotten(text)
         )
 
-    def _show_what_to_forget(self, index: int) -> tuple[ToolCall | None, ToolResult]:
-        """Instead of a reply that says memory forgot: memory_forget on the user's message
-        (the model's own tool, which shows the user what memory keeps about it) and the
-        engine's reply, which asks them to choose (or says memory keeps nothing of it)."""
-        assert self._answering is not None
-        asked = self._answering.content
-        _, result = self._engine_act(ToolCall("memory_forget", {"query": asked}), FORGET_THOUGHT)
+    def _show_what_to_forget(self, query: str, index: int) -> tuple[ToolCall | None, ToolResult]:
+        """The engine's answer to a request to forget (what a plain one names, or the whole
+        message where the model's reply said memory forgot when nothing was): memory_forget on
+        `query` (the model's own tool, which shows the user what memory keeps about it), then
+        the reply that asks them to choose (or says memory keeps nothing of it), sent as it is,
+        not put in the user's voice; the reply's call and result."""
+        _, result = self._engine_act(ToolCall("memory_forget", {"query": query}), FORGET_THOUGHT)
         listed = "\n".join(f"- {item.text}" for item in result.forget_proposal)
         answer = FORGET_ANSWER.format(listed=listed) if listed else NOTHING_TO_FORGET
         reply = _engine_reply(ToolCall("send_message", {"message": answer}), FORGET_THOUGHT)

@@ -129,19 +129,9 @@ class ArchivalMemory:
         )
         return row is not None
 
-    def vectors(self, passage_ids: Sequence[int]) -> dict[int, np.ndarray]:
-        """The stored vectors of these passages that the embedder in use made (one another
-        model made waits for engine.memory.reembed), by id."""
-        found: dict[int, np.ndarray] = {}
-        for start in range(0, len(passage_ids), 500):
-            ids = list(passage_ids[start : start + 500])
-            rows = self.store.query(
-                f"SELECT id, embedding FROM {PASSAGE_INDEX.vectors.table}"
-                f" WHERE id IN ({','.join('?' * len(ids))}) AND model = ?",
-                (*ids, self.store.embedder.name),
-            )
-            found.update({row[0]: np.frombuffer(row[1], dtype=np.float32) for row in rows})
-        return found
+    def distances(self, passage_ids: Sequence[int], query: np.ndarray) -> dict[int, float]:
+        """The cosine distance of these passages to an embedded `query`, by id (VectorTable)."""
+        return PASSAGE_INDEX.vectors.distances(self.store, self.agent_id, passage_ids, query)
 
     def get(self, passage_id: int) -> Passage:
         row = self.store.query_one(

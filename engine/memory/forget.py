@@ -34,20 +34,22 @@ from engine.memory.recall import RecallMemory
 from engine.store.db import Store, now_iso
 from engine.types import Message, Remembered
 
+# How a request opens: "Please", "Can you", "Could you maybe", ...
+_ASKING = (
+    r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?"
+    r"(?:(?:please|maybe|just|kindly|also)\W+)*"
+)
 # "Please forget that I have a sister", "Forget my old address", "can you forget about Bob?",
 # "Stop remembering that I'm a nurse":
 # a request to forget, not "don't forget ...", "did you forget ...?" or "I forgot ...".
 _FORGET = re.compile(
-    r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?"
-    r"(?:(?:please|maybe|just|kindly|also)\W+)*"
-    r"(?:forget|stop remembering)\b(?:\s+(?:about|that|what|all about))?\s*(?P<what>.*)$",
+    _ASKING + r"(?:forget|stop remembering)\b(?:\s+(?:about|that|what|all about))?\s*(?P<what>.*)$",
     re.IGNORECASE | re.DOTALL,
 )
 # "Erase what you know about Bob from your memory", "Could you wipe my sister from your notes?"
 _ERASE = re.compile(
-    r"^\W*(?:(?:please|ok|okay|now)\W+)*(?:(?:can|could|would|will) you\W+)?"
-    r"(?:(?:please|maybe|just|kindly|also)\W+)*"
-    r"(?:erase|delete|remove|wipe|drop)\s+(?P<what>.+?)\s+(?:from|out of)\s+(?:your\s+|my\s+)?"
+    _ASKING
+    + r"(?:erase|delete|remove|wipe|drop)\s+(?P<what>.+?)\s+(?:from|out of)\s+(?:your\s+|my\s+)?"
     r"(?:memory|notes|records|mind)\W*$",
     re.IGNORECASE | re.DOTALL,
 )
@@ -267,18 +269,20 @@ class Forgetting:
         return [item for *_, item in sorted(scored, key=lambda s: s[:3])][:limit]
 
     def _likeness(self, what: str, items: list[Remembered]) -> list[float]:
-        """Each item's likeness in meaning to `what`: a passage by its stored vector, a core
-        line or a fact embedded now (they are few)."""
+        """Each item's likeness in meaning to `what` (cosine): a passage by its stored vector,
+        a core line or a fact embedded now (they are few; the embedder's vectors are of unit
+        length)."""
         embedder = self.store.embedder
-        query = _unit(embedder.embed_query(what))
-        stored = self.archival.vectors([i.item_id for i in items if i.tier == "passage"])
+        query = embedder.embed_query(what)
+        stored = self.archival.distances([i.item_id for i in items if i.tier == "passage"], query)
         missing = [i.text for i in items if i.tier != "passage" or i.item_id not in stored]
-        made = iter(embedder.embed(missing) if missing else [])
-        likeness = []
-        for item in items:
-            vector = stored.get(item.item_id) if item.tier == "passage" else None
-            likeness.append(float(_unit(vector if vector is not None else next(made)) @ query))
-        return likeness
+        made = iter(embedder.embed(missing) @ query if missing else [])
+        return [
+            1.0 - stored[i.item_id]
+            if i.tier == "passage" and i.item_id in stored
+            else float(next(made))
+            for i in items
+        ]
 
     # -- forgetting ----------------------------------------------------------------------------
     def forget(
@@ -354,11 +358,6 @@ def may_ask_to_forget(text: str) -> bool:
 def says_forgotten(reply: str) -> bool:
     """Whether a reply tells the user that memory forgot (or will forget) something."""
     return _SAYS_FORGOTTEN.search(reply) is not None
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm else vector
 
 
 def _keywords(text: str) -> set[str]:

@@ -214,19 +214,28 @@ class RecallMemory:
                 return None
             return value.replace(text, mark).replace(escaped, escaped_mark)
 
+        searched = {row[0]: scrub(row[2]) or "" for row in rows}
+        # the assistant's words that changed are embedded again, at once, before the writes
+        again = [row for row in rows if row[6] == "assistant" and searched[row[0]] != row[2]]
+        texts = [embedded_text(searched[row[0]], row[5]) for row in again]
+        vectors = dict(
+            zip(
+                [row[0] for row in again],
+                self.store.embedder.embed(texts) if texts else [],
+                strict=True,
+            )
+        )
         with self.store.atomic() as conn:
-            for message_id, content, search, call, result, created, role in rows:
-                new_search = scrub(search) or ""
+            for message_id, content, _, call, result, _, _ in rows:
                 conn.execute(
                     "UPDATE messages SET content = ?, search_text = ?, tool_call_json = ?,"
                     " tool_result_json = ? WHERE id = ?",
-                    (scrub(content), new_search, scrub(call), scrub(result), message_id),
+                    (scrub(content), searched[message_id], scrub(call), scrub(result), message_id),
                 )
-                if role == "assistant" and new_search != search:
-                    vector = self.store.embedder.embed_one(embedded_text(new_search, created))
+                if message_id in vectors:
                     conn.execute(
                         MESSAGE_INDEX.vectors.update_sql,
-                        (vector_blob(vector), self.store.embedder.name, message_id),
+                        (vector_blob(vectors[message_id]), self.store.embedder.name, message_id),
                     )
         return [row[0] for row in rows]
 

@@ -30,6 +30,7 @@ import logging
 import math
 import threading
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -212,6 +213,16 @@ class VectorTable:
             with _snapshots_lock:
                 _snapshots[store][key] = snapshot
         return snapshot
+
+    def distances(
+        self, store: Store, agent_id: int, ids: Sequence[int], query: np.ndarray
+    ) -> dict[int, float]:
+        """The cosine distance to `query` of each of these rows the store's embedder made
+        (one another model made has none yet: engine.memory.reembed), by id."""
+        ranked = self._rescored(
+            store, agent_id, store.embedder.name, np.asarray(ids, dtype=np.int64), query, len(ids)
+        )
+        return dict(ranked)
 
     def _rescored(
         self, store: Store, agent_id: int, model: str, ids: np.ndarray, query: np.ndarray, k: int
