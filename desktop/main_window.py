@@ -65,8 +65,15 @@ from engine import __version__
 from engine.agent import DEFAULT_DESCRIPTION
 from engine.agents import AgentInfo
 from engine.errors import FileInUse, InvalidInput
-from engine.transcript import TranscriptPage
-from engine.types import ContextUsage, ModelCallStarted, Persona, Remembered, StepEvent
+from engine.transcript import TranscriptPage, pageout_entry
+from engine.types import (
+    ContextUsage,
+    ModelCallStarted,
+    Organised,
+    Persona,
+    Remembered,
+    StepEvent,
+)
 from models.fetch import repair_hint
 
 logger = logging.getLogger(__name__)
@@ -75,6 +82,7 @@ REINDEX_WAIT_MS = 2_000  # how long indexing waits for the engine to be free aga
 SessionFactory = Callable[[Settings], EngineSession]
 HISTORY_PAGE = 200
 STATUS_SECONDS = 8  # how long a passing word stays in the status bar
+ORGANISING = "Organising memory…"
 
 
 class MainWindow(QMainWindow):
@@ -117,10 +125,16 @@ class MainWindow(QMainWindow):
         self._reindex_total = 0  # messages and passages to index when it began
         self._reindex_stopped = False  # the user cancelled it: not again until the next start
         self._closed = False
+        self._organise_wanted = False  # idle memory work is due (after a turn)
         self._reindex_later = QTimer(self)  # a child: it goes when the window goes
         self._reindex_later.setSingleShot(True)
         self._reindex_later.setInterval(REINDEX_WAIT_MS)
         self._reindex_later.timeout.connect(lambda: self._reindex(self._reindex_left))
+        # the engine is free again: idle work stopped by a job the user started goes on (after
+        # the event loop turns, so that the finished job's own callback has run)
+        self.worker.busy_changed.connect(
+            lambda busy: busy or QTimer.singleShot(0, self._organise_when_free)
+        )
         self._restore_layout()
         self._apply_look()
         QApplication.styleHints().colorSchemeChanged.connect(self._system_scheme_changed)
@@ -334,7 +348,17 @@ class MainWindow(QMainWindow):
         self.status.setTextFormat(Qt.TextFormat.PlainText)
         self.status.setObjectName("status")
         self.job = JobBar()
+        # idle memory work: a word beside the status, never in the way of typing
+        self.organising = QLabel(ORGANISING)
+        self.organising.setObjectName("organising")
+        self.organising.setToolTip(
+            "Memory is being tidied while you read and type (old messages summarised, the "
+            "next prompt read ahead). Sending a message stops it at once."
+        )
+        self.organising.setAccessibleName("Memory is being organised")
+        self.organising.setVisible(False)
         self.statusBar().addWidget(self.status, 1)
+        self.statusBar().addPermanentWidget(self.organising)
         self.statusBar().addPermanentWidget(self.job)
 
     # -- look --------------------------------------------------------------------------
@@ -497,6 +521,8 @@ class MainWindow(QMainWindow):
         self.loaded = True
         self._set_enabled(True)
         self._restart_idle()
+        self._organise_wanted = True  # the prompt read ahead while the first message is typed
+        self._organise_when_free()
         self._show_temporary(temporary)
         self.ready.emit()
         self._reindex()
@@ -773,6 +799,41 @@ class MainWindow(QMainWindow):
         else:
             self._set_agent_actions(True)
             self._restart_idle()
+            self._organise_wanted = True
+            self._organise_when_free()
+
+    # -- idle memory work --------------------------------------------------------------
+    def _organise_when_free(self) -> None:
+        """Memory work while the user reads and types (MemGPTAgent.organise: a page-out when
+        the next turn would need one, its summary, the next prompt read ahead), so that their
+        next step does not wait for it. It never stands in their way: any job they start stops
+        it within a fraction of a second, and it goes on once the engine is free again."""
+        if (
+            not self._organise_wanted
+            or self._closed
+            or not self.loaded
+            or self.stepping
+            or self.worker.busy
+        ):
+            return
+        self.organising.setVisible(True)
+        self.worker.submit_idle(
+            lambda s, stop: s.organise(stop), self._organised, self._organise_failed
+        )
+
+    def _organised(self, done: Organised) -> None:
+        if not done.stopped:
+            self._organise_wanted = False
+        self.organising.setVisible(False)
+        if done.page_out is not None and not self._closed:
+            # the divider goes where the conversation stands: the messages before it left
+            self.chat.add_entry(pageout_entry(done.page_out.summary, dt.datetime.now(dt.UTC)))
+            self.refresh_usage()
+
+    def _organise_failed(self, error: BaseException) -> None:
+        logger.warning("idle memory work failed: %s", error)  # the next step does what it must
+        self._organise_wanted = False
+        self.organising.setVisible(False)
 
     def _restart_idle(self) -> None:
         """Arm the idle reflection: once per idle spell, not again and again while the user

@@ -21,7 +21,7 @@ from engine.agent import EventSink, MemGPTAgent, StepResult
 from engine.agentfile import ImportReport
 from engine.agents import AgentInfo, check_name, delete_agent, list_agents
 from engine.context import Thresholds
-from engine.errors import InvalidInput, ModelLoadError
+from engine.errors import InvalidInput, MemexError, ModelLoadError
 from engine.llm.base import LLMClient
 from engine.llm.factory import default_llm_client, is_remote_model, resolve_model_path
 from engine.llm.llama import LlamaClient, available_cpus, read_gguf_metadata
@@ -36,7 +36,7 @@ from engine.store.db import Store, default_db_path, open_store
 from engine.store.embed import Embedder
 from engine.store.migrations import EMBEDDING_DIM
 from engine.transcript import TranscriptPage, transcript
-from engine.types import ContextUsage, Message, Persona, Remembered
+from engine.types import ContextUsage, Message, Organised, Persona, Remembered
 from models.manifest import MODELS
 
 logger = logging.getLogger(__name__)
@@ -226,14 +226,23 @@ def embedder_for(settings: Settings) -> Embedder:
 
 
 def _make_agent(
-    store: Store, llm: LLMClient, settings: Settings, name: str, persona: Persona | None = None
+    store: Store,
+    llm: LLMClient,
+    settings: Settings,
+    name: str,
+    persona: Persona | None = None,
+    keep_prompt_cache: bool = True,
 ) -> MemGPTAgent:
+    """The app's agent: its page-outs and summaries happen while the user types (organise),
+    and its prompt cache is kept across restarts (not a temporary chat's: `keep_prompt_cache`)."""
     return MemGPTAgent(
         persona=persona,
         archival_store=store,
         llm_client=llm,
         name=name,
         thresholds=Thresholds(settings.warn_at, settings.flush_at, settings.target_at),
+        idle_work=True,
+        keep_prompt_cache=keep_prompt_cache,
     )
 
 
@@ -344,6 +353,7 @@ class EngineSession:
 
     def close(self) -> None:
         self.end_temporary()
+        self._save_prompt_cache()
         self._agent = None
         self._close_parts([p for p in (self.embedder, self.llm, self.store) if p is not None])
         self.store = self.llm = self.embedder = None
@@ -365,7 +375,9 @@ class EngineSession:
         folder = Path(tempfile.mkdtemp(prefix="memex-temporary-"))
         try:
             store = open_store(folder / "temporary.db", embedder=self.embedder)
-            agent = _make_agent(store, self.llm, self.settings, kept.name, kept.persona)
+            agent = _make_agent(
+                store, self.llm, self.settings, kept.name, kept.persona, keep_prompt_cache=False
+            )
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -403,6 +415,20 @@ class EngineSession:
         result = self.agent.heartbeat(on_event=on_event, cancel=cancel)
         return StepOutcome(result, self.agent.context_window())
 
+    def organise(self, cancel: threading.Event) -> Organised:
+        """Idle memory work between turns (MemGPTAgent.organise), stopped by `cancel`."""
+        return self.agent.organise(cancel)
+
+    def _save_prompt_cache(self) -> None:
+        """Keep the model's prompt cache for the next start (not a temporary chat's); a
+        failure costs only the next start's speed."""
+        if self._agent is None or self._temporary is not None:
+            return
+        try:
+            self._agent.save_prompt_state()
+        except (MemexError, OSError) as exc:
+            logger.warning("the prompt cache was not saved: %s", exc)
+
     def keep_unanswered(self, texts: list[str]) -> None:
         """Store messages typed while a step ran that will not be sent now (the app closes):
         nothing typed is lost, and the next step answers them. (Agents cannot be switched
@@ -426,6 +452,7 @@ class EngineSession:
     def switch(self, name: str) -> None:
         if name not in {a.name for a in self.agents()}:
             raise InvalidInput(f"there is no agent called {name!r}")
+        self._save_prompt_cache()
         self._agent = self._open(name)
 
     def create(self, name: str, persona: Persona | None = None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class EngineWorker(QObject):
         self._submit.connect(self._runner.run, Qt.ConnectionType.QueuedConnection)
         self._runner.finished.connect(self._finish, Qt.ConnectionType.QueuedConnection)
         self._tasks: dict[int, _Task] = {}
+        self._yielding: dict[int, threading.Event] = {}  # idle jobs' stop flags, by task id
         self._ids = itertools.count(1)
         self._thread.start()
         _running.add(self)
@@ -102,12 +104,34 @@ class EngineWorker(QObject):
     ) -> int:
         """Run `job(session)` on the engine thread; `on_done(result)` or `on_error(exc)` run
         on the UI thread afterwards."""
+        self.stop_idle_work()  # what the user asked for comes before housekeeping
         task = _Task(next(self._ids), job, on_done, on_error)
         self._tasks[task.id] = task
         if len(self._tasks) == 1:
             self.busy_changed.emit(True)
         self._submit.emit(task)
         return task.id
+
+    def submit_idle(
+        self,
+        job: Callable[[EngineSession, threading.Event], Any],
+        on_done: OnDone | None = None,
+        on_error: OnError | None = None,
+    ) -> int:
+        """Run idle work, `job(session, stop)`, that yields: any job submitted after it (or
+        stop_idle_work) sets `stop`, and the job is to end soon after, keeping what it did."""
+        stop = threading.Event()
+        task_id = self.submit(lambda s: job(s, stop), on_done, on_error)
+        self._yielding[task_id] = stop
+        return task_id
+
+    def stop_idle_work(self) -> None:
+        for stop in self._yielding.values():
+            stop.set()
+
+    @property
+    def idle_work_running(self) -> bool:
+        return bool(self._yielding)
 
     @property
     def busy(self) -> bool:
@@ -123,8 +147,9 @@ class EngineWorker(QObject):
     def shutdown(self) -> None:
         """Let the thread finish every job submitted so far (saves queued behind a step are
         not lost), then close the file. The caller stops a running step first; a job that
-        cannot be stopped (a page-out summary, a model load) is waited for, since a QThread
-        destroyed while running aborts the process."""
+        cannot be stopped (a model load) is waited for, since a QThread destroyed while
+        running aborts the process. Idle work is stopped."""
+        self.stop_idle_work()
         self._submit.emit(_Task(next(self._ids), _quit_engine_thread, None, None))
         while not self._thread.wait(10_000):
             logger.warning("closing: waiting for the engine thread to finish its job")
@@ -139,6 +164,7 @@ class EngineWorker(QObject):
     @Slot(int, object, object)
     def _finish(self, task_id: int, result: object, error: object) -> None:
         task = self._tasks.pop(task_id, None)
+        self._yielding.pop(task_id, None)
         if task is None:
             return  # the shutdown job: nothing waits for it
         if not self._tasks:

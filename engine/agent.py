@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
+import statistics
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,8 +21,8 @@ from engine.context import (
     ContextBuilder,
     Thresholds,
 )
-from engine.errors import InvalidInput
-from engine.llm.base import LLMClient, prompt_seconds, side_client_of
+from engine.errors import Interrupted, InvalidInput, MemexError
+from engine.llm.base import LLMClient, interrupted_by, prefill, prompt_seconds, side_client_of
 from engine.llm.grammar import render_tool_descriptions, reply_schema
 from engine.llm.parse import MessageStream, ReplyParseError, parse_reply
 from engine.memory.archival import PASSAGE_INDEX, ArchivalMemory
@@ -69,6 +71,7 @@ from engine.types import (
     MemoryOperation,
     Message,
     ModelCallStarted,
+    Organised,
     PagedOut,
     Persona,
     Remembered,
@@ -85,10 +88,17 @@ from engine.types import (
 
 EventSink = Callable[[StepEvent], None]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_MAX_STEPS = 10
 # An idle turn (heartbeat) is the model's own: it may save what matters, not go on and on. A
 # 0.5B model given "Reflect now" looped on one save after another until stopped at ~600 s.
 IDLE_MAX_CALLS = 4
+# idle page-out: the next turn is taken to add what the middle one of the last RECENT_TURNS
+# did, and at least MIN_TURN_TOKENS (a bigger one has the room between the flush line and the
+# budget: see ContextBuilder.idle_work)
+RECENT_TURNS = 10
+MIN_TURN_TOKENS = 128
 IDLE_MAX_SAVES = 3
 IDLE_SAVES_DONE = "That is enough saving for this idle turn; the rest can wait."
 DEFAULT_REPLY_TOKENS = 512
@@ -231,6 +241,8 @@ class MemGPTAgent:
         shared_blocks: Sequence[Block | int] = (),
         consolidate_every: int = 0,
         assists: Assists | None = None,
+        idle_work: bool = False,
+        keep_prompt_cache: bool = False,
     ) -> None:
         """`thresholds` are the memory-pressure lines as shares of the prompt budget (warn at
         70%, page out above 90% down to 60% by default); see engine.context.
@@ -246,7 +258,15 @@ class MemGPTAgent:
         wait for review.
 
         `assists` are the engine's help for small models (engine.types.Assists: page-in before
-        each answer, checked core edits and replies), all on by default."""
+        each answer, checked core edits and replies), all on by default.
+
+        `idle_work`: the caller runs organise() while the user reads and types (the app and the
+        terminal chat do), so page-outs and their summaries happen there and a step pages out
+        only what its own messages pushed past the line (and leaves the summary to idle time).
+
+        `keep_prompt_cache`: the model's prompt cache is kept across restarts where the client
+        can (engine.llm.prompt_state): loaded now if the prompt starts with a saved prefix,
+        saved by save_prompt_state() (the app calls it on closing) and after idle page-outs."""
         if archival_store is None:
             from engine.store.db import open_store
 
@@ -319,6 +339,10 @@ class MemGPTAgent:
         )
         self.side_llm = side_client_of(self.llm)  # made at its first use
         self.consolidator = Consolidator(self.side_llm, self.persona.name, self.tools)
+        self.idle_work = idle_work
+        self.context.idle_work = idle_work
+        self.keep_prompt_cache = keep_prompt_cache
+        self.restored_tokens = self._restore_prompt_cache() if keep_prompt_cache else 0
 
     # -- public API --------------------------------------------------------------------------
     @property
@@ -526,6 +550,77 @@ class MemGPTAgent:
             on_event(event)
         return result
 
+    def organise(self, cancel: threading.Event | None = None) -> Organised:
+        """Memory work for the time the user reads and types (the app runs it after each
+        reply, and sets `cancel` when they send something): a page-out when the next turn would
+        need one, with its summary, and the next prompt read into the model's cache, so that
+        the next step reads only its new message. Stopped, it ends within a fraction of a
+        second, keeping what it did: the eviction commits first (as a step's page-out does), a
+        summary not written is written at the next idle spell, and what was read stays read."""
+        cancel = cancel or threading.Event()
+        evicted, summarised, read = None, False, 0
+        try:
+            if not cancel.is_set():
+                evicted = self.context.page_out_ahead(self._next_turn_tokens())
+            if not cancel.is_set() and self.context.summary_pending():
+                with interrupted_by(self.side_llm, cancel):
+                    summarised = self.context.summarise_pending()
+            if not cancel.is_set():
+                read = prefill(self.llm, self.context.next_prompt(), cancel)
+        except Interrupted:
+            pass  # what was done stays; the rest waits
+        return self._organised(evicted, summarised, read, cancel)
+
+    def _organised(
+        self,
+        evicted: tuple[int, int, int] | None,
+        summarised: bool,
+        read: int,
+        cancel: threading.Event,
+    ) -> Organised:
+        saved = 0
+        if evicted is not None and self.keep_prompt_cache and not cancel.is_set():
+            saved = self.save_prompt_state()  # a crash now does not cost the re-read
+        page_out = None if evicted is None else self._paged_out(*evicted)
+        return Organised(page_out, summarised, read, saved, cancel.is_set())
+
+    def _paged_out(self, first: int, last: int, count: int) -> PagedOut:
+        """The event of a page-out, with the summary that stands for it where one does."""
+        latest = self.summaries.latest()
+        covers = latest is not None and latest.last_message_id >= last
+        return PagedOut(first, last, count, latest.text if covers else None)
+
+    def save_prompt_state(self) -> int:
+        """Save the model's prompt cache of the prompt as it stands, for the next start
+        (engine.llm.prompt_state; the app calls it on closing); the tokens saved (0 where the
+        client keeps no cache, or there was too little to save)."""
+        save = getattr(self.llm, "save_prompt_state", None)
+        if not callable(save):
+            return 0
+        return int(save(self.context.next_prompt(), self._cache_owner()))
+
+    def _restore_prompt_cache(self) -> int:
+        """Load the saved prompt cache the prompt starts with, if any; the tokens loaded."""
+        load = getattr(self.llm, "load_prompt_state", None)
+        if not callable(load):
+            return 0
+        try:
+            return int(load(self.context.next_prompt()))
+        except (MemexError, OSError) as exc:  # a cache: the first step reads the prompt instead
+            logger.warning("the saved prompt cache was not loaded: %s", exc)
+            return 0
+
+    def _cache_owner(self) -> str:
+        """Who a saved prompt cache is of: this agent of this file (its newer save replaces
+        the older)."""
+        return f"{self.store.path.resolve()}#{self.agent_id}"
+
+    def _next_turn_tokens(self) -> int:
+        """About how many tokens the next user turn adds to the prompt: what the last few turns
+        in view added (message, page-in note, calls and results), the middle one."""
+        sizes = _turn_sizes(self.recall.in_context())[-RECENT_TURNS:]
+        return max(MIN_TURN_TOKENS, int(statistics.median(sizes)) if sizes else 0)
+
     def cancel(self) -> None:
         """Stop the running step (from any thread): the reply being generated is dropped, what
         the step already committed stays, and the step returns with `cancelled=True`."""
@@ -599,7 +694,8 @@ class MemGPTAgent:
     ) -> StepResult:
         self.context.events.clear()  # what a failed earlier turn left is not this turn's news
         self.context.page_outs.clear()
-        self.context.summarise_pending()  # the retry, when the last page-out's summary failed
+        if not self.idle_work:  # else organise() writes it, while the user types
+            self.context.summarise_pending()  # the retry, when the last page-out's summary failed
         self.tools.operations.clear()
         self.tools.sent_messages.clear()
         self._turn_calls = []
@@ -631,13 +727,16 @@ class MemGPTAgent:
             schema = self._schema_for(index, require_reply)
             if self._on_event is not None:  # the estimate costs a render: only when heard
                 self._emit(ModelCallStarted(index, prompt_seconds(self.llm, window.messages)))
-            with timing.phase(timing.PHASE_MODEL):  # llama.cpp's parts are split out inside
-                completion = self.llm.complete(
-                    window.messages,
-                    schema,
-                    self.context.reply_tokens,
-                    on_text=self._streamer(index),
-                )
+            try:  # Stop stops the call even while it reads its prompt
+                with timing.phase(timing.PHASE_MODEL), interrupted_by(self.llm, self._cancel):
+                    completion = self.llm.complete(
+                        window.messages,
+                        schema,
+                        self.context.reply_tokens,
+                        on_text=self._streamer(index),
+                    )
+            except Interrupted:
+                return self._stopped(records, usage)
             if completion.finish_reason == "cancelled" or self._cancel.is_set():
                 return self._stopped(records, usage)  # the cut reply is dropped
             call, result = self._act(completion.text, index)
@@ -795,10 +894,8 @@ class MemGPTAgent:
     def _report_page_outs(self) -> None:
         if not self.context.page_outs:
             return  # the usual case: no summary to read
-        latest = self.summaries.latest()
         for first, last, count in self.context.page_outs:
-            covers = latest is not None and latest.last_message_id >= last
-            self._emit(PagedOut(first, last, count, latest.text if covers else None))
+            self._emit(self._paged_out(first, last, count))
         self.context.page_outs.clear()
 
     def _schema_for(self, index: int, require_reply: bool) -> dict[str, object]:
@@ -1046,6 +1143,16 @@ class MemGPTAgent:
 
     def __repr__(self) -> str:
         return f"MemGPTAgent(name={self.name!r}, store={self.store!r}, llm={self.llm.name!r})"
+
+
+def _turn_sizes(in_view: list[Message]) -> list[int]:
+    """The tokens of each user turn in view (its message and all that followed it)."""
+    sizes: list[int] = []
+    for message in in_view:
+        if message.role == "user" or not sizes:
+            sizes.append(0)
+        sizes[-1] += message.token_count
+    return sizes if in_view and in_view[0].role == "user" else sizes[1:]
 
 
 def _latest_user_message(in_view: list[Message]) -> Message | None:

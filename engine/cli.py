@@ -6,12 +6,15 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from engine.errors import MemexError
 from engine.llm.remote import is_remote_model
 from engine.store.db import default_db_path
+
+logger = logging.getLogger(__name__)
 
 HELP = """Commands: /memory (core memory), /search TEXT (archival), /recall TEXT (conversation),
 /context (token budget), /heartbeat (let the assistant think on its own), /quit"""
@@ -105,22 +108,69 @@ def _chat(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     print(f"Memex: memory file {store.path}; loading model {args.model} ...", flush=True)
     agent = MemGPTAgent(
-        archival_store=store, llm_client=_llm_client(args, default_llm_client), name=args.agent
+        archival_store=store,
+        llm_client=_llm_client(args, default_llm_client),
+        name=args.agent,
+        idle_work=True,  # page-outs and summaries while the user types (_IdleWork)
+        keep_prompt_cache=True,
     )
     _bring_vectors_over(store)
     print(f"Agent {agent.name!r} ready. {HELP}")
-    while True:
+    idle = _IdleWork(agent)
+    try:
+        while True:
+            idle.start()
+            try:
+                line = input("you> ")
+            except EOFError:
+                print()
+                return 0
+            finally:
+                idle.stop()
+            if line.strip() in ("/quit", "/exit"):
+                return 0
+            try:
+                _handle(agent, line)
+            except MemexError as exc:
+                print(f"[error] {exc}")
+    finally:
+        idle.stop()
+        _save_prompt_cache(agent)
+
+
+class _IdleWork:
+    """The agent's idle memory work (MemGPTAgent.organise) on a thread while the user types;
+    stopped (within a fraction of a second) when they send, before the step runs."""
+
+    def __init__(self, agent: Any) -> None:
+        self._agent = agent
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+
+    def start(self) -> None:
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memex-idle", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
         try:
-            line = input("you> ")
-        except EOFError:
-            print()
-            return 0
-        if line.strip() in ("/quit", "/exit"):
-            return 0
-        try:
-            _handle(agent, line)
-        except MemexError as exc:
-            print(f"[error] {exc}")
+            self._agent.organise(self._cancel)
+        except MemexError as exc:  # idle work is housekeeping: the next step does what it must
+            logger.warning("idle memory work failed: %s", exc)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._cancel.set()
+            self._thread.join()
+            self._thread = None
+
+
+def _save_prompt_cache(agent: Any) -> None:
+    """The prompt cache for the next start; a failure costs only that start's speed."""
+    try:
+        agent.save_prompt_state()
+    except (MemexError, OSError) as exc:
+        logger.warning("the prompt cache was not saved: %s", exc)
 
 
 def _import_progress() -> Any:

@@ -17,6 +17,11 @@ Budget (all in the model's own tokens, counted by rendering the real chat templa
 - above `flush` of it the oldest messages are paged out (they stay in recall) until the prompt is
   under `target`, and the model folds them into the recursive summary. The page-out re-renders
   the system message, so it costs one re-read of the prompt, once.
+
+With idle work (MemGPTAgent idle_work, organise) the page-out is made between turns instead,
+when the next turn would cross the flush line (page_out_ahead), and the new prompt is read into
+the model's cache before the user sends; a step then pages out only when its prompt would not
+fit the budget at all.
 """
 
 from __future__ import annotations
@@ -218,6 +223,11 @@ class ContextBuilder:
         self._system: SystemPrompt | None = None
         self._core_version: tuple[int, int, str] = (0, 0, "")
         self._last_total = 0
+        # True where idle work pages out between turns (MemGPTAgent idle_work, organise): it
+        # pages out at the flush line, ahead of the next turn; a step itself then pages out
+        # only when its prompt would not fit the budget at all, and only evicts (the summary
+        # is idle work's), so that the user does not wait for memory housekeeping
+        self.idle_work = False
 
     def _summarizer(self) -> Summarizer:
         """A summarizer sized to the room left now. Summaries run in a second context where the
@@ -270,7 +280,7 @@ class ContextBuilder:
         if warn and self._warn_if_past(system, total):
             kept = self.recall.in_context()
             total = self._count(system, kept)
-        if total > lines.flush:
+        if total > (self.budget.prompt_budget if self.idle_work else lines.flush):
             self._page_out(kept)
             system = self.system_prompt()
             kept = self.recall.in_context()
@@ -429,29 +439,69 @@ class ContextBuilder:
 
     def _page_out(self, kept: list[Message]) -> None:
         """Evict the oldest messages to the target (leaving room for the summary to grow), then
-        fold them into the summary. Eviction commits first: a failed summary loses nothing."""
+        fold them into the summary, unless idle work writes it (`idle_work`).
+        Eviction commits first: a failed summary loses nothing."""
+        evicted = self._evict_to_target(kept)
+        if evicted is not None:
+            self.page_outs.append(evicted)
+            first, last, count = evicted
+            self.events.append(
+                f"Paged out messages {first}-{last} ({count} messages); they stay searchable "
+                "in recall."
+            )
+        if not self.idle_work:
+            self.summarise_pending()
+
+    def _evict_to_target(self, kept: list[Message], coming: int = 0) -> tuple[int, int, int] | None:
+        """Evict the oldest messages down to the target line, less `coming` tokens still to
+        come before the prompt is next sent; (first id, last id, count) of those evicted, None
+        if none."""
         self.refresh()  # size against core memory as it is now, the model's edits included
         system = self.system_prompt()
         growth = max(0, self.budget.summary_tokens - system.summary_tokens)
         target = self.budget.lines(system.tokens + growth).target
-        remaining = self._evict(system, kept, target - growth)
+        remaining = self._evict(system, kept, target - growth - coming)
         evicted = kept[: len(kept) - len(remaining)]
-        if evicted:
-            self.page_outs.append((evicted[0].id, evicted[-1].id, len(evicted)))
-            self.events.append(
-                f"Paged out messages {evicted[0].id}-{evicted[-1].id} "
-                f"({len(evicted)} messages); they stay searchable in recall."
-            )
         self._set_warned(False)
         self.refresh()
-        self.summarise_pending()
+        return (evicted[0].id, evicted[-1].id, len(evicted)) if evicted else None
+
+    def page_out_ahead(self, next_turn_tokens: int) -> tuple[int, int, int] | None:
+        """Idle work: page out now when a next turn of about `next_turn_tokens` would push the
+        prompt past the flush line, so that the step does not (eviction only: the summary is
+        summarise_pending's). (first id, last id, count) of the messages evicted, or None."""
+        system = self.system_prompt()
+        kept = self.recall.in_context()
+        total = self._count(system, kept)
+        if total + next_turn_tokens <= self.budget.lines(system.tokens).flush:
+            return None
+        # as deep as a step's own page-out would go, made with the next turn in: no deeper
+        # (what stays in view is as before), and not shallower (twice the page-outs)
+        return self._evict_to_target(kept, coming=next_turn_tokens)
+
+    def next_prompt(self) -> list[ChatMessage]:
+        """The prompt the next user turn starts with, as things stand (changing nothing):
+        what idle time reads ahead, and the prompt cache saved and restored."""
+        return self._view(self.system_prompt(), self.recall.in_context())
+
+    def summary_pending(self) -> bool:
+        """Whether messages are paged out but not yet in the summary."""
+        return bool(self._summary_state()[1])
 
     def _evict(self, system: SystemPrompt, kept: list[Message], limit: int) -> list[Message]:
         """Evict the oldest units until the prompt fits `limit`, cutting at the start of a turn
         when one follows; the newest unit always stays. Returns the messages left."""
+        evicted = self._to_evict(system, kept, limit)
+        if not evicted:
+            return kept
+        self.recall.evict([m.id for m in evicted])
+        return kept[len(evicted) :]
+
+    def _to_evict(self, system: SystemPrompt, kept: list[Message], limit: int) -> list[Message]:
+        """The oldest messages _evict would take out (none taken)."""
         units = _units(kept)
         if len(units) <= 1:
-            return kept
+            return []
 
         def fits(start: int) -> bool:
             return self._count(system, _flatten(units[start:])) <= limit
@@ -466,11 +516,7 @@ class ContextBuilder:
         start = next((i for i in range(low, len(units)) if _starts_turn(units[i][0])), low)
         while start < len(units) - 1 and units[start][0].content.startswith(PRESSURE_PREFIX):
             start += 1  # a warning about the fill that this page-out ends is stale
-        if start == 0:
-            return kept
-        evicted = _flatten(units[:start])
-        self.recall.evict([m.id for m in evicted])
-        return _flatten(units[start:])
+        return _flatten(units[:start])
 
     def _usage(self, total: int) -> ContextUsage:
         system = self.system_prompt()

@@ -54,6 +54,11 @@ class GenerationError(MemexError):
     """The model failed while generating (not a bad tool call, which goes back to the model)."""
 
 
+class Interrupted(GenerationError):
+    """The model call was stopped by the caller's stop flag (while it read its prompt or wrote),
+    as asked: idle work that yields to the user. Nothing it would have written was kept."""
+
+
 class ToolArgumentError(MemexError):
     """A tool call's arguments do not match the tool's schema."""
 

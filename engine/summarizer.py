@@ -11,7 +11,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from engine.errors import GenerationError, MemexError
+from engine.errors import GenerationError, Interrupted, MemexError
 from engine.llm.base import LLMClient
 from engine.types import ChatMessage, Message
 
@@ -127,6 +127,8 @@ class Summarizer:
         prompt = self._prompt(previous, covered, lines)
         try:
             completion = self.llm.complete(prompt, None, self.max_tokens)
+        except Interrupted:
+            raise  # stopped as asked (idle work yielding to the user): not a failure
         except GenerationError as exc:
             raise SummaryError(f"the summary call failed: {exc}") from exc
         text = completion.text

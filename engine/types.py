@@ -355,6 +355,21 @@ class Reviewing:
 
 
 @dataclass(frozen=True)
+class Organised:
+    """What idle memory work (MemGPTAgent.organise) did between two turns: the messages it
+    paged out (with the summary that stands for them, when it was written), whether the summary
+    was brought up to date, the prompt tokens read ahead into the model's cache, the tokens
+    whose cache was saved for the next start, and whether it was stopped (the user sent
+    something) before it was done."""
+
+    page_out: PagedOut | None = None
+    summarised: bool = False
+    read_ahead: int = 0
+    saved: int = 0
+    stopped: bool = False
+
+
+@dataclass(frozen=True)
 class Reviewed:
     """The memory review (engine.consolidate) read messages `first_message_id`..
     `last_message_id` and changed memory so (repeats it merged are in `operations` too)."""

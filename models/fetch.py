@@ -196,6 +196,17 @@ def _is_verified(path: Path, spec: ModelSpec) -> bool:
     return True
 
 
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 that `path`'s check recorded, if the file has not changed since; else None."""
+    try:
+        record = json.loads(_sidecar(path).read_text())
+        if isinstance(record, dict) and record == _stamp(path, str(record.get("sha256"))):
+            return str(record["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
 def _write_sidecar(path: Path, sha256: str) -> None:
     """Record the check; if the record cannot be written, the next start simply hashes again."""
     sidecar = _sidecar(path)

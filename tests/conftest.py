@@ -148,6 +148,15 @@ def minilm(minilm_path: Path) -> Iterator[Embedder]:
     e.close()
 
 
+@pytest.fixture(autouse=True)
+def prompt_state_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own folder for saved prompt caches (engine.llm.prompt_state), never the
+    user's cache folder; subprocesses the test starts inherit it."""
+    folder = tmp_path / "prompt-state"
+    monkeypatch.setenv("MEMEX_PROMPT_STATE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def store(tmp_path: Path, embedder: Embedder) -> Iterator[Store]:
     """A fresh database file per test, with the real sqlite-vec, FTS5 and embedder."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -118,6 +119,23 @@ def prompt_seconds(llm: LLMClient, messages: list[ChatMessage]) -> float:
     prompt cache, at its measured speed); 0.0 where the client cannot tell (a server)."""
     estimate = getattr(llm, "prompt_seconds", None)
     return float(estimate(messages)) if callable(estimate) else 0.0
+
+
+def interrupted_by(
+    llm: LLMClient, cancel: threading.Event | None
+) -> contextlib.AbstractContextManager[None]:
+    """While in the block, the client's model calls stop (Interrupted) as soon as `cancel` is
+    set, even while reading a prompt, where the client can (LlamaClient.interrupted_by); other
+    clients finish the call they are in."""
+    bind = getattr(llm, "interrupted_by", None)
+    return bind(cancel) if callable(bind) and cancel is not None else contextlib.nullcontext()
+
+
+def prefill(llm: LLMClient, messages: list[ChatMessage], cancel: threading.Event | None) -> int:
+    """Read `messages` into the client's prompt cache ahead of the call that will send them
+    with more after (LlamaClient.prefill); the tokens read (0 where a client cannot)."""
+    read = getattr(llm, "prefill", None)
+    return int(read(messages, cancel)) if callable(read) else 0
 
 
 def side_client_of(llm: LLMClient) -> LLMClient:

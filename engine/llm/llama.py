@@ -45,14 +45,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import llama_cpp
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from engine import timing
-from engine.errors import GenerationError, ModelLoadError, models_hint
+from engine.errors import GenerationError, Interrupted, ModelLoadError, models_hint
 from engine.llm.base import (
     PROBE_SYSTEM,
     PROBE_USER,
@@ -64,6 +64,7 @@ from engine.llm.base import (
     check_request,
 )
 from engine.llm.grammar import compile_grammar
+from engine.llm.prompt_state import PromptStateCache, model_sha256
 from engine.types import ChatMessage
 
 __all__ = ["LlamaClient", "GenerationStats", "read_gguf_metadata", "route_native_log"]
@@ -107,6 +108,12 @@ _NATIVE_LEVELS = {
 _BENIGN_WARNINGS = (
     "special_eos_id is not in special_eog_ids",
     "was not control-type; this is probably a bug in the model",
+    # a decode stopped by the abort callback (ggml's status 1 is GGML_STATUS_ABORTED, decode's
+    # 2 is "aborted"): asked for, by LlamaClient.interrupted_by
+    "failed with error 1",
+    "compute status: 1",
+    "failed to decode, ret = 2",
+    "removing memory module entries for seq_id",
 )
 
 
@@ -308,6 +315,9 @@ def _truncated(path: Path, detail: str) -> str:
 
 
 _RENDERS_KEPT = 32  # LlamaClient._render's cache of the newest prompts
+# prefill reads this many tokens a decode: a stop waits for at most one (~0.5 s on 2 cores)
+PREFILL_CHUNK = 64
+PROMPT_STATE_MIN_TOKENS = 256  # a shorter prefix is read again in a few seconds: not saved
 _SAMPLE_STRIDE = 64  # _GrammarCheckedSampler._top guesses its cut from every 64th logit
 _TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
 if _TOKEN_DATA.itemsize != ctypes.sizeof(llama_cpp.llama_token_data):  # the C struct changed
@@ -792,6 +802,12 @@ class LlamaClient:
                 logger.debug("llama-cpp-python during load: %s", captured.getvalue()[:4000])
         self._llama.verbose = False  # no per-call prints to stderr from here on
         self._llama.grammar_check_first = grammar_check_first
+        # llama.cpp asks this between the parts of each decode: set, the decode stops (in well
+        # under a second), so idle work yields to the user even while it reads a long prompt
+        self._interrupt: threading.Event | None = None
+        self._abort = llama_cpp.ggml_abort_callback(self._should_abort)
+        llama_cpp.llama_set_abort_callback(self._llama.ctx, self._abort, None)
+        self._model_sha256: str | None = None  # hashed at the first save or load
         logger.info("loaded %s in %.1fs", path.name, time.perf_counter() - started)
 
         try:
@@ -926,7 +942,7 @@ class LlamaClient:
                         **self._sampling,
                     )
                 except (RuntimeError, ValueError, OSError) as exc:
-                    raise GenerationError(f"llama.cpp failed while generating: {exc}") from exc
+                    self._raise_failed(exc)
                 wall = time.perf_counter() - started
                 perf = llama_cpp.llama_perf_context(ctx)
                 # llama.cpp's own clocks: what is left of the phase is sampling and the loop
@@ -1030,6 +1046,124 @@ class LlamaClient:
         while shared < min(len(cached), len(tokens)) and cached[shared] == tokens[shared]:
             shared += 1
         return (len(tokens) - shared) / self._prompt_rate
+
+    # -- stopping, reading ahead, the prompt cache across restarts -----------------------------
+
+    def _should_abort(self, _data: Any) -> bool:
+        interrupt = self._interrupt
+        return interrupt is not None and interrupt.is_set()
+
+    @contextlib.contextmanager
+    def interrupted_by(self, cancel: threading.Event | None) -> Iterator[None]:
+        """While in the block, a model call (complete, prefill) stops as soon as `cancel` is
+        set, even in the middle of reading its prompt: complete raises Interrupted."""
+        previous, self._interrupt = self._interrupt, cancel
+        try:
+            yield
+        finally:
+            self._interrupt = previous
+
+    def _raise_failed(self, exc: BaseException) -> NoReturn:
+        if self._should_abort(None):
+            raise Interrupted("stopped while the model was working, as asked") from exc
+        raise GenerationError(f"llama.cpp failed while generating: {exc}") from exc
+
+    def stable_prefix(self, messages: list[ChatMessage]) -> list[int]:
+        """The tokens every prompt that continues `messages` starts with: their prompt without
+        the generation prompt the template appends (the next prompt has another message
+        there)."""
+        tokens = self.prompt_tokens(messages)
+        continued = self.prompt_tokens([*messages, PROBE_USER])
+        return tokens[: llama_cpp.Llama.longest_token_prefix(tokens, continued)]
+
+    def _keep_cached(self, tokens: list[int]) -> int:
+        """Keep the longest prefix of `tokens` the KV cache holds and drop the rest (as
+        llama-cpp-python's generate does); the tokens kept."""
+        llama = self._llama
+        cached = llama.input_ids[: llama.n_tokens].tolist()
+        keep = llama_cpp.Llama.longest_token_prefix(cached, tokens)
+        if keep < llama.n_tokens:
+            llama._ctx.kv_cache_seq_rm(-1, keep, -1)
+            llama.n_tokens = keep
+        return keep
+
+    def prefill(self, messages: list[ChatMessage], cancel: threading.Event | None = None) -> int:
+        """Read the stable prefix of `messages` into the KV cache now (idle time), so that the
+        next complete() on them plus a new message reads only the new message. Stops when
+        `cancel` is set, keeping what it read. Returns the tokens it read."""
+        with self._lock, self.interrupted_by(cancel or self._interrupt):
+            tokens = self.stable_prefix(messages)
+            start = self._keep_cached(tokens)
+            read = 0
+            for first in range(start, len(tokens), PREFILL_CHUNK):
+                if self._should_abort(None):
+                    break
+                chunk = tokens[first : first + PREFILL_CHUNK]
+                try:
+                    self._llama.eval(chunk)
+                except RuntimeError as exc:
+                    if self._should_abort(None):
+                        break  # the stopped chunk is dropped; the ones before stay read
+                    raise GenerationError(f"llama.cpp failed while reading ahead: {exc}") from exc
+                read += len(chunk)
+            # llama.cpp books decode time at its next synchronize: done here, the reading is
+            # booked to this call and not to the next complete()'s prompt figures
+            llama_cpp.llama_synchronize(self._llama.ctx)
+            return read
+
+    def prompt_cache(self) -> PromptStateCache:
+        """This model's and window's saved prefixes in the prompt-state folder as it is set now
+        (engine.llm.prompt_state), the model named by its sha256 (hashed once, the first time,
+        where no check recorded it)."""
+        if self._model_sha256 is None:
+            self._model_sha256 = model_sha256(self.model_path)
+        return PromptStateCache(self._model_sha256, self.context_window, llama_cpp.__version__)
+
+    def save_prompt_state(
+        self, messages: list[ChatMessage], owner: str, cache: PromptStateCache | None = None
+    ) -> int:
+        """Save the KV cache of the part of `messages`' stable prefix it holds (reading
+        nothing new: what it lacks is read at the next step), so that another process can
+        start where this one is; the tokens saved (0: too few to be worth a file, or the
+        folder could not be written). `owner`'s older saves are dropped."""
+        with self._lock:
+            tokens = self.stable_prefix(messages)
+            keep = self._keep_cached(tokens)
+            if keep < PROMPT_STATE_MIN_TOKENS:
+                return 0
+            ctx = self._llama.ctx
+            size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+            buffer = (ctypes.c_uint8 * size)()
+            written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+            if not 0 < written <= size:
+                logger.warning("llama.cpp gave no state to save (%d of %d bytes)", written, size)
+                return 0
+            state = ctypes.string_at(buffer, written)
+        saved = (cache or self.prompt_cache()).save(tokens[:keep], state, owner)
+        return keep if saved is not None else 0
+
+    def load_prompt_state(
+        self, messages: list[ChatMessage], cache: PromptStateCache | None = None
+    ) -> int:
+        """Load a saved KV cache that `messages`' stable prefix starts with exactly, if there is
+        one; the tokens loaded (0: none, or it failed its checks and was deleted)."""
+        with self._lock:
+            saved = (cache or self.prompt_cache()).find(self.stable_prefix(messages))
+            if saved is None:
+                return 0
+            ctx, llama = self._llama.ctx, self._llama
+            state = (ctypes.c_uint8 * len(saved.state)).from_buffer_copy(saved.state)
+            llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+            llama.n_tokens = 0
+            if llama_cpp.llama_state_seq_set_data(ctx, state, len(saved.state), 0) == 0:
+                logger.warning("llama.cpp refused the saved prompt state %s", saved.path.name)
+                llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+                saved.path.unlink(missing_ok=True)
+                return 0
+            n = len(saved.tokens)
+            llama.input_ids[:n] = saved.tokens
+            llama.n_tokens = n
+            return n
 
     def side_client(self) -> LlamaClient:
         """A second llama.cpp context on the same model file, for side work such as page-out

@@ -6,12 +6,14 @@ are an approximation (about 4 characters a token) since there is no tokenizer be
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from engine.errors import GenerationError
+from engine.errors import GenerationError, Interrupted
 from engine.llm.base import Completion, TextSink
 from engine.reading import NOT_FOUND, READING_SYSTEM
 from engine.types import ChatMessage
@@ -31,6 +33,7 @@ class ScriptedClient:
         piece_delay: float = 0.0,
         reviews: Iterable[dict[str, Any]] = (),
         reader: Callable[[list[ChatMessage]], str] | None = None,
+        summary_seconds: float = 0.0,
     ) -> None:
         """`summarizer` answers free-text calls (reply_schema None: the page-out summaries);
         the default keeps the previous summary and the first words of each new message.
@@ -39,7 +42,9 @@ class ScriptedClient:
         memory-review calls (engine.consolidate) in order; with none left a review finds
         nothing, so scripts of ordinary turns need not know about reviews. `reader` answers
         the reading calls (engine.reading); the default finds nothing ("not in memory"), so
-        scripts need not know about those either."""
+        scripts need not know about those either. A summary takes `summary_seconds` (a slow
+        model's page-out summary, for tests of idle work that yields): like LlamaClient, a call
+        stops with Interrupted once the event given to interrupted_by() is set."""
         self._reviews: list[str] = [json.dumps(r) for r in reviews]
         self.piece_chars = piece_chars
         self.piece_delay = piece_delay
@@ -47,6 +52,8 @@ class ScriptedClient:
         self._n_ctx = n_ctx
         self._summarizer = summarizer or extractive_summary
         self._reader = reader or (lambda messages: NOT_FOUND)
+        self.summary_seconds = summary_seconds
+        self._interrupt: threading.Event | None = None
         self.history: list[list[ChatMessage]] = []
         self.schemas: list[dict[str, Any] | None] = []  # each call's reply schema, by history
         self.readings: list[list[ChatMessage]] = []  # the reading calls, apart from history
@@ -92,6 +99,7 @@ class ScriptedClient:
         self.history.append(list(messages))
         self.schemas.append(reply_schema)
         if reply_schema is None:
+            self._take_time(self.summary_seconds)
             text = self._summarizer(messages)
             return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, "stop")
         if reply_schema.get("title") == "memory_review":
@@ -104,6 +112,22 @@ class ScriptedClient:
         text = self._replies.pop(0)
         text, finish = self._stream(text, on_text)
         return Completion(text, self.count_tokens(messages), (len(text) + 3) // 4, finish)
+
+    @contextlib.contextmanager
+    def interrupted_by(self, cancel: threading.Event | None) -> Iterator[None]:
+        previous, self._interrupt = self._interrupt, cancel
+        try:
+            yield
+        finally:
+            self._interrupt = previous
+
+    def _take_time(self, seconds: float) -> None:
+        """Work for `seconds`, stopping (Interrupted) within 10 ms of the interrupt."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._interrupt is not None and self._interrupt.is_set():
+                raise Interrupted("stopped while the model was working, as asked")
+            time.sleep(0.01)
 
     def _stream(self, text: str, on_text: TextSink | None) -> tuple[str, str]:
         """Hand `text` to `on_text` piece by piece; what was sent when it says stop is the

@@ -28,13 +28,16 @@ from PySide6.QtWidgets import (
 
 from desktop.chat_view import Divider, ExpandableRow
 from desktop.dialogs import NewAgentDialog
-from desktop.main_window import MainWindow
+from desktop.main_window import ORGANISING, MainWindow
 from desktop.session import EngineSession, llama_client
 from desktop.theme import DARK, LIGHT
 from engine.llm.scripted import ScriptedClient, call
+from engine.summarizer import SUMMARY_SYSTEM
 from engine.types import ReplyDelta
 
 from .windows import TIMEOUT, bubbles, idle, rows, run, send_and_wait
+
+SUMMARY_HEAD = SUMMARY_SYSTEM.split("{name}", 1)[0]
 
 
 def test_send_streams_the_reply_into_a_bubble(qtbot, window, scripted):
@@ -799,3 +802,39 @@ def test_a_message_stops_the_memory_review_which_resumes_at_the_next_reflection(
     )
     assert done == (0, ["The user keeps bees in Oslo."])
     assert window.error_box is None
+
+
+def test_memory_work_runs_while_the_user_types_and_stops_when_they_send(
+    qtbot, open_window, settings
+):
+    # a page-out's summary takes 30 s: a message sent meanwhile is answered at once, and the
+    # summary is written at the next idle spell
+    model = ScriptedClient(n_ctx=2048, summary_seconds=30)
+    window = open_window(settings, model)
+
+    def summarising() -> bool:
+        summaries = [p for p in model.history if p[0].content.startswith(SUMMARY_HEAD)]
+        return bool(summaries) and window.worker.idle_work_running
+
+    def send(text: str) -> None:  # and wait for the step, not for the idle work after it
+        window.input.setPlainText(text)
+        qtbot.keyClick(window.input, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: window.stepping, timeout=TIMEOUT)
+        qtbot.waitUntil(lambda: not window.stepping, timeout=TIMEOUT)
+
+    for turn in range(30):
+        model.enqueue([call("send_message", message=f"reply {turn} " + "ok " * 20)])
+        send(f"message {turn} about topic{turn} " + "words " * 80)
+        qtbot.wait(200)
+        if summarising():
+            break
+    assert summarising(), "no page-out in 30 turns"
+    assert window.organising.isVisible() and window.organising.text() == ORGANISING
+    assert window.input.isEnabled()
+    model.enqueue([call("send_message", message="answered at once")])
+    started = time.monotonic()
+    send("are you there?")
+    assert time.monotonic() - started < 5
+    assert bubbles(window, "assistant")[-1].text == "answered at once"
+    assert any(isinstance(w, Divider) and w.kind == "pageout" for w in window.chat.entries())
+    assert not any(n.startswith("Paged out") for n in window.session.agent.context.events)
