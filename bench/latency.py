@@ -30,6 +30,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -318,11 +319,10 @@ def _session_row(label: str, result: SessionResult) -> str:
     )
 
 
-def report(configs: list[Config], turns: int, think: float) -> str:
+def report(configs: list[Config], turns: int, think: float, command: str) -> str:
     lines = [
         BEGIN,
-        f"## What the user waits for: {turns} turns, idle page-out off and on "
-        f"(`python -m bench.latency --think {think:g} --write`)",
+        f"## What the user waits for: {turns} turns, idle page-out off and on (`{command}`)",
         "",
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
         f"{os.cpu_count()} cores, one process, nothing else running. Scripted replies fed "
@@ -386,7 +386,8 @@ def main() -> None:
     for key in args.models.split(","):
         for n_ctx in (int(n) for n in args.n_ctx.split(",")):
             configs.append(run_config(key, n_ctx, embedder, args.turns, args.think))
-            section = report(configs, args.turns, args.think)
+            command = " ".join(["python -m bench.latency", *sys.argv[1:]])
+            section = report(configs, args.turns, args.think, command)
             print(section, flush=True)
             if args.write:
                 write_section(section, BEGIN, END)

@@ -240,23 +240,29 @@ class PromptStateCache:
             with open(path, "rb") as f:
                 start = f.read(len(MAGIC) + 4)
                 if len(start) < len(MAGIC) + 4 or not start.startswith(MAGIC):
-                    return self._reject(path, "not a Memex prompt-state file")
+                    self._reject(path, "not a Memex prompt-state file")
+                    return None
                 (length,) = struct.unpack("<I", start[len(MAGIC) :])
                 if length > 1 << 16:
-                    return self._reject(path, "its header is damaged")
+                    self._reject(path, "its header is damaged")
+                    return None
                 header = _Header(**json.loads(f.read(length)))
                 size = path.stat().st_size
         except FileNotFoundError:
             return None  # pruned by another process meanwhile
         except (OSError, ValueError, TypeError) as exc:
-            return self._reject(path, f"it cannot be read ({exc})")
+            self._reject(path, f"it cannot be read ({exc})")
+            return None
         if (header.model_sha256, header.n_ctx) != (self.model_sha256, self.n_ctx):
-            return self._reject(path, "it was saved for another model or window size")
+            self._reject(path, "it was saved for another model or window size")
+            return None
         if header.build != self.build:
-            return self._reject(path, f"it was saved by another llama.cpp ({header.build})")
+            self._reject(path, f"it was saved by another llama.cpp ({header.build})")
+            return None
         offset = len(MAGIC) + 4 + length
         if size != offset + 4 * header.n_tokens + header.state_size:
-            return self._reject(path, "it is cut short or has bytes added")
+            self._reject(path, "it is cut short or has bytes added")
+            return None
         return header, offset
 
     def _state(self, path: Path, header: _Header, offset: int) -> bytes | None:
@@ -275,7 +281,6 @@ class PromptStateCache:
     def _reject(self, path: Path, why: str) -> None:
         logger.warning("ignoring the saved prompt state %s: %s", path.name, why)
         _unlink(path)
-        return None
 
 
 def _unlink(path: Path) -> None:
