@@ -36,7 +36,7 @@ import llama_cpp
 from bench.clients import PassedOn
 from bench.report import write_section
 from engine import MemGPTAgent, Persona, open_store
-from engine.llm.base import Completion
+from engine.llm.base import Completion, TextSink
 from engine.llm.llama import LlamaClient
 from engine.llm.scripted import call, extractive_summary
 from engine.store.embed import default_embedder
@@ -98,7 +98,11 @@ class ForcedReplyClient(PassedOn):
         return side
 
     def complete(
-        self, messages: list[ChatMessage], reply_schema: dict[str, Any] | None, max_tokens: int
+        self,
+        messages: list[ChatMessage],
+        reply_schema: dict[str, Any] | None,
+        max_tokens: int,
+        on_text: TextSink | None = None,  # the reply is scripted: nothing to stream
     ) -> Completion:
         llama = self.inner._llama
         prompt = self.inner.prompt_tokens(messages)
@@ -111,7 +115,8 @@ class ForcedReplyClient(PassedOn):
         started = time.perf_counter()
         if self.reset_each_call:
             llama.reset()
-        reused = _reuse_prefix(llama, prompt)
+        # the longest cached prefix, at least one token read (as Llama.generate does)
+        reused = self.inner._keep_cached(prompt[: len(prompt) - 1])
         llama.eval(prompt[reused:])
         llama.eval(reply)
         seconds = time.perf_counter() - started
@@ -128,15 +133,6 @@ class ForcedReplyClient(PassedOn):
         return Completion(
             llama.detokenize(reply[:-1]).decode(errors="replace"), len(prompt), len(reply), "stop"
         )
-
-
-def _reuse_prefix(llama: llama_cpp.Llama, prompt: list[int]) -> int:
-    """Keep the longest cached prefix of `prompt` (as Llama.generate does); drop the rest."""
-    cached = list(llama._input_ids[: llama.n_tokens])
-    keep = min(llama_cpp.Llama.longest_token_prefix(cached, prompt), len(prompt) - 1)
-    llama.n_tokens = keep
-    llama._ctx.kv_cache_seq_rm(-1, keep, -1)
-    return keep
 
 
 def _json(reply: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from engine.agent import EventSink, MemGPTAgent, StepResult
 from engine.agentfile import ImportReport
 from engine.agents import AgentInfo, check_name, delete_agent, list_agents
 from engine.context import Thresholds
-from engine.errors import InvalidInput, MemexError, ModelLoadError
+from engine.errors import InvalidInput, ModelLoadError
 from engine.llm.base import LLMClient
 from engine.llm.factory import default_llm_client, is_remote_model, resolve_model_path
 from engine.llm.llama import LlamaClient, available_cpus, read_gguf_metadata
@@ -420,14 +420,9 @@ class EngineSession:
         return self.agent.organise(cancel)
 
     def _save_prompt_cache(self) -> None:
-        """Keep the model's prompt cache for the next start (not a temporary chat's); a
-        failure costs only the next start's speed."""
-        if self._agent is None or self._temporary is not None:
-            return
-        try:
+        """Keep the model's prompt cache for the next start (not a temporary chat's)."""
+        if self._agent is not None and self._temporary is None:
             self._agent.save_prompt_state()
-        except (MemexError, OSError) as exc:
-            logger.warning("the prompt cache was not saved: %s", exc)
 
     def keep_unanswered(self, texts: list[str]) -> None:
         """Store messages typed while a step ran that will not be sent now (the app closes):

@@ -569,15 +569,6 @@ class MemGPTAgent:
                 read = prefill(self.llm, self.context.next_prompt(), cancel)
         except Interrupted:
             pass  # what was done stays; the rest waits
-        return self._organised(evicted, summarised, read, cancel)
-
-    def _organised(
-        self,
-        evicted: tuple[int, int, int] | None,
-        summarised: bool,
-        read: int,
-        cancel: threading.Event,
-    ) -> Organised:
         saved = 0
         if evicted is not None and self.keep_prompt_cache and not cancel.is_set():
             saved = self.save_prompt_state()  # a crash now does not cost the re-read
@@ -597,7 +588,11 @@ class MemGPTAgent:
         save = getattr(self.llm, "save_prompt_state", None)
         if not callable(save):
             return 0
-        return int(save(self.context.next_prompt(), self._cache_owner()))
+        try:
+            return int(save(self.context.next_prompt(), self._cache_owner()))
+        except (MemexError, OSError) as exc:  # a cache: it costs the next start its speed only
+            logger.warning("the prompt cache was not saved: %s", exc)
+            return 0
 
     def _restore_prompt_cache(self) -> int:
         """Load the saved prompt cache the prompt starts with, if any; the tokens loaded."""

@@ -135,7 +135,7 @@ def _chat(args: argparse.Namespace) -> int:
                 print(f"[error] {exc}")
     finally:
         idle.stop()
-        _save_prompt_cache(agent)
+        agent.save_prompt_state()  # for the next start
 
 
 class _IdleWork:
@@ -163,14 +163,6 @@ class _IdleWork:
             self._cancel.set()
             self._thread.join()
             self._thread = None
-
-
-def _save_prompt_cache(agent: Any) -> None:
-    """The prompt cache for the next start; a failure costs only that start's speed."""
-    try:
-        agent.save_prompt_state()
-    except (MemexError, OSError) as exc:
-        logger.warning("the prompt cache was not saved: %s", exc)
 
 
 def _import_progress() -> Any:
