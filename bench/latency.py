@@ -1,23 +1,27 @@
-"""What the user waits for: a scripted 100-turn session, idle page-out off and on, and reopening.
+"""What the user waits for: a scripted 100-turn session, before and after, and reopening.
 
 The session runs the real agent (context builder, page-outs, summaries, tools, store) on a real
 model with scripted replies, as bench.context_cache does: each prompt is evaluated by llama.cpp
-with its prefix reuse, and each reply is fed through the model as if generated, token by token
+with its cache reuse, and each reply is fed through the model as if generated, token by token
 until its first visible character (so the time to first visible token is a real decode's), the
 rest in one batch. Summaries are scripted the same way (the extractive summary, fed through the
 side context).
 
 Per user step it records the wall time and the time to the first visible character of the
-reply, and whether the step paged out. With idle work on, after each step the agent's
-organise() runs on a thread for the user's think time (`--think`, 10 s) and is stopped when the
-next message is sent; off, the step does its own page-outs (as before this work).
+reply, and whether the step paged out. Sessions (`--sessions`, engine settings compared):
+- before: no idle work, and after a page-out the model reads the kept messages again (prefix
+  reuse only: LlamaClient.move_cache off), as before this work;
+- moved: no idle work, the cache moved after a page-out (engine.llm.kv_reuse);
+- idle: idle work on, cache moved: after each step the agent's organise() runs on a thread
+  for the user's think time (`--think`, 10 s) and is stopped when the next message is sent.
 
-Then reopening a full window, three ways, each on a copy of the same file: cold (the model
-reads the whole prompt), from the prompt cache saved at close (engine.llm.prompt_state), and
-warm (what a running app has: the prompt already read). And the state file's size and load time.
+Then reopening a full window (the last session's file), three ways, each on a copy of it, each
+`--reopen-repeats` times: cold (the model reads the whole prompt), from the prompt cache saved
+at close (engine.llm.prompt_state), and warm (what a running app has: the prompt already read).
+And the state file's size and load time.
 
     python -m bench.latency [--models chat,fast] [--n-ctx 4096,8192] [--turns 100] [--think 10]
-                            [--write]
+                            [--sessions before,moved,idle] [--reopen-repeats 3] [--write]
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ class ForcedClient(PassedOn):
         with inner._lock:
             try:
                 # the longest cached prefix, at least one token read (as Llama.generate does)
-                inner._keep_cached(prompt[: len(prompt) - 1])
+                inner._reuse_cache(prompt[: len(prompt) - 1])
                 llama.eval(prompt[llama.n_tokens :])
                 self._decode(reply, on_text)
             except RuntimeError as exc:
@@ -144,10 +148,29 @@ class SessionResult:
     stop_s: list[float]  # how long idle work took to stop when the user sent
 
 
+@dataclass(frozen=True)
+class Variant:
+    """How a session runs: with idle work or not, and whether the model's cache is moved after
+    a page-out (LlamaClient.move_cache) or only its prefix reused (before this work)."""
+
+    label: str
+    idle: bool
+    move_cache: bool
+
+
+VARIANTS = {
+    "before": Variant("idle work off, prefix reuse only (before)", idle=False, move_cache=False),
+    "moved": Variant("idle work off, cache moved", idle=False, move_cache=True),
+    "idle": Variant("idle work on, cache moved", idle=True, move_cache=True),
+}
+
+
 def run_session(
-    llm: LlamaClient, embedder: Embedder, db: Path, turns: int, idle: bool, think: float
+    llm: LlamaClient, embedder: Embedder, db: Path, turns: int, variant: Variant, think: float
 ) -> SessionResult:
     llm._llama.reset()
+    llm.move_cache = variant.move_cache
+    idle = variant.idle
     client = ForcedClient(llm)
     store = open_store(db, embedder=embedder)
     agent = MemGPTAgent(PERSONA, store, client, name="bench", reply_tokens=384, idle_work=idle)
@@ -173,6 +196,7 @@ def run_session(
             organised.append(done)
             stops.append(stop_s)
     store.close()
+    llm.move_cache = True
     return SessionResult(steps, organised, stops)
 
 
@@ -233,8 +257,16 @@ class Reopen:
     save_s: float
 
 
-def reopen(llm: LlamaClient, embedder: Embedder, db: Path, folder: Path) -> Reopen:
+def reopen(
+    llm: LlamaClient, embedder: Embedder, db: Path, folder: Path, repeats: int
+) -> list[Reopen]:
+    """The first step on a reopened full window, `repeats` times each way."""
+    return [reopen_once(llm, embedder, db, folder / f"try{n}") for n in range(repeats)]
+
+
+def reopen_once(llm: LlamaClient, embedder: Embedder, db: Path, folder: Path) -> Reopen:
     """The first step on a reopened full window: cold, from the saved cache, and warm."""
+    folder.mkdir(parents=True)
     os.environ["MEMEX_PROMPT_STATE_DIR"] = str(folder / "state")
     results: dict[str, tuple[float, float]] = {}
     figures: dict[str, float] = {}
@@ -300,9 +332,8 @@ def _p(values: list[float], q: float) -> float:
 class Config:
     model: str
     n_ctx: int
-    off: SessionResult
-    on: SessionResult
-    reopened: Reopen
+    sessions: list[tuple[Variant, SessionResult]]
+    reopened: list[Reopen]
 
 
 def _session_row(label: str, result: SessionResult) -> str:
@@ -322,7 +353,7 @@ def _session_row(label: str, result: SessionResult) -> str:
 def report(configs: list[Config], turns: int, think: float, command: str) -> str:
     lines = [
         BEGIN,
-        f"## What the user waits for: {turns} turns, idle page-out off and on (`{command}`)",
+        f"## What the user waits for: {turns} turns, before and after (`{command}`)",
         "",
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
         f"{os.cpu_count()} cores, one process, nothing else running. Scripted replies fed "
@@ -335,8 +366,8 @@ def report(configs: list[Config], turns: int, think: float, command: str) -> str
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in configs:
-        lines.append(_session_row(f"{c.model}, {c.n_ctx}, off", c.off))
-        lines.append(_session_row(f"{c.model}, {c.n_ctx}, on", c.on))
+        for variant, result in c.sessions:
+            lines.append(_session_row(f"{c.model}, {c.n_ctx}, {variant.label}", result))
     lines += [
         "",
         "Reopening a full window (the first step after the app starts, each on a copy of the "
@@ -347,30 +378,40 @@ def report(configs: list[Config], turns: int, think: float, command: str) -> str
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in configs:
-        r = c.reopened
-        lines.append(
-            f"| {c.model}, {c.n_ctx} | {r.prompt_tokens} | {r.cold_s:.1f} "
-            f"(first text {r.cold_first_s:.1f}) | {r.restored_s:.1f} ({r.restored_first_s:.1f}; "
-            f"{r.restored_tokens} tokens loaded) | {r.warm_s:.1f} ({r.warm_first_s:.1f}) "
-            f"| **{r.restored_s / r.warm_s:.2f}** | {r.cold_s / r.warm_s:.1f} "
-            f"| {r.state_bytes / 1e6:.0f} MB | {r.load_s:.2f} s | {r.save_s:.2f} s |"
-        )
+        for r in c.reopened:
+            lines.append(
+                f"| {c.model}, {c.n_ctx} | {r.prompt_tokens} | {r.cold_s:.1f} "
+                f"(first text {r.cold_first_s:.1f}) | {r.restored_s:.1f} "
+                f"({r.restored_first_s:.1f}; {r.restored_tokens} tokens loaded) "
+                f"| {r.warm_s:.1f} ({r.warm_first_s:.1f}) "
+                f"| **{r.restored_s / r.warm_s:.2f}** | {r.cold_s / r.warm_s:.1f} "
+                f"| {r.state_bytes / 1e6:.0f} MB | {r.load_s:.2f} s | {r.save_s:.2f} s |"
+            )
     lines.append(END)
     return "\n".join(lines)
 
 
-def run_config(key: str, n_ctx: int, embedder: Embedder, turns: int, think: float) -> Config:
+def run_config(
+    key: str,
+    n_ctx: int,
+    embedder: Embedder,
+    turns: int,
+    think: float,
+    variants: list[Variant],
+    repeats: int,
+) -> Config:
     llm = LlamaClient(model_path(key), n_ctx=n_ctx)
+    sessions = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        print(f"{key} n_ctx {n_ctx}: idle work off", flush=True)
-        off = run_session(llm, embedder, folder / "off.db", turns, False, think)
-        print(f"{key} n_ctx {n_ctx}: idle work on", flush=True)
-        on = run_session(llm, embedder, folder / "on.db", turns, True, think)
+        for n, variant in enumerate(variants):
+            print(f"{key} n_ctx {n_ctx}: {variant.label}", flush=True)
+            db = folder / f"session{n}.db"
+            sessions.append((variant, run_session(llm, embedder, db, turns, variant, think)))
         print(f"{key} n_ctx {n_ctx}: reopening", flush=True)
-        reopened = reopen(llm, embedder, folder / "on.db", folder)
+        reopened = reopen(llm, embedder, folder / f"session{len(variants) - 1}.db", folder, repeats)
     llm.close()
-    return Config(f"{key} ({llm.name})", n_ctx, off, on, reopened)
+    return Config(f"{key} ({llm.name})", n_ctx, sessions, reopened)
 
 
 def main() -> None:
@@ -379,13 +420,24 @@ def main() -> None:
     parser.add_argument("--n-ctx", default="4096,8192")
     parser.add_argument("--turns", type=int, default=100)
     parser.add_argument("--think", type=float, default=10.0)
+    parser.add_argument(
+        "--sessions",
+        default="before,idle",
+        help=f"comma-separated, of {', '.join(VARIANTS)}; the last one's file is reopened",
+    )
+    parser.add_argument("--reopen-repeats", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
+    variants = [VARIANTS[name] for name in args.sessions.split(",")]
     embedder = default_embedder()
     configs = []
     for key in args.models.split(","):
         for n_ctx in (int(n) for n in args.n_ctx.split(",")):
-            configs.append(run_config(key, n_ctx, embedder, args.turns, args.think))
+            configs.append(
+                run_config(
+                    key, n_ctx, embedder, args.turns, args.think, variants, args.reopen_repeats
+                )
+            )
             command = " ".join(["python -m bench.latency", *sys.argv[1:]])
             section = report(configs, args.turns, args.think, command)
             print(section, flush=True)

@@ -553,25 +553,28 @@ class MemGPTAgent:
     def organise(self, cancel: threading.Event | None = None) -> Organised:
         """Memory work for the time the user reads and types (the app runs it after each
         reply, and sets `cancel` when they send something): a page-out when the next turn would
-        need one, with its summary, and the next prompt read into the model's cache, so that
-        the next step reads only its new message. Stopped, it ends within a fraction of a
-        second, keeping what it did: the eviction commits first (as a step's page-out does), a
-        summary not written is written at the next idle spell, and what was read stays read."""
+        need one, the next prompt read into the model's cache, so that the next step reads only
+        its new message, then the summary of what was paged out (shown from the next page-out
+        on). Stopped, it ends within a fraction of a second, keeping what it did: the eviction
+        commits first (as a step's page-out does), what was read stays read, and a summary not
+        written is written at the next idle spell."""
         cancel = cancel or threading.Event()
-        evicted, summarised, read = None, False, 0
+        evicted, summarised, read, saved = None, False, 0, 0
         try:
             if not cancel.is_set():
                 evicted = self.context.page_out_ahead(self._next_turn_tokens())
+            # the prompt first: the summary is written in the second context and enters the
+            # system message at the next page-out (ContextBuilder.summarise_pending), so only
+            # a re-read left unfinished can reach the user's next step
+            if not cancel.is_set():
+                read = prefill(self.llm, self.context.next_prompt(), cancel)
+            if evicted is not None and self.keep_prompt_cache and not cancel.is_set():
+                saved = self.save_prompt_state()  # a crash now does not cost the re-read
             if not cancel.is_set() and self.context.summary_pending():
                 with interrupted_by(self.side_llm, cancel):
                     summarised = self.context.summarise_pending()
-            if not cancel.is_set():
-                read = prefill(self.llm, self.context.next_prompt(), cancel)
         except Interrupted:
             pass  # what was done stays; the rest waits
-        saved = 0
-        if evicted is not None and self.keep_prompt_cache and not cancel.is_set():
-            saved = self.save_prompt_state()  # a crash now does not cost the re-read
         page_out = None if evicted is None else self._paged_out(*evicted)
         return Organised(page_out, summarised, read, saved, cancel.is_set())
 

@@ -16,12 +16,15 @@ Budget (all in the model's own tokens, counted by rendering the real chat templa
 - above `warn` of it the model is warned once per fill to save what matters;
 - above `flush` of it the oldest messages are paged out (they stay in recall) until the prompt is
   under `target`, and the model folds them into the recursive summary. The page-out re-renders
-  the system message, so it costs one re-read of the prompt, once.
+  the system message; the model's cache of the messages kept is moved up, not read again
+  (engine.llm.kv_reuse), so it costs a read of the changed summary.
 
 With idle work (MemGPTAgent idle_work, organise) the page-out is made between turns instead,
 when the next turn would cross the flush line (page_out_ahead), and the new prompt is read into
 the model's cache before the user sends; a step then pages out only when its prompt would not
-fit the budget at all.
+fit the budget at all. The summary is then written after the prompt is read, and enters the
+system message at the next page-out (summarise_pending; the one in view is kept in the file, so
+a reopened agent renders the same prompt and its saved cache still matches).
 """
 
 from __future__ import annotations
@@ -294,7 +297,10 @@ class ContextBuilder:
         return ContextWindow(prompt, kept, self._usage(total))
 
     def refresh(self) -> None:
-        """Re-render the system message (core memory and summary in it) at the next build."""
+        """Re-render the system message (core memory and the latest summary in it) at the next
+        build."""
+        if self._held_summary() is not None:
+            self._set_summary_in_view(None)
         self._system = None
 
     def view_limit(self) -> int:
@@ -350,8 +356,14 @@ class ContextBuilder:
             )
             return False
         first = latest.first_message_id if latest else pending[0].id
-        self.summaries.add(text or "Nothing of note.", first, pending[-1].id, self.llm.name)
-        self.refresh()
+        with self.recall.store.atomic():
+            if self.idle_work:
+                # in view from the next page-out, which re-renders the system message anyway:
+                # shown now, it would cost a re-read of the whole prompt after it
+                self._hold_summary_in_view(latest)
+            self.summaries.add(text or "Nothing of note.", first, pending[-1].id, self.llm.name)
+        if not self.idle_work:
+            self.refresh()
         return True
 
     # -- internals ---------------------------------------------------------------------------
@@ -387,8 +399,36 @@ class ContextBuilder:
         latest = self.summaries.latest()
         return latest, self.recall.paged_out_after(latest.last_message_id if latest else 0)
 
+    def _shown_state(self) -> tuple[Summary | None, list[Message]]:
+        """The summary the system message shows and the messages paged out after it: the
+        latest, unless idle work holds a newer one back until the next page-out."""
+        held = self._held_summary()
+        shown = self.summaries.get(held) if held else None
+        if held is None or (held and shown is None):  # (a summary since deleted: the latest)
+            return self._summary_state()
+        return shown, self.recall.paged_out_after(shown.last_message_id if shown else 0)
+
+    def _held_summary(self) -> int | None:
+        """The id of the summary held in view (0: none), or None where the latest is shown."""
+        row = self.recall.store.query_one(
+            "SELECT summary_in_view FROM agents WHERE id = ?", (self.recall.agent_id,)
+        )
+        return None if row is None or row[0] is None else int(row[0])
+
+    def _hold_summary_in_view(self, shown: Summary | None) -> None:
+        """Keep `shown` in view while newer summaries are written (until the next refresh)."""
+        if self._held_summary() is None:
+            self._set_summary_in_view(shown.id if shown else 0)
+
+    def _set_summary_in_view(self, summary_id: int | None) -> None:
+        with self.recall.store.atomic() as conn:
+            conn.execute(
+                "UPDATE agents SET summary_in_view = ? WHERE id = ?",
+                (summary_id, self.recall.agent_id),
+            )
+
     def _summary_section(self) -> str:
-        latest, pending = self._summary_state()
+        latest, pending = self._shown_state()
         parts = []
         if latest is not None:
             parts.append(

@@ -64,6 +64,7 @@ from engine.llm.base import (
     check_request,
 )
 from engine.llm.grammar import compile_grammar
+from engine.llm.kv_reuse import Moved, plan_moves, read_tokens
 from engine.llm.prompt_state import PromptStateCache, model_sha256
 from engine.types import ChatMessage
 
@@ -315,8 +316,8 @@ def _truncated(path: Path, detail: str) -> str:
 
 
 _RENDERS_KEPT = 32  # LlamaClient._render's cache of the newest prompts
-# prefill reads this many tokens a decode: a stop waits for at most one (~0.5 s on 2 cores)
-PREFILL_CHUNK = 64
+# prefill reads this many tokens a decode: a stop drops at most one (~1 s of the 0.5B, 2 cores)
+PREFILL_CHUNK = 128
 PROMPT_STATE_MIN_TOKENS = 256  # a shorter prefix is read again in a few seconds: not saved
 _SAMPLE_STRIDE = 64  # _GrammarCheckedSampler._top guesses its cut from every 64th logit
 _TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
@@ -663,6 +664,19 @@ class _Llama(llama_cpp.Llama):
     top_candidates_first = True  # False: the unconstrained draw over the whole vocabulary
     last_sampler: _GrammarCheckedSampler | None = None
 
+    @property
+    def context_params(self) -> Any:
+        return self._context_params
+
+    @context_params.setter
+    def context_params(self, params: Any) -> None:
+        # set as Llama.__init__ makes them, before the context: a second sequence, sharing the
+        # one KV cache (not n_ctx / 2 each), to read a changed stretch of a prompt in the
+        # middle of it (LlamaClient._move_cached)
+        params.n_seq_max = 2
+        params.kv_unified = True
+        self._context_params = params
+
     def _init_sampler(self, *args: Any, **kwargs: Any) -> Any:
         grammar = kwargs.pop("grammar", None)
         if grammar is None or args or not self.grammar_check_first:
@@ -719,6 +733,7 @@ class LlamaClient:
         n_gpu_layers: int = 0,
         name: str | None = None,
         grammar_check_first: bool = True,
+        move_cache: bool = True,
     ) -> None:
         route_native_log()
         path = Path(model_path).expanduser()
@@ -755,7 +770,12 @@ class LlamaClient:
             "n_batch": min(n_batch, 128),  # llama-cpp-python keeps n_batch x n_vocab logits
             "n_gpu_layers": n_gpu_layers,
             "name": name,
+            "move_cache": False,  # its prompts (readings, summaries) share little but prefixes
         }
+        # where a page-out changed the prompt's middle, move the cached rest instead of reading
+        # it again (_reuse_cache; False: prefix reuse alone, as llama-cpp-python does)
+        self.move_cache = move_cache
+        self._shiftable: bool | None = None
         self._side: LlamaClient | None = None
         self._seed = seed
         self._sampling = {
@@ -924,6 +944,9 @@ class LlamaClient:
             ctx = self._llama.ctx
             self._llama.last_sampler = None
             llama_cpp.llama_perf_context_reset(ctx)
+            # what the cache holds of the prompt, moved where a page-out changed its middle;
+            # at least the last token is read again (as Llama.generate does)
+            self._reuse_cache(tokens[:-1])
             stream = (
                 None
                 if on_text is None
@@ -1087,14 +1110,108 @@ class LlamaClient:
             llama.n_tokens = keep
         return keep
 
+    def _reuse_cache(self, tokens: list[int]) -> tuple[int, int]:
+        """Keep what the KV cache holds of `tokens`: its longest cached prefix and, where
+        `tokens` lost or changed a stretch after it (a page-out), the cached stretches that
+        follow, moved to their new places (engine.llm.kv_reuse), the tokens between them read
+        now; the rest of the cache is dropped. Returns how many leading tokens of `tokens`
+        the cache then holds (a failed or stopped edit falls back to the prefix), and how many
+        of them it read."""
+        if not self.move_cache or not self._can_shift():
+            return self._keep_cached(tokens), 0
+        llama = self._llama
+        cached = llama.input_ids[: llama.n_tokens].tolist()
+        kept = llama_cpp.Llama.longest_token_prefix(cached, tokens)
+        plan = plan_moves(cached, tokens, kept) if kept < len(cached) else []
+        if not plan:
+            return self._keep_cached(tokens), 0
+        end = plan[-1].new_start + plan[-1].length
+        if self._should_abort(None):
+            raise Interrupted("stopped")  # before any edit: the cache stays as it was
+        try:
+            self._move_cached(plan, kept, tokens)
+            llama.input_ids[kept:end] = tokens[kept:end]
+            # the last token read again: llama.cpp applies the moves at the next decode, and a
+            # state saved before one would hold them unapplied
+            llama._ctx.kv_cache_seq_rm(0, end - 1, -1)
+            llama.n_tokens = end - 1
+            llama.eval(tokens[end - 1 : end])
+        except (RuntimeError, Interrupted) as exc:
+            # what the edit left is not a prompt: keep the prefix alone, as prefix reuse would
+            llama._ctx.kv_cache_seq_rm(-1, kept, -1)
+            llama.n_tokens = kept
+            if isinstance(exc, Interrupted) or self._should_abort(None):
+                raise Interrupted("stopped") from exc
+            logger.warning("moving the cached prompt failed (%s); it is read again", exc)
+            return kept, 0
+        return end, read_tokens(plan, kept, end) + 1
+
+    def _can_shift(self) -> bool:
+        """Whether llama.cpp can move this model's cached tokens (RoPE models can; not all)."""
+        if self._shiftable is None:
+            memory = llama_cpp.llama_get_memory(self._llama.ctx)
+            self._shiftable = bool(llama_cpp.llama_memory_can_shift(memory))
+        return self._shiftable
+
+    def _move_cached(self, plan: list[Moved], kept: int, tokens: list[int]) -> None:
+        """Carry out `plan` on sequence 0 of the KV cache: drop what no stretch keeps, move
+        each stretch, then read each gap before a stretch in sequence 1 (llama.cpp reads a
+        sequence's tokens only after its last one: sequence 1 holds just what comes before
+        the gap) and give its cells to sequence 0."""
+        mem = llama_cpp.llama_get_memory(self._llama.ctx)
+        llama_cpp.llama_memory_seq_rm(mem, 1, -1, -1)
+        edge = kept
+        for move in plan:  # drop the cells no stretch keeps
+            llama_cpp.llama_memory_seq_rm(mem, 0, edge, move.old_start)
+            edge = move.old_start + move.length
+        llama_cpp.llama_memory_seq_rm(mem, 0, edge, -1)
+        # left moves in order, right ones from the last: no stretch lands where one still is
+        left = [m for m in plan if m.shift < 0]
+        right = [m for m in reversed(plan) if m.shift > 0]
+        for move in [*left, *right]:
+            llama_cpp.llama_memory_seq_add(
+                mem, 0, move.old_start, move.old_start + move.length, move.shift
+            )
+        start = kept
+        for move in plan:
+            if move.new_start > start:
+                self._read_gap(mem, tokens[start : move.new_start], start)
+            start = move.new_start + move.length
+
+    def _read_gap(self, mem: Any, gap: list[int], position: int) -> None:
+        """Read `gap` at `position`, after all sequence 0 holds before it."""
+        llama = self._llama
+        llama_cpp.llama_memory_seq_cp(mem, 0, 1, 0, position)
+        try:
+            batch = llama._batch.batch
+            for first in range(0, len(gap), llama.n_batch):
+                if self._should_abort(None):
+                    raise Interrupted("stopped")
+                chunk = gap[first : first + llama.n_batch]
+                batch.n_tokens = len(chunk)
+                for i, token in enumerate(chunk):
+                    batch.token[i] = token
+                    batch.pos[i] = position + first + i
+                    batch.seq_id[i][0] = 1
+                    batch.n_seq_id[i] = 1
+                    batch.logits[i] = False
+                batch.logits[len(chunk) - 1] = True
+                llama._ctx.decode(llama._batch)
+            llama_cpp.llama_memory_seq_cp(mem, 1, 0, position, position + len(gap))
+        finally:
+            llama_cpp.llama_memory_seq_rm(mem, 1, -1, -1)
+
     def prefill(self, messages: list[ChatMessage], cancel: threading.Event | None = None) -> int:
         """Read the stable prefix of `messages` into the KV cache now (idle time), so that the
-        next complete() on them plus a new message reads only the new message. Stops when
-        `cancel` is set, keeping what it read. Returns the tokens it read."""
+        next complete() on them plus a new message reads only the new message (what the cache
+        holds of it is kept, moved where a page-out changed its middle). Stops when `cancel` is
+        set, keeping what it read. Returns the tokens it read."""
         with self._lock, self.interrupted_by(cancel or self._interrupt):
             tokens = self.stable_prefix(messages)
-            start = self._keep_cached(tokens)
-            read = 0
+            try:
+                start, read = self._reuse_cache(tokens)
+            except Interrupted:
+                return 0  # stopped before or while it moved the cache (see _reuse_cache)
             for first in range(start, len(tokens), PREFILL_CHUNK):
                 if self._should_abort(None):
                     break

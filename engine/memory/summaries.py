@@ -50,6 +50,13 @@ class SummaryLog:
         )
         return None if row is None else _row(row)
 
+    def get(self, summary_id: int) -> Summary | None:
+        row = self.store.query_one(
+            f"SELECT {_COLUMNS} FROM summaries WHERE agent_id = ? AND id = ?",
+            (self.agent_id, summary_id),
+        )
+        return None if row is None else _row(row)
+
     def all(self) -> list[Summary]:
         rows = self.store.query(
             f"SELECT {_COLUMNS} FROM summaries WHERE agent_id = ? ORDER BY id", (self.agent_id,)

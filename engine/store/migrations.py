@@ -356,6 +356,14 @@ def _replaced_messages(conn: apsw.Connection) -> None:
     )
 
 
+def _summary_in_view(conn: apsw.Connection) -> None:
+    # With idle work (MemGPTAgent idle_work) a summary written between turns waits for the next
+    # page-out to enter the system message, so that writing it costs no re-read of the prompt;
+    # the summary shown until then, kept so that a reopened agent renders the same prompt (and
+    # its saved prompt cache still matches). NULL: the latest summary; 0: none.
+    conn.execute("ALTER TABLE agents ADD COLUMN summary_in_view INTEGER")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "initial schema: agents, blocks, history, recall, archival, summaries", _initial_schema
@@ -376,6 +384,9 @@ MIGRATIONS: list[Migration] = [
         8,
         "old versions of regenerated replies and edited messages; messages by time",
         _replaced_messages,
+    ),
+    Migration(
+        9, "the summary in view while a newer one waits for the next page-out", _summary_in_view
     ),
 ]
 

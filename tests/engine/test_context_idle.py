@@ -135,3 +135,48 @@ def test_idle_work_stopped_before_it_starts_does_nothing(store) -> None:
     calls = len(client.history)
     done = agent.organise(stopped)
     assert done.stopped and done.page_out is None and len(client.history) == calls
+
+
+def _until_idle_page_out(agent, client, start: int):
+    """Chat until idle work pages out; (what it did, the turn after the last one)."""
+    i = start
+    while True:
+        chat(agent, client, i, chars=900)
+        i += 1
+        done = agent.organise()
+        if done.page_out is not None:
+            return done, i
+        assert i < start + 40, "the window never filled"
+
+
+def test_an_idle_summary_enters_the_prompt_at_the_next_page_out_and_survives_reopening(
+    store,
+) -> None:
+    agent, client = make_agent(store, idle_work=True)
+    first, i = _until_idle_page_out(agent, client, 0)
+    assert first.summarised
+    written = agent.summaries.latest()
+    assert written is not None and written.last_message_id == first.page_out.last_message_id
+    system = agent.context.next_prompt()[0].content
+    # written after the prompt was read ahead: shown from the next page-out, so that writing
+    # it did not change the prompt the model had read
+    assert written.text not in system
+    assert (
+        f"Messages {first.page_out.first_message_id}-{first.page_out.last_message_id} are out "
+        "of view and not summarised yet" in system
+    )
+    reopened, _ = make_agent(store, idle_work=True)  # the app started again on the file
+    assert reopened.context.next_prompt() == agent.context.next_prompt()
+
+    second, _ = _until_idle_page_out(agent, client, i)
+    system = agent.context.next_prompt()[0].content
+    assert written.text in system  # the first page-out's summary, now in view
+    assert agent.summaries.latest().last_message_id == second.page_out.last_message_id
+
+
+def test_without_idle_work_a_summary_is_in_the_prompt_at_once(store) -> None:
+    agent, client = make_agent(store)
+    steps, _ = _session(agent, client, 12, organise=False)
+    assert any(paged_out(r) for r in steps)
+    latest = agent.summaries.latest()
+    assert latest is not None and latest.text in agent.context.next_prompt()[0].content
